@@ -1,0 +1,100 @@
+//! Command-line verbs (SPEC §4): thin wrappers that parse arguments and call the library.
+
+mod check;
+mod license_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The `tollgate` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Sidecar that enforces integration-platform licenses inline"
+)]
+pub struct Cli {
+    /// The verb to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a configuration and its licenses; print flows, pairs, points and endpoint apps.
+    Check {
+        /// The tollgate.toml to check.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Issue, inspect and verify license files.
+    #[command(subcommand)]
+    License(LicenseCommand),
+}
+
+/// `tollgate license …` verbs for issuers and operators.
+#[derive(Debug, Subcommand)]
+pub enum LicenseCommand {
+    /// Write a new issuer key pair as issuer.key (PKCS#8) and issuer.pub (SPKI) into DIR.
+    Keygen {
+        /// Directory to write the key pair into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a license payload (JSON) with an issuer private key.
+    Sign {
+        /// Issuer private key (PEM, PKCS#8).
+        #[arg(long)]
+        key: PathBuf,
+        /// License payload JSON.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// License file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a license file's signature against an issuer public key.
+    Verify {
+        /// Issuer public key (PEM, SubjectPublicKeyInfo).
+        #[arg(long = "pub")]
+        public_key: PathBuf,
+        /// The license file.
+        file: PathBuf,
+    },
+    /// Print a license file's attributes.
+    Show {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The license file.
+        file: PathBuf,
+    },
+}
+
+/// An error a verb reports to the user as one sentence; the binary exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+impl CliError {
+    /// Wraps any displayable error, prefixed by what was being done (usually a file name).
+    pub fn at(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
+        CliError(format!("{context}: {err}"))
+    }
+}
+
+/// Runs one parsed command line; `Ok` carries the exit code for verbs that decide it.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Check { config } => check::run(&config),
+        Command::License(cmd) => match cmd {
+            LicenseCommand::Keygen { out } => license_cmd::keygen(&out),
+            LicenseCommand::Sign { key, input, out } => license_cmd::sign(&key, &input, &out),
+            LicenseCommand::Verify { public_key, file } => license_cmd::verify(&public_key, &file),
+            LicenseCommand::Show { json, file } => license_cmd::show(&file, json),
+        },
+    }
+}

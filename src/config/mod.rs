@@ -1,0 +1,849 @@
+//! The configuration file (SPEC §2): its schema, loading, and whole-file validation.
+//!
+//! Loading is two steps: serde parses the TOML strictly (unknown keys are errors), then
+//! [`validate`] checks the file as a whole and reports every problem with its key path.
+//! Relative paths are resolved against the directory of the config file.
+
+mod duration;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use validate::Problem;
+
+/// Upper bound on a config file's size: a larger file is a mistake, not a configuration.
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A loaded, validated configuration with every path resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The engine-facing listener.
+    pub server: Server,
+    /// The admin listener.
+    pub admin: Admin,
+    /// Which licenses are required and where they come from.
+    pub licensing: Licensing,
+    /// Where durable state lives.
+    #[serde(default)]
+    pub state: State,
+    /// The target system instances.
+    #[serde(default)]
+    pub instances: Vec<Instance>,
+    /// The integration flows between instances.
+    #[serde(default)]
+    pub flows: Vec<Flow>,
+}
+
+/// `[server]`: the listener the integration engine talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Address of the engine-facing listener.
+    pub listen: SocketAddr,
+    /// Header naming the flow of a request; stripped before forwarding.
+    #[serde(default = "default_flow_header")]
+    pub flow_header: String,
+    /// Optional TLS on the engine-facing listener.
+    pub tls: Option<Tls>,
+    /// Accept absolute-form requests for the authorities of configured instances.
+    #[serde(default)]
+    pub forward_proxy: bool,
+    /// Request heads larger than this get 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Clients that do not send a whole request head within this are cut off.
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub header_read_timeout: Duration,
+}
+
+/// A certificate chain and private key for a TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[admin]`: the operator's API listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address of the admin listener.
+    pub listen: SocketAddr,
+    /// File holding the bearer token every `/v1` call must present.
+    pub token_file: PathBuf,
+}
+
+/// A licensing scheme that flows must satisfy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Model {
+    /// Points per pair of instances and a monthly transferred-records budget (SPEC §1.1).
+    Pair,
+    /// Entitlements per environment (SPEC §1.2).
+    Subscription,
+}
+
+/// `[licensing]`: trusted issuers, the license directory and the rules' parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Licensing {
+    /// Schemes a flow must satisfy; with both, a flow needs both.
+    #[serde(default = "default_models")]
+    pub models: Vec<Model>,
+    /// Trusted issuer public keys (PEM, SubjectPublicKeyInfo).
+    pub public_keys: Vec<PathBuf>,
+    /// Directory whose `*.lic` files are the installed licenses.
+    pub license_dir: PathBuf,
+    /// IANA time zone in which months begin.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// The host identity licenses' `bound_to` must match; detected when absent.
+    pub host: Option<Vec<String>>,
+    /// Re-enable flows stopped by the records limit when the month turns.
+    #[serde(default = "default_true")]
+    pub resume_at_reset: bool,
+    /// How far the clock may fall behind the latest time seen before licenses stop working.
+    #[serde(
+        default = "default_max_clock_skew",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub max_clock_skew: Duration,
+}
+
+/// How eagerly counts reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// A counted load is answered only after its count is on disk.
+    #[default]
+    Strict,
+    /// Counts are flushed every `flush_interval`.
+    Batched,
+}
+
+/// `[state]`: the durable store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Directory of the embedded store.
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+    /// Strict or batched commits of counts.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Flush period in batched mode.
+    #[serde(
+        default = "default_flush_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub flush_interval: Duration,
+    /// Shared store for a fleet of sidecars.
+    pub redis: Option<String>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            dir: default_state_dir(),
+            durability: Durability::default(),
+            flush_interval: default_flush_interval(),
+            redis: None,
+        }
+    }
+}
+
+/// How tollgate talks to, and identifies, a kind of target system (SPEC §1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Connector {
+    /// A named application connector (`app`).
+    Named,
+    /// Universal HTTP connector (`base_uri`).
+    Http,
+    /// Universal REST connector (`base_uri`).
+    Rest,
+    /// Universal GraphQL connector (`base_uri`).
+    Graphql,
+    /// A relational database (`engine`, `host`).
+    Rdbms,
+    /// Snowflake (`account`).
+    Snowflake,
+    /// BigQuery (`client_email`).
+    Bigquery,
+    /// Redshift (`cluster`, `region`).
+    Redshift,
+    /// DynamoDB (`access_key_id`).
+    Dynamodb,
+    /// FTP (`host`, `port` default 21).
+    Ftp,
+    /// SFTP (`host`, `port` default 22).
+    Sftp,
+    /// FTPS (`host`, `port` default 990).
+    Ftps,
+    /// AS2 (`host`, `port` default 443).
+    As2,
+    /// A wrapper around custom code: always its own endpoint.
+    Wrapper,
+    /// An inbound webhook: never an endpoint.
+    Webhook,
+}
+
+impl Connector {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Connector::Named => "named",
+            Connector::Http => "http",
+            Connector::Rest => "rest",
+            Connector::Graphql => "graphql",
+            Connector::Rdbms => "rdbms",
+            Connector::Snowflake => "snowflake",
+            Connector::Bigquery => "bigquery",
+            Connector::Redshift => "redshift",
+            Connector::Dynamodb => "dynamodb",
+            Connector::Ftp => "ftp",
+            Connector::Sftp => "sftp",
+            Connector::Ftps => "ftps",
+            Connector::As2 => "as2",
+            Connector::Wrapper => "wrapper",
+            Connector::Webhook => "webhook",
+        }
+    }
+}
+
+/// Production and sandbox are licensed separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Environment {
+    /// Live systems.
+    #[default]
+    Production,
+    /// Test systems.
+    Sandbox,
+}
+
+impl Environment {
+    /// Both environments, in display order.
+    pub const ALL: [Environment; 2] = [Environment::Production, Environment::Sandbox];
+
+    /// The name used in the config file and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Sandbox => "sandbox",
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[[instances]]`: one target system instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    /// Unique id; also the first path segment on the main listener.
+    pub id: String,
+    /// Connector kind, which decides the canonical endpoint attributes.
+    pub connector: Connector,
+    /// Application name (named connectors; any connector may set it to name its system type).
+    pub app: Option<String>,
+    /// Where proxied requests go; the endpoint attribute of HTTP-style connectors.
+    pub base_uri: Option<String>,
+    /// Database engine (rdbms).
+    pub engine: Option<String>,
+    /// Server name or IP (rdbms, ftp, sftp, ftps, as2).
+    pub host: Option<String>,
+    /// Server port (ftp, sftp, ftps, as2); defaults per connector.
+    pub port: Option<u16>,
+    /// Account name (snowflake).
+    pub account: Option<String>,
+    /// Service account e-mail (bigquery).
+    pub client_email: Option<String>,
+    /// Cluster name (redshift).
+    pub cluster: Option<String>,
+    /// Region (redshift).
+    pub region: Option<String>,
+    /// Access key id (dynamodb).
+    pub access_key_id: Option<String>,
+    /// Environment whose entitlements this instance uses.
+    #[serde(default)]
+    pub environment: Environment,
+    /// Upstream connect timeout.
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub connect_timeout: Duration,
+    /// Upstream response-head timeout.
+    #[serde(
+        default = "default_response_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub response_timeout: Duration,
+    /// Extra trusted CA certificates (PEM) for this upstream.
+    pub ca_file: Option<PathBuf>,
+    /// Optional dedicated listener that forwards everything to this instance.
+    pub listen: Option<SocketAddr>,
+    /// Flow bound to the dedicated listener.
+    pub flow: Option<String>,
+    /// On-premise agent this instance is reached through.
+    pub agent: Option<String>,
+    /// Whether this instance is a trading partner (FTP/SFTP/FTPS/AS2 only).
+    #[serde(default)]
+    pub trading_partner: bool,
+}
+
+/// What a flow is, which decides how it is licensed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowKind {
+    /// A regular integration between two instances.
+    #[default]
+    Flow,
+    /// A data-loader job: never counts as an active flow.
+    DataLoader,
+    /// A packaged integration app: counts as a flow only under platform pricing.
+    IntegrationApp,
+}
+
+impl FlowKind {
+    /// The name used in the config file and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowKind::Flow => "flow",
+            FlowKind::DataLoader => "data-loader",
+            FlowKind::IntegrationApp => "integration-app",
+        }
+    }
+}
+
+/// `[[flows]]`: one integration flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    /// Unique id, sent by the engine in the flow header.
+    pub id: String,
+    /// Kind of flow.
+    #[serde(default)]
+    pub kind: FlowKind,
+    /// Environment whose entitlements this flow uses.
+    #[serde(default)]
+    pub environment: Environment,
+    /// The instances the flow connects.
+    pub systems: Vec<String>,
+    /// Initial state; runtime changes persist in the store.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Request patterns that classify loads.
+    #[serde(default)]
+    pub entities: Vec<Entity>,
+}
+
+/// Whether a matched load is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// A main-entity load: counted toward transferred records.
+    Main,
+    /// A child record (comment, attachment): never counted.
+    Child,
+}
+
+/// `[[flows.entities]]`: a request pattern on one of the flow's instances.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entity {
+    /// Instance the pattern applies to.
+    pub instance: String,
+    /// Whether matching loads are counted.
+    pub role: Role,
+    /// HTTP method of the load.
+    pub method: String,
+    /// Path template relative to the instance's base URI.
+    pub path: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the configuration: {source}")]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not TOML of the expected shape.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The config file.
+        file: PathBuf,
+        /// What the parser said, with the line and key.
+        message: String,
+    },
+    /// The file parsed but is inconsistent; every problem is listed.
+    #[error("{file}: {} problem{} in the configuration:\n{}", problems.len(), if problems.len() == 1 { "" } else { "s" }, ProblemList(problems))]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// Every problem found, each with its key path.
+        problems: Vec<Problem>,
+    },
+}
+
+/// Displays problems one per line, indented.
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file; relative paths become relative to its directory.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        };
+        let size = std::fs::metadata(file).map_err(read_err)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Parse {
+                file: file.to_owned(),
+                message: format!(
+                    "the file is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit"
+                ),
+            });
+        }
+        let text = std::fs::read_to_string(file).map_err(read_err)?;
+        let base = file.parent().unwrap_or_else(|| Path::new("."));
+        Config::from_toml(&text, base).map_err(|err| match err {
+            LoadError::Parse(message) => ConfigError::Parse {
+                file: file.to_owned(),
+                message,
+            },
+            LoadError::Invalid(problems) => ConfigError::Invalid {
+                file: file.to_owned(),
+                problems,
+            },
+        })
+    }
+
+    /// Parses and validates config text whose relative paths are relative to `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, LoadError> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|err| LoadError::Parse(describe_toml_error(text, &err)))?;
+        config.resolve_paths(base);
+        let problems = validate::validate(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(LoadError::Invalid(problems))
+        }
+    }
+
+    /// The flow with this id.
+    pub fn flow(&self, id: &str) -> Option<&Flow> {
+        self.flows.iter().find(|flow| flow.id == id)
+    }
+
+    /// The instance with this id.
+    pub fn instance(&self, id: &str) -> Option<&Instance> {
+        self.instances.iter().find(|instance| instance.id == id)
+    }
+
+    /// Whether flows must hold a license of this scheme.
+    pub fn requires(&self, model: Model) -> bool {
+        self.licensing.models.contains(&model)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        if let Some(tls) = &mut self.server.tls {
+            join(&mut tls.cert);
+            join(&mut tls.key);
+        }
+        join(&mut self.admin.token_file);
+        self.licensing.public_keys.iter_mut().for_each(join);
+        join(&mut self.licensing.license_dir);
+        join(&mut self.state.dir);
+        for instance in &mut self.instances {
+            if let Some(ca) = &mut instance.ca_file {
+                join(ca);
+            }
+        }
+    }
+}
+
+/// Why config text could not be loaded, before a file name is attached.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Not TOML of the expected shape.
+    Parse(String),
+    /// Inconsistent; every problem is listed.
+    Invalid(Vec<Problem>),
+}
+
+/// Turns a TOML error into one line: the parser's message with its line and column.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end_matches('\n');
+    match err.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => format!("invalid configuration: {message}"),
+    }
+}
+
+fn default_flow_header() -> String {
+    "Tollgate-Flow".to_owned()
+}
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_models() -> Vec<Model> {
+    vec![Model::Pair]
+}
+fn default_timezone() -> String {
+    "UTC".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A scratch directory with an issuer key and an admin token, for tests that load configs.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// The sections every test config needs, pointing at files [`load`] creates.
+    pub const HEADER: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[admin]
+listen = "127.0.0.1:9901"
+token_file = "admin.token"
+[licensing]
+public_keys = ["issuer.pub"]
+license_dir = "licenses"
+"#;
+
+    /// Loads `HEADER` followed by `body` from a fresh directory holding the referenced files.
+    pub fn load(body: &str) -> Result<Config, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, public) = crate::license::generate_keypair();
+        std::fs::write(dir.path().join("issuer.pub"), public).unwrap();
+        std::fs::write(dir.path().join("admin.token"), "secret\n").unwrap();
+        Config::from_toml(&format!("{HEADER}{body}"), dir.path())
+    }
+
+    /// The problems of a config expected to be invalid, as `path: message` lines.
+    pub fn problems(body: &str) -> Vec<String> {
+        match load(body) {
+            Err(LoadError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
+            Err(LoadError::Parse(message)) => {
+                panic!("expected validation problems, got a parse error: {message}")
+            }
+            Ok(_) => panic!("expected validation problems, the config is valid"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{load, problems};
+    use super::*;
+
+    const TWO_SYSTEMS: &str = r#"
+[[instances]]
+id = "servicenow-1"
+connector = "named"
+app = "servicenow"
+base_uri = "https://sn1.example"
+[[instances]]
+id = "jira-1"
+connector = "named"
+app = "jira"
+base_uri = "https://jira1.example"
+"#;
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let config = load(TWO_SYSTEMS).unwrap();
+        assert_eq!(config.server.flow_header, "Tollgate-Flow");
+        assert_eq!(config.server.max_header_bytes, 65536);
+        assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.licensing.models, vec![Model::Pair]);
+        assert_eq!(config.licensing.timezone, "UTC");
+        assert!(config.licensing.resume_at_reset);
+        assert_eq!(config.licensing.max_clock_skew, Duration::from_secs(86_400));
+        assert_eq!(config.state.durability, Durability::Strict);
+        assert_eq!(config.state.flush_interval, Duration::from_millis(200));
+        assert_eq!(config.instances[0].environment, Environment::Production);
+        assert_eq!(config.instances[0].connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let config = load(TWO_SYSTEMS).unwrap();
+        assert!(config.admin.token_file.is_absolute());
+        assert!(config.licensing.license_dir.ends_with("licenses"));
+        assert_eq!(
+            config.licensing.license_dir.parent(),
+            config.admin.token_file.parent()
+        );
+        assert_eq!(config.state.dir.parent(), config.admin.token_file.parent());
+    }
+
+    #[test]
+    fn unknown_keys_are_parse_errors_with_a_line() {
+        let Err(LoadError::Parse(message)) = load("[state]\ndurabilty = \"strict\"\n") else {
+            panic!("expected a parse error")
+        };
+        assert!(message.contains("durabilty"), "{message}");
+        assert!(message.starts_with("line "), "{message}");
+    }
+
+    #[test]
+    fn bad_durations_name_the_accepted_forms() {
+        let Err(LoadError::Parse(message)) = load("[state]\nflush_interval = \"fast\"\n") else {
+            panic!("expected a parse error")
+        };
+        assert!(message.contains("\"200ms\""), "{message}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let found = problems(&format!(
+            r#"{TWO_SYSTEMS}
+[[instances]]
+id = "jira-1"
+connector = "named"
+[[instances]]
+id = "db"
+connector = "rdbms"
+engine = "mysql"
+trading_partner = true
+[[flows]]
+id = "incidents"
+systems = ["servicenow-1", "jira-9"]
+[[flows.entities]]
+instance = "db"
+role = "main"
+method = "post"
+path = "rest/api/2/issue"
+[[flows]]
+id = "incidents"
+systems = ["servicenow-1"]
+"#
+        ));
+        let expected = [
+            "instances[2].id: duplicate instance id \"jira-1\" (first at instances[1])",
+            "instances[2].app: is required for connector \"named\"",
+            "instances[3].host: is required for connector \"rdbms\"",
+            "instances[3].trading_partner: only FTP, SFTP, FTPS and AS2 instances can be trading partners, not \"rdbms\"",
+            "flows[0].systems[1]: unknown instance \"jira-9\"",
+            "flows[0].entities[0].instance: instance \"db\" is not one of the flow's systems",
+            "flows[0].entities[0].method: \"post\" is not an HTTP method in upper case (e.g. \"POST\")",
+            "flows[0].entities[0].path: \"rest/api/2/issue\" must start with '/'",
+            "flows[1].id: duplicate flow id \"incidents\" (first at flows[0])",
+            "flows[1].systems: a flow of kind \"flow\" needs exactly two systems, not 1",
+        ];
+        for line in expected {
+            assert!(
+                found.iter().any(|f| f == line),
+                "missing {line:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn licensing_and_files_are_checked() {
+        let found = problems(
+            r#"
+[state]
+redis = "redis://127.0.0.1/0"
+"#,
+        );
+        assert!(
+            found.iter().any(|p| p.starts_with("state.redis: ")),
+            "{found:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A directory without the key and token files, and a bad time zone.
+        let text = testing::HEADER.replace(
+            "license_dir = \"licenses\"",
+            "license_dir = \"licenses\"\ntimezone = \"Mars/Olympus\"",
+        );
+        let Err(LoadError::Invalid(found)) = Config::from_toml(&text, dir.path()) else {
+            panic!("expected problems")
+        };
+        let found: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("admin.token_file: cannot read ")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("licensing.public_keys[0]: ")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("licensing.timezone: \"Mars/Olympus\" is not an IANA")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn templates_and_uris_are_checked() {
+        let found = problems(&format!(
+            r#"{TWO_SYSTEMS}
+[[instances]]
+id = "api"
+connector = "http"
+base_uri = "ftp://api.example/?x=1"
+[[flows]]
+id = "f"
+systems = ["servicenow-1", "jira-1"]
+[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "POST"
+path = "/rest/{{*rest}}/issue"
+[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "POST"
+path = "/issue/{{key}}"
+[[flows.entities]]
+instance = "jira-1"
+role = "child"
+method = "POST"
+path = "/issue/{{id}}"
+[[flows.entities]]
+instance = "jira-1"
+role = "child"
+method = "POST"
+path = "/issue/../x"
+"#
+        ));
+        assert!(
+            found.iter().any(|p| p.starts_with(
+                "instances[2].base_uri: \"ftp://api.example/?x=1\" must start with http"
+            )),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("flows[0].entities[0].path: ")
+                    && p.contains("must be the last segment")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("flows[0].entities[2].path: ")
+                    && p.contains("cannot be told apart")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("flows[0].entities[3].path: ") && p.contains("not allowed")),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 4, "{found:#?}");
+    }
+
+    #[test]
+    fn flow_kinds_environments_and_listeners_are_checked() {
+        let found = problems(&format!(
+            r#"{TWO_SYSTEMS}
+[[instances]]
+id = "sb"
+connector = "named"
+app = "jira"
+environment = "sandbox"
+base_uri = "https://sb.example"
+listen = "127.0.0.1:8080"
+flow = "loader"
+[[flows]]
+id = "loader"
+kind = "data-loader"
+systems = ["jira-1"]
+[[flows]]
+id = "app"
+kind = "integration-app"
+systems = ["servicenow-1", "sb"]
+"#
+        ));
+        let expected = [
+            "instances[2].listen: listen address 127.0.0.1:8080 is already used by server.listen",
+            "instances[2].flow: flow \"loader\" does not include instance \"sb\"",
+            "flows[1].systems[1]: instance \"sb\" is in sandbox but the flow is in production",
+        ];
+        for line in expected {
+            assert!(
+                found.iter().any(|f| f == line),
+                "missing {line:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+}

@@ -1,0 +1,478 @@
+//! Whole-file validation: every problem in a parsed config, each with its key path.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::{Config, Connector, FlowKind, Instance};
+
+/// One thing wrong with a configuration, at a key path such as `flows[2].systems[1]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the file, as a TOML key path.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Collects problems as validation walks the file.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Smallest `max_header_bytes` that can hold a realistic request head.
+const MIN_HEADER_BYTES: usize = 1024;
+
+/// Checks a parsed config as a whole; an empty list means it is valid.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut problems = Problems::default();
+    server(config, &mut problems);
+    licensing(config, &mut problems);
+    state(config, &mut problems);
+    listeners(config, &mut problems);
+    let instances = instances(config, &mut problems);
+    flows(config, &instances, &mut problems);
+    problems.0
+}
+
+fn server(config: &Config, problems: &mut Problems) {
+    let server = &config.server;
+    if http::HeaderName::from_bytes(server.flow_header.as_bytes()).is_err() {
+        problems.add(
+            "server.flow_header",
+            format!("{:?} is not a valid HTTP header name", server.flow_header),
+        );
+    }
+    if server.max_header_bytes < MIN_HEADER_BYTES {
+        problems.add(
+            "server.max_header_bytes",
+            format!("must be at least {MIN_HEADER_BYTES}"),
+        );
+    }
+    if server.header_read_timeout.is_zero() {
+        problems.add("server.header_read_timeout", "must be longer than zero");
+    }
+    if let Some(tls) = &server.tls {
+        readable_file("server.tls.cert", &tls.cert, problems);
+        readable_file("server.tls.key", &tls.key, problems);
+    }
+    match std::fs::read_to_string(&config.admin.token_file) {
+        Ok(token) if token.trim().is_empty() => problems.add(
+            "admin.token_file",
+            format!("{} is empty", config.admin.token_file.display()),
+        ),
+        Ok(_) => {}
+        Err(err) => problems.add(
+            "admin.token_file",
+            format!("cannot read {}: {err}", config.admin.token_file.display()),
+        ),
+    }
+}
+
+fn licensing(config: &Config, problems: &mut Problems) {
+    let licensing = &config.licensing;
+    if licensing.models.is_empty() {
+        problems.add(
+            "licensing.models",
+            "must name at least one of \"pair\", \"subscription\"",
+        );
+    }
+    let mut seen = HashSet::new();
+    for model in &licensing.models {
+        if !seen.insert(model) {
+            problems.add("licensing.models", format!("{model:?} is listed twice"));
+        }
+    }
+    if licensing.public_keys.is_empty() {
+        problems.add(
+            "licensing.public_keys",
+            "must name at least one trusted issuer key",
+        );
+    }
+    for (i, key) in licensing.public_keys.iter().enumerate() {
+        if let Err(err) = crate::license::read_verifying_key(key) {
+            problems.add(
+                format!("licensing.public_keys[{i}]"),
+                format!("{}: {err}", key.display()),
+            );
+        }
+    }
+    if licensing.license_dir.exists() && !licensing.license_dir.is_dir() {
+        problems.add(
+            "licensing.license_dir",
+            format!("{} is not a directory", licensing.license_dir.display()),
+        );
+    }
+    if licensing.timezone.parse::<chrono_tz::Tz>().is_err() {
+        problems.add(
+            "licensing.timezone",
+            format!(
+                "{:?} is not an IANA time zone name (e.g. \"UTC\", \"Europe/Berlin\")",
+                licensing.timezone
+            ),
+        );
+    }
+    if let Some(hosts) = &licensing.host {
+        if hosts.is_empty() {
+            problems.add(
+                "licensing.host",
+                "must list at least one FQDN or IP address, or be left out to detect the host",
+            );
+        }
+        for (i, host) in hosts.iter().enumerate() {
+            if host.trim().is_empty() || host.contains(char::is_whitespace) {
+                problems.add(
+                    format!("licensing.host[{i}]"),
+                    format!("{host:?} is not an FQDN or IP address"),
+                );
+            }
+        }
+    }
+}
+
+fn state(config: &Config, problems: &mut Problems) {
+    if config.state.flush_interval.is_zero() {
+        problems.add("state.flush_interval", "must be longer than zero");
+    }
+    if config.state.redis.is_some() {
+        problems.add("state.redis", "the Redis store for fleets is not available in this version; remove the key to use the embedded store");
+    }
+    if config.state.dir.exists() && !config.state.dir.is_dir() {
+        problems.add(
+            "state.dir",
+            format!("{} is not a directory", config.state.dir.display()),
+        );
+    }
+}
+
+fn listeners(config: &Config, problems: &mut Problems) {
+    let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+    let mut claim = |addr: SocketAddr, path: String, problems: &mut Problems| {
+        if let Some(first) = bound.get(&addr) {
+            problems.add(
+                path,
+                format!("listen address {addr} is already used by {first}"),
+            );
+        } else {
+            bound.insert(addr, path);
+        }
+    };
+    claim(config.server.listen, "server.listen".to_owned(), problems);
+    claim(config.admin.listen, "admin.listen".to_owned(), problems);
+    for (i, instance) in config.instances.iter().enumerate() {
+        if let Some(addr) = instance.listen {
+            claim(addr, format!("instances[{i}].listen"), problems);
+        }
+    }
+}
+
+/// Validates every instance; returns the index of each valid-looking id for flow checks.
+fn instances<'a>(config: &'a Config, problems: &mut Problems) -> HashMap<&'a str, &'a Instance> {
+    let mut by_id: HashMap<&str, &Instance> = HashMap::new();
+    let mut lowercase_ids: HashMap<String, usize> = HashMap::new();
+    for (i, instance) in config.instances.iter().enumerate() {
+        let at = format!("instances[{i}]");
+        if !is_path_segment(&instance.id) {
+            problems.add(format!("{at}.id"), format!("{:?} is not a valid instance id (letters, digits, '.', '_', '~', '-'; it is the first path segment of proxied requests)", instance.id));
+        }
+        match lowercase_ids.get(&instance.id.to_ascii_lowercase()) {
+            Some(first) => problems.add(
+                format!("{at}.id"),
+                format!(
+                    "duplicate instance id {:?} (first at instances[{first}])",
+                    instance.id
+                ),
+            ),
+            None => {
+                lowercase_ids.insert(instance.id.to_ascii_lowercase(), i);
+                by_id.insert(&instance.id, instance);
+            }
+        }
+        connector_attributes(instance, &at, problems);
+        if let Some(uri) = &instance.base_uri {
+            if let Err(why) = check_base_uri(uri) {
+                problems.add(format!("{at}.base_uri"), why);
+            }
+        } else if instance.listen.is_some() {
+            problems.add(
+                format!("{at}.base_uri"),
+                "is required where the instance has a dedicated listener",
+            );
+        }
+        if instance.trading_partner
+            && !matches!(
+                instance.connector,
+                Connector::Ftp | Connector::Sftp | Connector::Ftps | Connector::As2
+            )
+        {
+            problems.add(
+                format!("{at}.trading_partner"),
+                format!(
+                    "only FTP, SFTP, FTPS and AS2 instances can be trading partners, not {:?}",
+                    instance.connector.as_str()
+                ),
+            );
+        }
+        if instance.connect_timeout.is_zero() {
+            problems.add(format!("{at}.connect_timeout"), "must be longer than zero");
+        }
+        if instance.response_timeout.is_zero() {
+            problems.add(format!("{at}.response_timeout"), "must be longer than zero");
+        }
+        if let Some(ca) = &instance.ca_file {
+            readable_file(&format!("{at}.ca_file"), ca, problems);
+        }
+        if let Some(agent) = &instance.agent {
+            if agent.trim().is_empty() {
+                problems.add(format!("{at}.agent"), "must not be empty");
+            }
+        }
+        if instance.flow.is_some() && instance.listen.is_none() {
+            problems.add(
+                format!("{at}.flow"),
+                "binds a flow to a dedicated listener, so it needs `listen` too",
+            );
+        }
+    }
+    for (i, instance) in config.instances.iter().enumerate() {
+        if let Some(flow_id) = &instance.flow {
+            match config.flow(flow_id) {
+                None => problems.add(
+                    format!("instances[{i}].flow"),
+                    format!("unknown flow {flow_id:?}"),
+                ),
+                Some(flow) if !flow.systems.contains(&instance.id) => problems.add(
+                    format!("instances[{i}].flow"),
+                    format!(
+                        "flow {flow_id:?} does not include instance {:?}",
+                        instance.id
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    by_id
+}
+
+/// The attributes each connector needs to name its canonical endpoint (SPEC §1.3).
+fn connector_attributes(instance: &Instance, at: &str, problems: &mut Problems) {
+    let required: &[(&str, &Option<String>)] = match instance.connector {
+        Connector::Named => &[("app", &instance.app)],
+        Connector::Http | Connector::Rest | Connector::Graphql => {
+            &[("base_uri", &instance.base_uri)]
+        }
+        Connector::Rdbms => &[("engine", &instance.engine), ("host", &instance.host)],
+        Connector::Snowflake => &[("account", &instance.account)],
+        Connector::Bigquery => &[("client_email", &instance.client_email)],
+        Connector::Redshift => &[("cluster", &instance.cluster), ("region", &instance.region)],
+        Connector::Dynamodb => &[("access_key_id", &instance.access_key_id)],
+        Connector::Ftp | Connector::Sftp | Connector::Ftps | Connector::As2 => {
+            &[("host", &instance.host)]
+        }
+        Connector::Wrapper | Connector::Webhook => &[],
+    };
+    for (name, value) in required {
+        if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+            problems.add(
+                format!("{at}.{name}"),
+                format!(
+                    "is required for connector {:?}",
+                    instance.connector.as_str()
+                ),
+            );
+        }
+    }
+    if instance.port == Some(0) {
+        problems.add(format!("{at}.port"), "must be between 1 and 65535");
+    }
+}
+
+fn flows(config: &Config, instances: &HashMap<&str, &Instance>, problems: &mut Problems) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, flow) in config.flows.iter().enumerate() {
+        let at = format!("flows[{i}]");
+        if flow.id.is_empty() || !flow.id.bytes().all(|b| b.is_ascii_graphic()) {
+            problems.add(format!("{at}.id"), format!("{:?} is not a valid flow id (visible ASCII without spaces; it travels in a header)", flow.id));
+        }
+        if let Some(first) = seen.insert(&flow.id, i) {
+            problems.add(
+                format!("{at}.id"),
+                format!("duplicate flow id {:?} (first at flows[{first}])", flow.id),
+            );
+        }
+        let count_ok = match flow.kind {
+            FlowKind::Flow | FlowKind::IntegrationApp => flow.systems.len() == 2,
+            FlowKind::DataLoader => (1..=2).contains(&flow.systems.len()),
+        };
+        if !count_ok {
+            let wanted = if flow.kind == FlowKind::DataLoader {
+                "one or two systems"
+            } else {
+                "exactly two systems"
+            };
+            problems.add(
+                format!("{at}.systems"),
+                format!(
+                    "a flow of kind {:?} needs {wanted}, not {}",
+                    flow.kind.as_str(),
+                    flow.systems.len()
+                ),
+            );
+        }
+        for (j, system) in flow.systems.iter().enumerate() {
+            match instances.get(system.as_str()) {
+                None => problems.add(
+                    format!("{at}.systems[{j}]"),
+                    format!("unknown instance {system:?}"),
+                ),
+                Some(instance) if instance.environment != flow.environment => problems.add(
+                    format!("{at}.systems[{j}]"),
+                    format!(
+                        "instance {system:?} is in {} but the flow is in {}",
+                        instance.environment, flow.environment
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if flow.systems[..j].contains(system) {
+                problems.add(
+                    format!("{at}.systems[{j}]"),
+                    format!("instance {system:?} is listed twice"),
+                );
+            }
+        }
+        entities(flow, &at, problems);
+    }
+}
+
+fn entities(flow: &super::Flow, at: &str, problems: &mut Problems) {
+    let mut routers: HashMap<(&str, &str), matchit::Router<()>> = HashMap::new();
+    for (k, entity) in flow.entities.iter().enumerate() {
+        let at = format!("{at}.entities[{k}]");
+        if !flow.systems.contains(&entity.instance) {
+            problems.add(
+                format!("{at}.instance"),
+                format!(
+                    "instance {:?} is not one of the flow's systems",
+                    entity.instance
+                ),
+            );
+        }
+        if http::Method::from_bytes(entity.method.as_bytes()).is_err()
+            || entity.method.bytes().any(|b| b.is_ascii_lowercase())
+        {
+            problems.add(
+                format!("{at}.method"),
+                format!(
+                    "{:?} is not an HTTP method in upper case (e.g. \"POST\")",
+                    entity.method
+                ),
+            );
+        }
+        if let Err(why) = check_template(&entity.path) {
+            problems.add(format!("{at}.path"), why);
+            continue;
+        }
+        let router = routers
+            .entry((&entity.instance, &entity.method))
+            .or_default();
+        if let Err(err) = router.insert(entity.path.as_str(), ()) {
+            problems.add(
+                format!("{at}.path"),
+                format!(
+                    "{:?} cannot be told apart from another pattern of this flow: {err}",
+                    entity.path
+                ),
+            );
+        }
+    }
+}
+
+/// A path template: absolute, segments literal, `{name}` or a final `{*rest}`.
+pub(crate) fn check_template(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with '/'"));
+    }
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.contains(['{', '}']) {
+            let inner = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+            let name = match inner {
+                Some(rest) if rest.starts_with('*') => {
+                    if i + 1 != segments.len() {
+                        return Err(format!(
+                            "{path:?}: the catch-all {segment} must be the last segment"
+                        ));
+                    }
+                    &rest[1..]
+                }
+                Some(name) => name,
+                None => {
+                    return Err(format!(
+                        "{path:?}: segment {segment:?} must be a literal, {{name}} or {{*rest}}"
+                    ))
+                }
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "{path:?}: parameter name {name:?} must be letters, digits or '_'"
+                ));
+            }
+        } else if matches!(*segment, "." | "..") || segment.contains(['?', '#', '%']) {
+            return Err(format!(
+                "{path:?}: segment {segment:?} is not allowed in a template"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A base URI: absolute http(s) with a host, without query or fragment.
+fn check_base_uri(uri: &str) -> Result<(), String> {
+    let parsed: http::Uri = uri
+        .parse()
+        .map_err(|err| format!("{uri:?} is not a URI: {err}"))?;
+    match parsed.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{uri:?} must start with http:// or https://")),
+    }
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(format!("{uri:?} has no host"));
+    }
+    if parsed.query().is_some() || uri.contains('#') {
+        return Err(format!("{uri:?} must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+/// Whether an id is safe as one URL path segment.
+fn is_path_segment(id: &str) -> bool {
+    !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+fn readable_file(path: &str, file: &Path, problems: &mut Problems) {
+    if let Err(err) = std::fs::File::open(file) {
+        problems.add(path, format!("cannot read {}: {err}", file.display()));
+    }
+}

@@ -1,0 +1,40 @@
+//! License files (SPEC §3): the payload model, the armored and signed file format, issuer
+//! keys, and the validity of a license on this host at a given instant.
+//!
+//! Reading a file ([`LicenseFile::parse`]) only checks its form; trust comes from
+//! [`LicenseFile::verify`] or, with time and host, from [`validity`].
+
+mod armor;
+mod dir;
+mod error;
+mod file;
+#[cfg(test)]
+mod fixtures;
+mod host;
+mod keys;
+mod payload;
+mod read;
+mod validity;
+
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+
+pub use dir::{read_dir, Installed, Listing, Rejected, Rejection};
+pub use error::LicenseError;
+pub use file::{sign, LicenseFile, SignatureError};
+pub use host::HostIdentity;
+pub use keys::{
+    generate_keypair, kid, read_signing_key, read_verifying_key, signing_key_from_pem,
+    verifying_key_from_pem, KeyError, TrustedKeys,
+};
+pub use payload::{Common, EnvLimits, PairTerms, Payload, Pricing, SubscriptionTerms, Terms};
+pub use validity::{validity, Validity};
+
+pub(crate) use payload::format_time;
+pub(crate) use read::{read_capped, Capped};
+
+/// Largest license file accepted (SPEC §3): bigger files are refused before parsing.
+pub const MAX_LICENSE_BYTES: usize = 64 * 1024;
+
+/// Domain-separation prefix of every signed message (SPEC §3), so a license signature can
+/// never be replayed as a signature over anything else.
+pub const SIGNING_CONTEXT: &[u8] = b"tollgate-license-v1.";

@@ -1,0 +1,252 @@
+//! Point allocation (SPEC §1.1): a pair of instances holds one point of a covering license
+//! while at least one of its flows is enabled.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::{InstancePair, SystemPair};
+
+/// A pair license as the point planner sees it.
+#[derive(Debug, Clone)]
+pub struct PointSource {
+    /// License id; breaks ties between licenses that expire together.
+    pub id: String,
+    /// The system types the license covers.
+    pub systems: SystemPair,
+    /// Points the license grants.
+    pub points: u32,
+    /// When it expires; the license expiring first lends its points first.
+    pub expire: DateTime<Utc>,
+    /// `None` when the license is valid now, else the `license-invalid` reason
+    /// (`expired`, `not-yet-valid`, `wrong-host`, `clock-rollback`).
+    pub invalid: Option<&'static str>,
+}
+
+/// Why a pair could not get a point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PointRefusal {
+    /// No valid license covers the pair's system types; the `license-invalid` reason.
+    LicenseInvalid(&'static str),
+    /// Valid licenses cover the pair but all their points are held by other pairs.
+    PointsExhausted,
+}
+
+impl PointRefusal {
+    /// The problem code of the refusal (SPEC §5, §6).
+    pub fn code(&self) -> &'static str {
+        match self {
+            PointRefusal::LicenseInvalid(_) => "license-invalid",
+            PointRefusal::PointsExhausted => "points-exhausted",
+        }
+    }
+}
+
+/// A pair holding a point: from which license, for how many enabled flows.
+#[derive(Debug, Clone, Copy)]
+struct Holding {
+    license: usize,
+    flows: u32,
+}
+
+/// Who holds which point; the pure core of enabling and disabling flows under pair licenses.
+#[derive(Debug, Clone)]
+pub struct PointLedger {
+    sources: Vec<PointSource>,
+    used: Vec<u32>,
+    holdings: HashMap<InstancePair, Holding>,
+}
+
+impl PointLedger {
+    /// A ledger over these licenses with every point free.
+    pub fn new(sources: Vec<PointSource>) -> PointLedger {
+        let used = vec![0; sources.len()];
+        PointLedger {
+            sources,
+            used,
+            holdings: HashMap::new(),
+        }
+    }
+
+    /// Enables one more flow of `pair`; returns the index of the license whose point the pair holds.
+    ///
+    /// The first flow of a pair takes a point from the covering valid license with free points
+    /// that expires first (ties: lowest id); later flows of the pair share it.
+    pub fn enable(
+        &mut self,
+        pair: &InstancePair,
+        systems: &SystemPair,
+    ) -> Result<usize, PointRefusal> {
+        if let Some(holding) = self.holdings.get_mut(pair) {
+            holding.flows += 1;
+            return Ok(holding.license);
+        }
+        let license = self.pick(systems)?;
+        self.used[license] += 1;
+        self.holdings
+            .insert(pair.clone(), Holding { license, flows: 1 });
+        Ok(license)
+    }
+
+    /// Disables one flow of `pair`; the point is released with the pair's last enabled flow.
+    pub fn disable(&mut self, pair: &InstancePair) {
+        if let Some(holding) = self.holdings.get_mut(pair) {
+            holding.flows -= 1;
+            if holding.flows == 0 {
+                self.used[holding.license] -= 1;
+                self.holdings.remove(pair);
+            }
+        }
+    }
+
+    /// The license whose point this pair holds, if any.
+    pub fn holder(&self, pair: &InstancePair) -> Option<usize> {
+        self.holdings.get(pair).map(|holding| holding.license)
+    }
+
+    /// Points of license `index` held by pairs.
+    pub fn used(&self, index: usize) -> u32 {
+        self.used[index]
+    }
+
+    /// The licenses, in the order given to [`PointLedger::new`].
+    pub fn sources(&self) -> &[PointSource] {
+        &self.sources
+    }
+
+    fn pick(&self, systems: &SystemPair) -> Result<usize, PointRefusal> {
+        let covering: Vec<usize> = (0..self.sources.len())
+            .filter(|&i| self.sources[i].systems == *systems)
+            .collect();
+        let free = covering
+            .iter()
+            .copied()
+            .filter(|&i| self.sources[i].invalid.is_none() && self.used[i] < self.sources[i].points)
+            .min_by(|&a, &b| {
+                let (a, b) = (&self.sources[a], &self.sources[b]);
+                a.expire.cmp(&b.expire).then_with(|| a.id.cmp(&b.id))
+            });
+        if let Some(index) = free {
+            return Ok(index);
+        }
+        if covering.iter().any(|&i| self.sources[i].invalid.is_none()) {
+            return Err(PointRefusal::PointsExhausted);
+        }
+        // Every covering license is invalid: report the one that would matter most, the latest to expire.
+        let reason = covering
+            .iter()
+            .max_by_key(|&&i| {
+                (
+                    self.sources[i].expire,
+                    std::cmp::Reverse(self.sources[i].id.clone()),
+                )
+            })
+            .and_then(|&i| self.sources[i].invalid)
+            .unwrap_or("missing");
+        Err(PointRefusal::LicenseInvalid(reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(year: i32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(year, 1, 1, 0, 0, 0).single().unwrap()
+    }
+
+    fn source(id: &str, a: &str, b: &str, points: u32, expire: i32) -> PointSource {
+        PointSource {
+            id: id.into(),
+            systems: SystemPair::new(a, b),
+            points,
+            expire: at(expire),
+            invalid: None,
+        }
+    }
+
+    fn sn_jira() -> SystemPair {
+        SystemPair::new("servicenow", "jira")
+    }
+
+    #[test]
+    fn flows_of_one_pair_share_a_point_released_with_the_last() {
+        let mut ledger = PointLedger::new(vec![source("L1", "jira", "servicenow", 1, 2030)]);
+        let pair = InstancePair::new("sn-1", "jira-1");
+        assert_eq!(ledger.enable(&pair, &sn_jira()), Ok(0));
+        assert_eq!(ledger.enable(&pair, &sn_jira()), Ok(0));
+        assert_eq!(ledger.used(0), 1);
+        ledger.disable(&pair);
+        assert_eq!(ledger.used(0), 1, "one flow of the pair is still enabled");
+        ledger.disable(&pair);
+        assert_eq!(ledger.used(0), 0);
+        assert_eq!(ledger.holder(&pair), None);
+    }
+
+    #[test]
+    fn a_second_pair_needs_a_second_point() {
+        let mut ledger = PointLedger::new(vec![source("L1", "servicenow", "jira", 1, 2030)]);
+        assert!(ledger
+            .enable(&InstancePair::new("sn-1", "jira-1"), &sn_jira())
+            .is_ok());
+        assert_eq!(
+            ledger.enable(&InstancePair::new("sn-1", "jira-2"), &sn_jira()),
+            Err(PointRefusal::PointsExhausted)
+        );
+        ledger.disable(&InstancePair::new("sn-1", "jira-1"));
+        assert_eq!(
+            ledger.enable(&InstancePair::new("sn-1", "jira-2"), &sn_jira()),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn points_of_licenses_for_one_system_pair_add_up_expiring_first_lends_first() {
+        let mut ledger = PointLedger::new(vec![
+            source("L-late", "jira", "servicenow", 1, 2031),
+            source("L-early", "ServiceNow", "JIRA", 1, 2029),
+            source("L-other", "netsuite", "servicenow", 5, 2028),
+        ]);
+        assert_eq!(
+            ledger.enable(&InstancePair::new("sn-1", "jira-1"), &sn_jira()),
+            Ok(1)
+        );
+        assert_eq!(
+            ledger.enable(&InstancePair::new("sn-1", "jira-2"), &sn_jira()),
+            Ok(0)
+        );
+        assert_eq!(
+            ledger.enable(&InstancePair::new("sn-2", "jira-2"), &sn_jira()),
+            Err(PointRefusal::PointsExhausted)
+        );
+    }
+
+    #[test]
+    fn ties_on_expiry_go_to_the_lowest_id() {
+        let mut ledger = PointLedger::new(vec![
+            source("B", "servicenow", "jira", 1, 2030),
+            source("A", "servicenow", "jira", 1, 2030),
+        ]);
+        assert_eq!(
+            ledger.enable(&InstancePair::new("x", "y"), &sn_jira()),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn invalid_licenses_lend_nothing_and_name_the_reason() {
+        let mut expired = source("OLD", "servicenow", "jira", 3, 2020);
+        expired.invalid = Some("expired");
+        let mut ledger = PointLedger::new(vec![expired]);
+        assert_eq!(
+            ledger.enable(&InstancePair::new("x", "y"), &sn_jira()),
+            Err(PointRefusal::LicenseInvalid("expired"))
+        );
+        assert_eq!(
+            ledger.enable(&InstancePair::new("x", "y"), &SystemPair::new("a", "b")),
+            Err(PointRefusal::LicenseInvalid("missing"))
+        );
+    }
+}
