@@ -4,9 +4,13 @@
 //! `license` are read and checked, `catalog` names instances, endpoints and pairs, `policy`
 //! compiles all of it into decisions, and `cli` is the thin command-line front end.
 
+pub mod admin;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod license;
 pub mod policy;
+pub mod proxy;
+pub mod tls;

@@ -48,38 +48,11 @@ fn port_or_default(instance: &Instance) -> u16 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::collections::HashSet;
-    use std::time::Duration;
 
     use super::*;
-    use crate::config::Environment;
-
-    /// An instance with only a connector and an id; tests fill in attributes.
-    pub(crate) fn instance(id: &str, connector: Connector) -> Instance {
-        Instance {
-            id: id.to_owned(),
-            connector,
-            app: None,
-            base_uri: None,
-            engine: None,
-            host: None,
-            port: None,
-            account: None,
-            client_email: None,
-            cluster: None,
-            region: None,
-            access_key_id: None,
-            environment: Environment::Production,
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(60),
-            ca_file: None,
-            listen: None,
-            flow: None,
-            agent: None,
-            trading_partner: false,
-        }
-    }
+    use crate::catalog::testing::instance;
 
     fn s(v: &str) -> Option<String> {
         Some(v.to_owned())

@@ -68,7 +68,7 @@ impl fmt::Display for InstancePair {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::endpoint::tests::instance;
+    use crate::catalog::testing::instance;
     use crate::config::Connector;
 
     #[test]

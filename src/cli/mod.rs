@@ -2,6 +2,7 @@
 
 mod check;
 mod license_cmd;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,12 @@ pub struct Cli {
 /// Top-level verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the sidecar: proxy listeners, admin API, hot swap, graceful shutdown.
+    Run {
+        /// The tollgate.toml to run.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate a configuration and its licenses; print flows, pairs, points and endpoint apps.
     Check {
         /// The tollgate.toml to check.
@@ -89,6 +96,7 @@ impl CliError {
 /// Runs one parsed command line; `Ok` carries the exit code for verbs that decide it.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Run { config } => run::run(&config),
         Command::Check { config } => check::run(&config),
         Command::License(cmd) => match cmd {
             LicenseCommand::Keygen { out } => license_cmd::keygen(&out),

@@ -63,6 +63,12 @@ pub struct Server {
         deserialize_with = "duration::deserialize"
     )]
     pub header_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before closing their connections.
+    #[serde(
+        default = "default_shutdown_grace",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub shutdown_grace: Duration,
 }
 
 /// A certificate chain and private key for a TLS listener.
@@ -534,6 +540,9 @@ fn default_max_header_bytes() -> usize {
 }
 fn default_header_read_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_models() -> Vec<Model> {
     vec![Model::Pair]

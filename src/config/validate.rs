@@ -163,6 +163,10 @@ fn state(config: &Config, problems: &mut Problems) {
 fn listeners(config: &Config, problems: &mut Problems) {
     let mut bound: HashMap<SocketAddr, String> = HashMap::new();
     let mut claim = |addr: SocketAddr, path: String, problems: &mut Problems| {
+        if addr.port() == 0 {
+            // Port 0 asks the system for a free port: never a collision.
+            return;
+        }
         if let Some(first) = bound.get(&addr) {
             problems.add(
                 path,

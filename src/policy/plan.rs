@@ -65,7 +65,7 @@ pub fn plan_flows(config: &Config, sources: Vec<PointSource>) -> (Vec<FlowPlan>,
 }
 
 /// The instance pair of a two-system flow and its system types.
-fn pair_of(config: &Config, flow: &Flow) -> Option<(InstancePair, SystemPair)> {
+pub(super) fn pair_of(config: &Config, flow: &Flow) -> Option<(InstancePair, SystemPair)> {
     let [a, b] = flow.systems.as_slice() else {
         return None;
     };

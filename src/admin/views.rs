@@ -1,0 +1,104 @@
+//! JSON shapes of the admin API (SPEC §6), built from a snapshot.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::clock::{month_label, Clock};
+use crate::license::Terms;
+use crate::policy::{FlowState, LicenseEntry, Snapshot};
+
+/// One license as `GET /v1/licenses` lists it.
+pub fn license(snapshot: &Snapshot, entry: &LicenseEntry, now: DateTime<Utc>) -> Value {
+    let payload = &entry.installed.file.payload;
+    let mut view = match payload.to_json() {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    view.remove("version");
+    view.entry("bound_to").or_insert(Value::Null);
+    let state = entry.usable_at(now).err().unwrap_or("valid");
+    view.insert("state".into(), state.into());
+    view.insert(
+        "reason".into(),
+        match state {
+            "valid" => Value::Null,
+            "expired" => format!("expired at {}", payload.common.expire.to_rfc3339()).into(),
+            "not-yet-valid" => format!("valid from {}", payload.common.start.to_rfc3339()).into(),
+            other => other.into(),
+        },
+    );
+    view.insert(
+        "file".into(),
+        entry.installed.path.display().to_string().into(),
+    );
+    view.insert("kid".into(), entry.installed.file.kid.clone().into());
+    if let Terms::Pair(terms) = &payload.terms {
+        view.insert(
+            "points".into(),
+            json!({"total": terms.points, "used": entry.points_used}),
+        );
+        let tz = snapshot
+            .config
+            .licensing
+            .timezone
+            .parse()
+            .unwrap_or(chrono_tz::Tz::UTC);
+        view.insert(
+            "records".into(),
+            json!({
+                "month": month_label(now, tz),
+                "used": 0,
+                "limit": terms.transferred_records,
+                "hard_limit": terms.transferred_records.map(|limit| limit + limit / 10),
+                "warning": false,
+            }),
+        );
+    }
+    Value::Object(view)
+}
+
+/// All licenses.
+pub fn licenses(snapshot: &Snapshot, clock: &dyn Clock) -> Value {
+    let now = clock.now();
+    Value::Array(
+        snapshot
+            .licenses
+            .iter()
+            .map(|entry| license(snapshot, entry, now))
+            .collect(),
+    )
+}
+
+/// One flow as `GET /v1/flows` lists it.
+pub fn flow(snapshot: &Snapshot, index: u32) -> Value {
+    let entry = &snapshot.flows[index as usize];
+    let config = &snapshot.config.flows[index as usize];
+    let (enabled, reason, license) = match entry.state {
+        FlowState::Active { license } => (
+            true,
+            None,
+            license.map(|l| snapshot.licenses[l as usize].id().to_owned()),
+        ),
+        FlowState::Unlicensed(reason) => (true, Some(format!("license-invalid:{reason}")), None),
+        FlowState::Disabled(reason) => (false, Some(reason.as_str().to_owned()), None),
+    };
+    json!({
+        "id": &*entry.id,
+        "kind": config.kind.as_str(),
+        "environment": config.environment.as_str(),
+        "systems": config.systems,
+        "enabled": enabled,
+        "reason": reason,
+        "license": license,
+        "pair_key": entry.pair_key,
+    })
+}
+
+/// All flows.
+pub fn flows(snapshot: &Snapshot) -> Value {
+    Value::Array(
+        (0..snapshot.flows.len() as u32)
+            .map(|index| flow(snapshot, index))
+            .collect(),
+    )
+}

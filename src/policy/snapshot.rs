@@ -1,0 +1,330 @@
+//! The immutable snapshot the request path decides on: config, licenses and flow states
+//! compiled into indexed tables, so a request does one `ArcSwap::load` and a few look-ups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use http::{HeaderName, Method};
+
+use super::classify::{Classifier, LoadClass};
+use super::plan::pair_of;
+use super::points::{PointLedger, PointRefusal, PointSource};
+use crate::config::{Config, Model};
+use crate::license::{Installed, Terms, Validity};
+use crate::proxy::{Upstream, UpstreamCache};
+
+/// Why a flow is disabled; the `reason` of `flow-disabled` answers and of `GET /v1/flows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DisabledReason {
+    /// The operator disabled it (config `enabled = false` or the admin API).
+    Operator,
+    /// No covering license had a free point when it was enabled.
+    PointsExhausted,
+    /// The license whose point its pair held was removed.
+    LicenseRemoved,
+    /// Enabling it would exceed a subscription entitlement.
+    EntitlementExceeded,
+    /// Its license reached the transferred-records hard limit.
+    RecordsLimit,
+}
+
+impl DisabledReason {
+    /// The reason as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisabledReason::Operator => "operator",
+            DisabledReason::PointsExhausted => "points-exhausted",
+            DisabledReason::LicenseRemoved => "license-removed",
+            DisabledReason::EntitlementExceeded => "entitlement-exceeded",
+            DisabledReason::RecordsLimit => "records-limit",
+        }
+    }
+}
+
+/// What the operator (or a past refusal) wants of a flow; the input to compilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowSetting {
+    /// Whether the flow should be enabled.
+    pub enabled: bool,
+    /// Why it is disabled, when it is.
+    pub reason: DisabledReason,
+    /// Enabling order: flows take points in ascending order.
+    pub order: u64,
+}
+
+/// A flow's state in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowState {
+    /// Requests pass; under pair licensing `license` is the license whose point the pair holds.
+    Active {
+        /// Index into [`Snapshot::licenses`].
+        license: Option<u32>,
+    },
+    /// Enabled, but no valid license covers it: requests get `license-invalid` with this reason.
+    Unlicensed(&'static str),
+    /// Disabled: requests get `flow-disabled` with this reason.
+    Disabled(DisabledReason),
+}
+
+/// An instance in the snapshot.
+#[derive(Debug)]
+pub struct InstanceEntry {
+    /// The instance id.
+    pub id: Box<str>,
+    /// Where its requests go; `None` for instances without a `base_uri`.
+    pub upstream: Option<Arc<Upstream>>,
+}
+
+/// A flow in the snapshot.
+#[derive(Debug)]
+pub struct FlowEntry {
+    /// The flow id.
+    pub id: Box<str>,
+    /// Its instances, as indexes into [`Snapshot::instances`].
+    pub systems: Vec<u32>,
+    /// Enabled or not, and why.
+    pub state: FlowState,
+    /// The pair of instances holding the point (`a+b`), if the flow has two systems.
+    pub pair_key: Option<String>,
+    /// Classifiers per instance of the flow.
+    classifiers: Vec<(u32, Classifier)>,
+}
+
+/// An installed license in the snapshot.
+#[derive(Debug)]
+pub struct LicenseEntry {
+    /// The verified license file.
+    pub installed: Arc<Installed>,
+    /// Points held by pairs (pair licenses).
+    pub points_used: u32,
+    /// Its validity when the snapshot was compiled; a change means the snapshot is stale.
+    pub compiled_state: Result<(), &'static str>,
+}
+
+impl LicenseEntry {
+    /// The license id.
+    pub fn id(&self) -> &str {
+        &self.installed.file.payload.common.id
+    }
+
+    /// Whether the license is valid at `now`; else the `license-invalid` reason.
+    pub fn usable_at(&self, now: DateTime<Utc>) -> Result<(), &'static str> {
+        usable_at(&self.installed, now)
+    }
+}
+
+/// Whether a verified license is valid at `now` (its host binding was checked when it was read).
+pub fn usable_at(installed: &Installed, now: DateTime<Utc>) -> Result<(), &'static str> {
+    let common = &installed.file.payload.common;
+    if installed.validity == Validity::WrongHost {
+        Err("wrong-host")
+    } else if now < common.start {
+        Err("not-yet-valid")
+    } else if now >= common.expire {
+        Err("expired")
+    } else {
+        Ok(())
+    }
+}
+
+/// Everything a request is decided on, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases with every swap; shown in the admin status.
+    pub generation: u64,
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// The flow header, parsed once.
+    pub flow_header: HeaderName,
+    /// Instances in config order.
+    pub instances: Vec<InstanceEntry>,
+    /// Flows in config order.
+    pub flows: Vec<FlowEntry>,
+    /// Installed licenses, by id.
+    pub licenses: Vec<LicenseEntry>,
+    instance_ids: HashMap<Box<str>, u32>,
+    flow_ids: HashMap<Box<str>, u32>,
+}
+
+/// The outcome of compiling: the snapshot and the flows it had to refuse a point.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The new snapshot.
+    pub snapshot: Snapshot,
+    /// Flows wanted enabled that got no point (`points-exhausted`), by flow index.
+    pub exhausted: Vec<u32>,
+}
+
+/// Builds a snapshot from a valid config, verified licenses and a setting per flow (config order).
+pub fn compile(
+    config: Arc<Config>,
+    licenses: &[Arc<Installed>],
+    settings: &[FlowSetting],
+    upstreams: &mut UpstreamCache,
+    now: DateTime<Utc>,
+    generation: u64,
+) -> Result<Compiled, String> {
+    let flow_header = HeaderName::from_bytes(config.server.flow_header.as_bytes())
+        .map_err(|err| format!("server.flow_header: {err}"))?;
+    let mut instances = Vec::with_capacity(config.instances.len());
+    let mut instance_ids = HashMap::with_capacity(config.instances.len());
+    for (index, instance) in config.instances.iter().enumerate() {
+        let upstream = upstreams
+            .get(instance)
+            .map_err(|err| format!("instance {:?}: {err}", instance.id))?;
+        instance_ids.insert(instance.id.as_str().into(), index as u32);
+        instances.push(InstanceEntry {
+            id: instance.id.as_str().into(),
+            upstream,
+        });
+    }
+
+    let mut sorted: Vec<Arc<Installed>> = licenses.to_vec();
+    sorted.sort_by(|a, b| a.file.payload.common.id.cmp(&b.file.payload.common.id));
+    let (sources, source_license): (Vec<PointSource>, Vec<u32>) = sorted
+        .iter()
+        .enumerate()
+        .filter_map(|(index, installed)| match &installed.file.payload.terms {
+            Terms::Pair(terms) => Some((
+                PointSource {
+                    id: installed.file.payload.common.id.clone(),
+                    systems: crate::catalog::SystemPair::new(&terms.system_a, &terms.system_b),
+                    points: terms.points,
+                    expire: installed.file.payload.common.expire,
+                    invalid: usable_at(installed, now).err(),
+                },
+                index as u32,
+            )),
+            Terms::Subscription(_) => None,
+        })
+        .unzip();
+    let mut ledger = PointLedger::new(sources);
+
+    let pair_model = config.requires(Model::Pair);
+    let mut states = vec![FlowState::Disabled(DisabledReason::Operator); config.flows.len()];
+    let mut order: Vec<usize> = (0..config.flows.len())
+        .filter(|&i| settings.get(i).is_some_and(|s| s.enabled))
+        .collect();
+    order.sort_by_key(|&i| (settings[i].order, i));
+    let mut exhausted = Vec::new();
+    for (index, setting) in settings.iter().enumerate().take(config.flows.len()) {
+        if !setting.enabled {
+            states[index] = FlowState::Disabled(setting.reason);
+        }
+    }
+    for index in order {
+        let pair = pair_of(&config, &config.flows[index]);
+        states[index] = match pair {
+            Some((pair, systems)) if pair_model => match ledger.enable(&pair, &systems) {
+                Ok(source) => FlowState::Active {
+                    license: Some(source_license[source]),
+                },
+                Err(PointRefusal::PointsExhausted) => {
+                    exhausted.push(index as u32);
+                    FlowState::Disabled(DisabledReason::PointsExhausted)
+                }
+                Err(PointRefusal::LicenseInvalid(reason)) => FlowState::Unlicensed(reason),
+            },
+            _ => FlowState::Active { license: None },
+        };
+    }
+
+    let mut flows = Vec::with_capacity(config.flows.len());
+    let mut flow_ids = HashMap::with_capacity(config.flows.len());
+    for (index, flow) in config.flows.iter().enumerate() {
+        let systems: Vec<u32> = flow
+            .systems
+            .iter()
+            .filter_map(|id| instance_ids.get(id.as_str()).copied())
+            .collect();
+        let classifiers = systems
+            .iter()
+            .map(|&instance| {
+                let id = &config.instances[instance as usize].id;
+                (
+                    instance,
+                    Classifier::new(flow.entities.iter().filter(|entity| entity.instance == *id)),
+                )
+            })
+            .collect();
+        flow_ids.insert(flow.id.as_str().into(), index as u32);
+        flows.push(FlowEntry {
+            id: flow.id.as_str().into(),
+            systems,
+            state: states[index],
+            pair_key: pair_of(&config, flow).map(|(pair, _)| pair.key()),
+            classifiers,
+        });
+    }
+
+    let mut points_used = vec![0; sorted.len()];
+    for (source, &license) in source_license.iter().enumerate() {
+        points_used[license as usize] = ledger.used(source);
+    }
+    let licenses = sorted
+        .into_iter()
+        .zip(points_used)
+        .map(|(installed, points_used)| {
+            let compiled_state = usable_at(&installed, now);
+            LicenseEntry {
+                installed,
+                points_used,
+                compiled_state,
+            }
+        })
+        .collect();
+    upstreams.retain_used();
+    let snapshot = Snapshot {
+        generation,
+        config,
+        flow_header,
+        instances,
+        flows,
+        licenses,
+        instance_ids,
+        flow_ids,
+    };
+    Ok(Compiled {
+        snapshot,
+        exhausted,
+    })
+}
+
+impl Snapshot {
+    /// The index of the instance with this id.
+    pub fn instance(&self, id: &str) -> Option<u32> {
+        self.instance_ids.get(id).copied()
+    }
+
+    /// The index of the flow with this id.
+    pub fn flow(&self, id: &str) -> Option<u32> {
+        self.flow_ids.get(id).copied()
+    }
+
+    /// Whether time has moved any license across its start or expiry since compilation.
+    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        self.licenses
+            .iter()
+            .any(|license| license.usable_at(now) != license.compiled_state)
+    }
+
+    /// The index of the license with this id.
+    pub fn license(&self, id: &str) -> Option<u32> {
+        self.licenses
+            .iter()
+            .position(|license| license.id() == id)
+            .map(|i| i as u32)
+    }
+
+    /// Classifies a request of `flow` to `instance` by method and path (relative to the base URI).
+    pub fn classify(&self, flow: u32, instance: u32, method: &Method, path: &str) -> LoadClass {
+        self.flows[flow as usize]
+            .classifiers
+            .iter()
+            .find(|(i, _)| *i == instance)
+            .map_or(LoadClass::Other, |(_, classifier)| {
+                classifier.classify(method, path)
+            })
+    }
+}

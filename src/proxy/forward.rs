@@ -1,0 +1,324 @@
+//! Forwarding to target systems: one pooled hyper client per upstream (HTTP/1.1 and HTTP/2,
+//! rustls with the platform roots plus an optional per-instance CA), hop-by-hop headers
+//! removed both ways, connect and response-head timeouts.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use crate::config::Instance;
+
+/// How long an idle pooled upstream connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why a request could not be forwarded.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// Connection refused, DNS, TLS or protocol failure: 502.
+    Unavailable(String),
+    /// No response head within the instance's `response_timeout`: 504.
+    Timeout(Duration),
+}
+
+/// A target system: where its requests go and the client pool that takes them there.
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base URI's path without its trailing `/`; requests' paths are appended to it.
+    base_path: Box<str>,
+    response_timeout: Duration,
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Upstream({}://{}{})",
+            self.scheme, self.authority, self.base_path
+        )
+    }
+}
+
+impl Upstream {
+    /// The scheme and authority requests go to, e.g. `https://acme.atlassian.net`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// The base URI's path (without trailing `/`), which entity templates are relative to.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// Whether an absolute-form request's authority names this upstream (case-insensitive,
+    /// default ports implied).
+    pub fn serves_authority(&self, scheme: Option<&Scheme>, authority: &Authority) -> bool {
+        let scheme = scheme.unwrap_or(&Scheme::HTTP);
+        let default_port = |s: &Scheme| if *s == Scheme::HTTPS { 443 } else { 80 };
+        authority.host().eq_ignore_ascii_case(self.authority.host())
+            && authority.port_u16().unwrap_or(default_port(scheme))
+                == self
+                    .authority
+                    .port_u16()
+                    .unwrap_or(default_port(&self.scheme))
+    }
+
+    /// Sends `req` to `path_and_query` (relative to the base path) and waits for the response head.
+    ///
+    /// The request body streams; hop-by-hop headers and `strip` (the flow header) are removed.
+    pub async fn send(
+        &self,
+        mut req: Request<Incoming>,
+        path_and_query: &str,
+        strip: &HeaderName,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let mut target = String::with_capacity(self.base_path.len() + path_and_query.len());
+        target.push_str(&self.base_path);
+        target.push_str(path_and_query);
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+            .map_err(|err| {
+                ForwardError::Unavailable(format!("cannot build the upstream URI: {err}"))
+            })?;
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        let headers = req.headers_mut();
+        remove_hop_by_hop(headers);
+        headers.remove(strip);
+        headers.remove(header::HOST);
+        let response = tokio::time::timeout(self.response_timeout, self.client.request(req))
+            .await
+            .map_err(|_| ForwardError::Timeout(self.response_timeout))?
+            .map_err(|err| ForwardError::Unavailable(describe_client_error(&err)))?;
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// The error chain of a client error as one line (hyper's top-level message alone says little).
+fn describe_client_error(err: &hyper_util::client::legacy::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1, including those `Connection` names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// Identity of an upstream for reuse across snapshots: same target and settings, same pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct UpstreamKey {
+    base_uri: String,
+    ca_file: Option<PathBuf>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+/// Upstreams kept across snapshot swaps so that a swap never drops pooled connections.
+pub struct UpstreamCache {
+    platform_roots: Arc<RootCertStore>,
+    upstreams: HashMap<UpstreamKey, Arc<Upstream>>,
+}
+
+impl UpstreamCache {
+    /// A cache trusting the platform's root certificates (loaded once).
+    pub fn new() -> UpstreamCache {
+        let mut roots = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for err in &native.errors {
+            tracing::warn!(error = %err, "some platform root certificates could not be loaded");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(native.certs);
+        tracing::debug!(added, ignored, "platform root certificates loaded");
+        UpstreamCache {
+            platform_roots: Arc::new(roots),
+            upstreams: HashMap::new(),
+        }
+    }
+
+    /// The upstream of an instance with a `base_uri` (reused when unchanged).
+    pub fn get(&mut self, instance: &Instance) -> Result<Option<Arc<Upstream>>, String> {
+        let Some(base_uri) = &instance.base_uri else {
+            return Ok(None);
+        };
+        let key = UpstreamKey {
+            base_uri: base_uri.clone(),
+            ca_file: instance.ca_file.clone(),
+            connect_timeout: instance.connect_timeout,
+            response_timeout: instance.response_timeout,
+        };
+        if let Some(upstream) = self.upstreams.get(&key) {
+            return Ok(Some(upstream.clone()));
+        }
+        let upstream = Arc::new(self.build(&key)?);
+        self.upstreams.insert(key, upstream.clone());
+        Ok(Some(upstream))
+    }
+
+    /// Forgets upstreams no snapshot uses any more (their pools close when the last request ends).
+    pub fn retain_used(&mut self) {
+        self.upstreams
+            .retain(|_, upstream| Arc::strong_count(upstream) > 1);
+    }
+
+    fn build(&self, key: &UpstreamKey) -> Result<Upstream, String> {
+        let uri: Uri = key
+            .base_uri
+            .parse()
+            .map_err(|err| format!("base_uri {:?}: {err}", key.base_uri))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            return Err(format!("base_uri {:?} must be absolute", key.base_uri));
+        };
+        let roots = match &key.ca_file {
+            None => self.platform_roots.clone(),
+            Some(path) => {
+                let mut roots = (*self.platform_roots).clone();
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect())
+                    .map_err(|err| format!("ca_file {}: {err}", path.display()))?;
+                if certs.is_empty() {
+                    return Err(format!(
+                        "ca_file {}: no PEM certificate in it",
+                        path.display()
+                    ));
+                }
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|err| format!("ca_file {}: {err}", path.display()))?;
+                }
+                Arc::new(roots)
+            }
+        };
+        let tls =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|err| format!("TLS configuration: {err}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(key.connect_timeout));
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        let base_path = uri.path().trim_end_matches('/').into();
+        Ok(Upstream {
+            scheme,
+            authority,
+            base_path,
+            response_timeout: key.response_timeout,
+            client,
+        })
+    }
+}
+
+impl Default for UpstreamCache {
+    fn default() -> Self {
+        UpstreamCache::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+            ("content-type", "application/json"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept", "content-type"]);
+    }
+
+    #[tokio::test]
+    async fn upstreams_are_reused_until_unused() {
+        let mut cache = UpstreamCache::new();
+        let mut instance = crate::catalog::testing::instance("a", crate::config::Connector::Http);
+        instance.base_uri = Some("https://API.example:8443/base/".into());
+        let first = cache.get(&instance).unwrap().unwrap();
+        let second = cache.get(&instance).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.origin(), "https://API.example:8443");
+        assert_eq!(first.base_path(), "/base");
+        assert!(first.serves_authority(Some(&Scheme::HTTPS), &"api.example:8443".parse().unwrap()));
+        assert!(!first.serves_authority(Some(&Scheme::HTTPS), &"api.example".parse().unwrap()));
+        drop((first, second));
+        cache.retain_used();
+        assert!(cache.upstreams.is_empty());
+    }
+}

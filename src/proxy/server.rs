@@ -1,0 +1,175 @@
+//! Listeners: accept TCP (optionally TLS) connections and serve HTTP/1.1 and HTTP/2 on them
+//! with hyper, bounded head size and header-read timeout, and graceful draining on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// hyper's smallest accepted HTTP/1 read buffer.
+const MIN_HTTP1_BUFFER: usize = 8192;
+
+/// What a listener is for, which decides how its requests are routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerRole {
+    /// The engine-facing listener: `/{instance-id}/…`, or absolute-form in forward-proxy mode.
+    Engine,
+    /// A dedicated listener: every request goes to this instance.
+    Instance {
+        /// The instance id.
+        id: Arc<str>,
+        /// The flow bound to the listener, used when a request names none.
+        flow: Option<Arc<str>>,
+    },
+    /// The admin API.
+    Admin,
+}
+
+impl std::fmt::Display for ListenerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenerRole::Engine => f.write_str("engine"),
+            ListenerRole::Instance { id, .. } => write!(f, "instance:{id}"),
+            ListenerRole::Admin => f.write_str("admin"),
+        }
+    }
+}
+
+/// A bound socket with its role.
+pub struct BoundListener {
+    /// What the listener serves.
+    pub role: Arc<ListenerRole>,
+    /// The socket.
+    pub listener: TcpListener,
+    /// The address it is bound to (the real port when the config said 0).
+    pub addr: SocketAddr,
+}
+
+/// Binds a listener and logs where it listens.
+pub async fn bind(addr: SocketAddr, role: ListenerRole) -> Result<BoundListener, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|err| format!("cannot listen on {addr} for {role}: {err}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| format!("listener for {role}: {err}"))?;
+    tracing::info!(role = %role, addr = %addr, "listening");
+    Ok(BoundListener {
+        role: Arc::new(role),
+        listener,
+        addr,
+    })
+}
+
+/// Connection-level settings of a listener.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a whole request head (and finish a TLS handshake).
+    pub header_read_timeout: Duration,
+    /// TLS, if the listener terminates it.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Accepts connections until `shutdown` fires, serving each with `handler`; connections are
+/// registered with `graceful` so the caller can drain them.
+pub async fn serve<H, F, B>(
+    bound: BoundListener,
+    options: ServeOptions,
+    handler: H,
+    graceful: Arc<GracefulShutdown>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(Arc<ListenerRole>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(options.max_header_bytes.max(MIN_HTTP1_BUFFER));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = bound.listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(role = %bound.role, error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let role = bound.role.clone();
+        let handler = handler.clone();
+        let tls = options.tls.clone();
+        let handshake_timeout = options.header_read_timeout;
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handler(role.clone(), req));
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned(),
+                        )
+                        .await
+                }
+                Some(acceptor) => match accept_tls(&acceptor, stream, handshake_timeout).await {
+                    Ok(tls) => {
+                        watcher
+                            .watch(
+                                builder
+                                    .serve_connection(TokioIo::new(tls), service)
+                                    .into_owned(),
+                            )
+                            .await
+                    }
+                    Err(err) => {
+                        tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(err) = result {
+                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn accept_tls(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("handshake timed out".to_owned()),
+    }
+}

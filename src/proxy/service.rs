@@ -1,0 +1,361 @@
+//! The proxy service, as named phases: [`check_framing`] → [`route`] → [`identify`] →
+//! [`gate`] → [`forward`]. Each phase either passes what the next needs or answers with a
+//! [`Problem`]. Nothing here takes a lock; the snapshot is loaded once per request.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use super::body::ProxyBody;
+use super::forward::ForwardError;
+use super::path::{decode_segment, normalize, split_first};
+use super::problem::Problem;
+use super::server::ListenerRole;
+use crate::clock::Clock;
+use crate::policy::{DisabledReason, FlowState, LoadClass, Snapshot};
+
+/// What every request handler shares: the current snapshot and the clock.
+pub struct Shared {
+    /// The snapshot requests are decided on; swapped whole on every change.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// The time licenses are judged at.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Where a routed request goes.
+#[derive(Debug)]
+struct Target<'a> {
+    /// Index of the instance.
+    instance: u32,
+    /// The normalised path relative to the instance's base URI (for classification).
+    path: Cow<'a, str>,
+    /// Whether the path already includes the base URI's path (absolute-form requests).
+    absolute: bool,
+}
+
+/// Handles one request on a proxy listener; never fails, refusals are problem answers.
+pub async fn handle(
+    shared: Arc<Shared>,
+    role: Arc<ListenerRole>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let snapshot = shared.snapshot.load_full();
+    let now = shared.clock.now();
+    Ok(proxy(&snapshot, &role, now, req)
+        .await
+        .unwrap_or_else(Problem::into_response))
+}
+
+async fn proxy(
+    snapshot: &Snapshot,
+    role: &ListenerRole,
+    now: DateTime<Utc>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Problem> {
+    check_framing(snapshot, &req)?;
+    let target = route(snapshot, role, &req)?;
+    let flow = identify(snapshot, role, &req, target.instance)?;
+    gate(snapshot, now, flow, target.instance)?;
+    let _class: LoadClass = snapshot.classify(flow, target.instance, req.method(), &target.path);
+    let upstream = snapshot.instances[target.instance as usize]
+        .upstream
+        .as_ref()
+        .ok_or_else(|| no_route("the instance has no base_uri"))?;
+    let mut path_and_query = String::with_capacity(target.path.len() + 64);
+    if !target.absolute {
+        path_and_query.push_str(upstream.base_path());
+    }
+    path_and_query.push_str(&target.path);
+    if let Some(query) = req.uri().query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    forward(
+        snapshot,
+        flow,
+        target.instance,
+        upstream,
+        req,
+        &path_and_query,
+    )
+    .await
+}
+
+/// Refuses request heads the server must not forward: conflicting framing, oversized heads.
+fn check_framing(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<(), Problem> {
+    let headers = req.headers();
+    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "the request has both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let limit = snapshot.config.server.max_header_bytes;
+    let mut size = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
+        + 12;
+    for (name, value) in headers {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    if size > limit {
+        return Err(Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header-too-large",
+            format!("the request head is about {size} bytes, over the {limit}-byte limit"),
+        ));
+    }
+    Ok(())
+}
+
+/// Finds the instance and the path relative to its base URI; anything else is `unknown-route`.
+fn route<'r>(
+    snapshot: &Snapshot,
+    role: &ListenerRole,
+    req: &'r Request<Incoming>,
+) -> Result<Target<'r>, Problem> {
+    let uri = req.uri();
+    let raw = uri.path();
+    match role {
+        ListenerRole::Instance { id, .. } => {
+            let instance = snapshot
+                .instance(id)
+                .ok_or_else(|| no_route("the listener's instance is no longer configured"))?;
+            let path = normalize(raw).map_err(|err| path_problem(err.describe()))?;
+            Ok(Target {
+                instance,
+                path,
+                absolute: false,
+            })
+        }
+        ListenerRole::Engine if uri.authority().is_some() && req.version() < Version::HTTP_2 => {
+            absolute_form(snapshot, req)
+        }
+        ListenerRole::Engine | ListenerRole::Admin => {
+            let (first, rest) = split_first(raw);
+            let instance = decode_segment(first)
+                .and_then(|id| snapshot.instance(&id))
+                .ok_or_else(|| no_route(format!("no instance is configured at /{first}")))?;
+            let path = normalize(rest).map_err(|err| path_problem(err.describe()))?;
+            Ok(Target {
+                instance,
+                path,
+                absolute: false,
+            })
+        }
+    }
+}
+
+/// Routes an absolute-form request (forward-proxy mode) to the instance serving its authority.
+fn absolute_form<'r>(
+    snapshot: &Snapshot,
+    req: &'r Request<Incoming>,
+) -> Result<Target<'r>, Problem> {
+    let uri = req.uri();
+    if !snapshot.config.server.forward_proxy {
+        return Err(no_route(
+            "absolute-form requests are not accepted (server.forward_proxy is off)",
+        ));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| no_route("the request has no authority"))?;
+    let instance = snapshot
+        .instances
+        .iter()
+        .position(|entry| {
+            entry
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.serves_authority(uri.scheme(), authority))
+        })
+        .ok_or_else(|| {
+            no_route(format!(
+                "{authority} is not the authority of a configured instance"
+            ))
+        })?;
+    let path = normalize(uri.path()).map_err(|err| path_problem(err.describe()))?;
+    Ok(Target {
+        instance: instance as u32,
+        path,
+        absolute: true,
+    })
+}
+
+/// Finds the request's flow (header, else the listener's bound flow) and checks it owns the instance.
+fn identify(
+    snapshot: &Snapshot,
+    role: &ListenerRole,
+    req: &Request<Incoming>,
+    instance: u32,
+) -> Result<u32, Problem> {
+    let instance_id = &*snapshot.instances[instance as usize].id;
+    let named = match req.headers().get(&snapshot.flow_header) {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "unknown-flow",
+                "the flow header is not visible ASCII",
+            )
+            .with("instance", instance_id)
+        })?),
+        None => match role {
+            ListenerRole::Instance {
+                flow: Some(flow), ..
+            } => Some(&**flow),
+            _ => None,
+        },
+    };
+    let Some(name) = named else {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "flow-required",
+            format!(
+                "the request names no flow: send the {} header",
+                snapshot.flow_header
+            ),
+        )
+        .with("instance", instance_id));
+    };
+    let flow = snapshot.flow(name).ok_or_else(|| {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "unknown-flow",
+            format!("flow {name:?} is not configured"),
+        )
+        .with("flow", name)
+        .with("instance", instance_id)
+    })?;
+    if !snapshot.flows[flow as usize].systems.contains(&instance) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "flow-instance-mismatch",
+            format!("instance {instance_id:?} is not one of the systems of flow {name:?}"),
+        )
+        .with("flow", name)
+        .with("instance", instance_id));
+    }
+    Ok(flow)
+}
+
+/// Lets the request through only while its flow is enabled and a valid license covers it.
+fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Result<(), Problem> {
+    let entry = &snapshot.flows[flow as usize];
+    let instance_id = &*snapshot.instances[instance as usize].id;
+    let refuse = |status, code, detail: String, license: Option<&str>, reason: &str| {
+        Problem::new(status, code, detail)
+            .with("flow", &*entry.id)
+            .with("instance", instance_id)
+            .with("license", license.map_or(Value::Null, Value::from))
+            .with("reason", reason)
+    };
+    match entry.state {
+        FlowState::Disabled(reason) => {
+            let status = if reason == DisabledReason::RecordsLimit {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            let code = if reason == DisabledReason::RecordsLimit {
+                "records-limit-exceeded"
+            } else {
+                "flow-disabled"
+            };
+            Err(refuse(
+                status,
+                code,
+                format!("flow {:?} is disabled ({})", entry.id, reason.as_str()),
+                None,
+                reason.as_str(),
+            ))
+        }
+        FlowState::Unlicensed(reason) => Err(refuse(
+            StatusCode::FORBIDDEN,
+            "license-invalid",
+            format!("no valid license covers flow {:?} ({reason})", entry.id),
+            None,
+            reason,
+        )),
+        FlowState::Active {
+            license: Some(license),
+        } => {
+            let license = &snapshot.licenses[license as usize];
+            license.usable_at(now).map_err(|reason| {
+                refuse(
+                    StatusCode::FORBIDDEN,
+                    "license-invalid",
+                    format!(
+                        "license {} covering flow {:?} is {reason}",
+                        license.id(),
+                        entry.id
+                    ),
+                    Some(license.id()),
+                    reason,
+                )
+            })
+        }
+        FlowState::Active { license: None } => Ok(()),
+    }
+}
+
+/// Sends the request to the target and streams its answer back.
+async fn forward(
+    snapshot: &Snapshot,
+    flow: u32,
+    instance: u32,
+    upstream: &super::forward::Upstream,
+    req: Request<Incoming>,
+    path_and_query: &str,
+) -> Result<Response<ProxyBody>, Problem> {
+    let flow_id = &*snapshot.flows[flow as usize].id;
+    let instance_id = &*snapshot.instances[instance as usize].id;
+    match upstream
+        .send(req, path_and_query, &snapshot.flow_header)
+        .await
+    {
+        Ok(response) => Ok(response.map(ProxyBody::Upstream)),
+        Err(ForwardError::Unavailable(why)) => {
+            tracing::debug!(flow = flow_id, instance = instance_id, error = %why, "upstream unavailable");
+            Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-unavailable",
+                format!(
+                    "cannot reach {} for instance {instance_id:?}: {why}",
+                    upstream.origin()
+                ),
+            )
+            .with("flow", flow_id)
+            .with("instance", instance_id))
+        }
+        Err(ForwardError::Timeout(after)) => Err(Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream-timeout",
+            format!(
+                "{} did not answer within {} ms",
+                upstream.origin(),
+                after.as_millis()
+            ),
+        )
+        .with("flow", flow_id)
+        .with("instance", instance_id)
+        .with(
+            "timeout_ms",
+            u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+        )),
+    }
+}
+
+fn no_route(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "unknown-route", detail)
+}
+
+fn path_problem(detail: &str) -> Problem {
+    no_route(detail.to_owned())
+}
