@@ -1691,7 +1691,6 @@ fn usage_errors_exit_2() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "product bug: the instances column lists instances no enabled flow uses"]
 fn endpoint_apps_list_only_instances_of_enabled_flows() {
     let scratch = Scratch::new();
     scratch.config(
@@ -1723,7 +1722,7 @@ systems = ["sn-2", "jira-2"]
 }
 
 #[test]
-#[ignore = "product bug: check does not refuse flows over a subscription entitlement"]
+#[ignore = "subscription entitlement enforcement arrives with issue 5"]
 fn a_flow_over_an_entitlement_is_refused() {
     let scratch = Scratch::new();
     scratch.config(r#"models = ["subscription"]"#, MIXED);
@@ -1746,7 +1745,7 @@ fn a_flow_over_an_entitlement_is_refused() {
 }
 
 #[test]
-#[ignore = "product bug: under subscription licensing, flows without any subscription are enabled"]
+#[ignore = "subscription entitlement enforcement arrives with issue 5"]
 fn subscription_licensing_without_a_subscription_refuses_flows() {
     let scratch = Scratch::new();
     scratch.config(r#"models = ["subscription"]"#, MIXED);
@@ -1755,7 +1754,6 @@ fn subscription_licensing_without_a_subscription_refuses_flows() {
 }
 
 #[test]
-#[ignore = "product bug: some TOML errors are printed on two lines"]
 fn a_toml_syntax_error_is_one_line() {
     let scratch = Scratch::new();
     let text = Scratch::text("", VALID_BODY).replacen("[admin]", "[admin", 1);

@@ -255,13 +255,27 @@ impl<'a> Report<'a> {
             let used = tally(self.config, environment, pricing, |flow| {
                 matches!(self.plans[flow].outcome, FlowOutcome::Enabled { .. })
             });
+            // Instances that give the environment its endpoint apps: those of enabled flows
+            // other than data loaders.
+            let in_use: std::collections::BTreeSet<&str> = self
+                .config
+                .flows
+                .iter()
+                .zip(&self.plans)
+                .filter(|(flow, plan)| {
+                    flow.environment == environment
+                        && flow.kind != crate::config::FlowKind::DataLoader
+                        && matches!(plan.outcome, FlowOutcome::Enabled { .. })
+                })
+                .flat_map(|(flow, _)| flow.systems.iter().map(String::as_str))
+                .collect();
             for key in &used.endpoint_apps {
                 let instances: Vec<&str> = self
                     .config
                     .instances
                     .iter()
                     .filter(|instance| {
-                        instance.environment == environment
+                        in_use.contains(instance.id.as_str())
                             && canonical_endpoint(instance).as_ref() == Some(key)
                     })
                     .map(|instance| instance.id.as_str())

@@ -520,7 +520,7 @@ pub enum LoadError {
 
 /// Turns a TOML error into one line: the parser's message with its line and column.
 fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
-    let message = err.message().trim_end_matches('\n');
+    let message = err.message().trim().replace('\n', "; ");
     match err.span() {
         Some(span) => {
             let before = text.get(..span.start).unwrap_or(text);

@@ -108,6 +108,8 @@ impl Upstream {
             .map_err(|_| ForwardError::Timeout(self.response_timeout))?
             .map_err(|err| ForwardError::Unavailable(describe_client_error(&err)))?;
         let (mut parts, body) = response.into_parts();
+        // The engine talks to tollgate, not to the target: answer in tollgate's own protocol.
+        parts.version = Version::HTTP_11;
         remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body))
     }
