@@ -3,6 +3,7 @@
 
 mod body;
 mod forward;
+mod framing;
 mod path;
 mod problem;
 mod server;

@@ -16,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::framing::{FramingWatch, Scanner, ScanningIo};
+
 /// hyper's smallest accepted HTTP/1 read buffer.
 const MIN_HTTP1_BUFFER: usize = 8192;
 
@@ -127,26 +129,26 @@ pub async fn serve<H, F, B>(
         let handler = handler.clone();
         let tls = options.tls.clone();
         let handshake_timeout = options.header_read_timeout;
+        let max_head = options.max_header_bytes.max(MIN_HTTP1_BUFFER);
         tokio::spawn(async move {
-            let service = service_fn(move |req| handler(role.clone(), req));
+            let framing = Arc::new(FramingWatch::default());
+            let scanner = Scanner::new(max_head, framing.clone());
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(framing.clone());
+                handler(role.clone(), req)
+            });
             let result = match tls {
                 None => {
+                    let io = TokioIo::new(ScanningIo::new(stream, scanner));
                     watcher
-                        .watch(
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
+                        .watch(builder.serve_connection(io, service).into_owned())
                         .await
                 }
                 Some(acceptor) => match accept_tls(&acceptor, stream, handshake_timeout).await {
                     Ok(tls) => {
+                        let io = TokioIo::new(ScanningIo::new(tls, scanner));
                         watcher
-                            .watch(
-                                builder
-                                    .serve_connection(TokioIo::new(tls), service)
-                                    .into_owned(),
-                            )
+                            .watch(builder.serve_connection(io, service).into_owned())
                             .await
                     }
                     Err(err) => {

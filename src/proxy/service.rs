@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::body::ProxyBody;
 use super::forward::ForwardError;
+use super::framing::FramingWatch;
 use super::path::{decode_segment, normalize, split_first};
 use super::problem::Problem;
 use super::server::ListenerRole;
@@ -91,7 +92,12 @@ async fn proxy(
 /// Refuses request heads the server must not forward: conflicting framing, oversized heads.
 fn check_framing(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<(), Problem> {
     let headers = req.headers();
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+    let conflicted = req
+        .extensions()
+        .get::<Arc<FramingWatch>>()
+        .is_some_and(|watch| watch.next_request_conflicts());
+    if conflicted || headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH)
+    {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "bad-request",

@@ -1,0 +1,423 @@
+//! The admin API, first part (SPEC §6, issue 3): bearer token, licenses (list, upload,
+//! remove), flows (list, enable, disable) and point allocation and release per SPEC §1.1.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+/// servicenow-1 with jira-1 and jira-2 on one target.
+fn three_instances(target: &Upstream) -> Builder {
+    let uri = target.base_uri();
+    tollgate()
+        .instance("servicenow-1", "servicenow", &uri)
+        .instance("jira-1", "jira", &uri)
+        .instance("jira-2", "jira", &uri)
+}
+
+fn find<'a>(items: &'a [Value], id: &str) -> &'a Value {
+    items
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in {items:?}"))
+}
+
+/// The `*.lic` files in a directory, with their contents.
+fn lic_files(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lic"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap_or_default(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_v1_route_needs_the_bearer_token() {
+    let target = Upstream::plain("target").await;
+    let tg = three_instances(&target)
+        .flow("incidents", ["servicenow-1", "jira-1"])
+        .license(&pair_license("LIC-1", "servicenow", "jira", 1))
+        .start()
+        .await;
+    let upload = tg.sign(&pair_license("LIC-2", "servicenow", "jira", 5));
+    let wrong = format!("Bearer {}x", tg.token);
+    let prefix = format!("Bearer {}", &tg.token[..tg.token.len() - 1]);
+    let bare = tg.token.clone();
+
+    let calls: Vec<(Method, &str, Bytes)> = vec![
+        (Method::GET, "/v1/licenses", Bytes::new()),
+        (Method::POST, "/v1/licenses", Bytes::from(upload.clone())),
+        (Method::DELETE, "/v1/licenses/LIC-1", Bytes::new()),
+        (Method::GET, "/v1/flows", Bytes::new()),
+        (Method::POST, "/v1/flows/incidents/disable", Bytes::new()),
+        (Method::POST, "/v1/flows/incidents/enable", Bytes::new()),
+        (Method::GET, "/v1/status", Bytes::new()),
+    ];
+    for (method, path, body) in &calls {
+        for auth in [
+            None,
+            Some(wrong.as_str()),
+            Some(prefix.as_str()),
+            Some(bare.as_str()),
+            Some("Basic dXNlcjpwYXNz"),
+            Some("Bearer "),
+        ] {
+            let resp = tg
+                .admin_request(method.clone(), path, auth, body.clone())
+                .await;
+            assert_eq!(
+                resp.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {auth:?}: {}",
+                resp.text()
+            );
+        }
+    }
+    // Nothing changed.
+    let licenses = tg.licenses().await;
+    assert_eq!(licenses.len(), 1, "{licenses:?}");
+    assert_eq!(tg.flow("incidents").await["enabled"], true);
+    tg.get("/jira-1/x", Some("incidents"))
+        .await
+        .assert_upstream_ok("target");
+
+    // Health needs no token.
+    for path in ["/healthz", "/readyz"] {
+        let resp = tg
+            .admin_request(Method::GET, path, None, Bytes::new())
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_are_allocated_and_released_through_the_api() {
+    let target = Upstream::plain("target").await;
+    let tg = three_instances(&target)
+        .flow("a", ["servicenow-1", "jira-1"])
+        .flow("b", ["servicenow-1", "jira-2"])
+        .flow("c", ["jira-1", "servicenow-1"])
+        .license(&pair_license("LIC-1", "servicenow", "jira", 1))
+        .start()
+        .await;
+
+    let points = |license: &Value| -> (u64, u64) {
+        (
+            license["points"]["total"].as_u64().unwrap(),
+            license["points"]["used"].as_u64().unwrap(),
+        )
+    };
+    let used = || async { points(&tg.license("LIC-1").await.unwrap()) };
+
+    // At start: a takes the only point, c shares a's pair, b has none left.
+    let flows = tg.flows().await;
+    let (a, b, c) = (find(&flows, "a"), find(&flows, "b"), find(&flows, "c"));
+    assert_eq!(a["enabled"], true, "{a}");
+    assert!(a["reason"].is_null(), "{a}");
+    assert_eq!(a["license"], "LIC-1", "{a}");
+    assert_eq!(a["kind"], "flow", "{a}");
+    assert_eq!(a["environment"], "production", "{a}");
+    assert_eq!(
+        a["systems"],
+        serde_json::json!(["servicenow-1", "jira-1"]),
+        "{a}"
+    );
+    assert_eq!(c["enabled"], true, "{c}");
+    assert_eq!(c["license"], "LIC-1", "{c}");
+    assert_eq!(a["pair_key"], c["pair_key"], "one pair, whatever the order");
+    assert_ne!(a["pair_key"], b["pair_key"]);
+    assert_eq!(b["enabled"], false, "{b}");
+    assert_eq!(b["reason"], "points-exhausted", "{b}");
+    assert!(b["license"].is_null(), "{b}");
+    assert_eq!(used().await, (1, 1));
+
+    // b cannot be enabled while the point is held.
+    let resp = tg.admin_post("/v1/flows/b/enable", "").await;
+    resp.assert_problem(409, "points-exhausted");
+    tg.get("/jira-2/x", Some("b"))
+        .await
+        .assert_problem(403, "flow-disabled");
+
+    // Disabling a keeps the point: c still uses the pair.
+    let resp = tg.admin_post("/v1/flows/a/disable", "").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let body = resp.json();
+    assert_eq!(body["id"], "a");
+    assert_eq!(body["enabled"], false);
+    assert_eq!(body["reason"], "operator");
+    assert_eq!(used().await, (1, 1));
+    tg.admin_post("/v1/flows/b/enable", "")
+        .await
+        .assert_problem(409, "points-exhausted");
+    tg.get("/jira-1/x", Some("c"))
+        .await
+        .assert_upstream_ok("target");
+
+    // Disabling c, the last enabled flow of the pair, releases the point ...
+    let resp = tg.admin_post("/v1/flows/c/disable", "").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(used().await, (1, 0));
+    let c = tg.flow("c").await;
+    assert!(c["license"].is_null(), "{c}");
+
+    // ... so b can take it.
+    let resp = tg.admin_post("/v1/flows/b/enable", "").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let body = resp.json();
+    assert_eq!(body["enabled"], true, "{body}");
+    assert!(body["reason"].is_null(), "{body}");
+    assert_eq!(body["license"], "LIC-1", "{body}");
+    assert_eq!(used().await, (1, 1));
+    tg.get("/jira-2/x", Some("b"))
+        .await
+        .assert_upstream_ok("target");
+
+    // Now a's pair has no point.
+    let problem = tg
+        .admin_post("/v1/flows/a/enable", "")
+        .await
+        .assert_problem(409, "points-exhausted");
+    assert!(problem["detail"].is_string(), "{problem}");
+    let problem = tg
+        .get("/jira-1/x", Some("a"))
+        .await
+        .assert_problem(403, "flow-disabled");
+    assert_eq!(problem["reason"], "operator", "{problem}");
+
+    // Enabling and disabling are idempotent and don't leak points.
+    for _ in 0..3 {
+        let resp = tg.admin_post("/v1/flows/b/enable", "").await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    }
+    assert_eq!(used().await, (1, 1));
+    for _ in 0..3 {
+        let resp = tg.admin_post("/v1/flows/b/disable", "").await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    }
+    assert_eq!(used().await, (1, 0));
+
+    // Back to a and c.
+    for flow in ["a", "c"] {
+        let resp = tg.admin_post(&format!("/v1/flows/{flow}/enable"), "").await;
+        assert_eq!(resp.status, StatusCode::OK, "{flow}: {}", resp.text());
+    }
+    assert_eq!(used().await, (1, 1));
+    tg.get("/jira-1/x", Some("a"))
+        .await
+        .assert_upstream_ok("target");
+
+    // Points of another license for the same pair add up.
+    let resp = tg
+        .admin_post(
+            "/v1/licenses",
+            tg.sign(&pair_license("LIC-2", "jira", "servicenow", 1)),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text());
+    let resp = tg.admin_post("/v1/flows/b/enable", "").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.json()["license"], "LIC-2");
+    let l2 = tg.license("LIC-2").await.unwrap();
+    assert_eq!(points(&l2), (1, 1), "{l2}");
+
+    // Unknown flows.
+    let resp = tg.admin_post("/v1/flows/nope/enable", "").await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn licenses_are_uploaded_and_removed_through_the_api() {
+    let target = Upstream::plain("target").await;
+    let tg = three_instances(&target)
+        .flow("incidents", ["servicenow-1", "jira-1"])
+        .start()
+        .await;
+
+    assert!(tg.licenses().await.is_empty());
+    let problem = tg
+        .get("/jira-1/x", Some("incidents"))
+        .await
+        .assert_problem(403, "license-invalid");
+    assert_eq!(problem["reason"], "missing");
+    assert_eq!(target.hits(), 0);
+
+    // Upload.
+    let text = tg.sign(&pair_license("LIC-U", "servicenow", "jira", 2));
+    let resp = tg.admin_post("/v1/licenses", text.clone()).await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text());
+    let license = resp.json();
+    assert_eq!(license["id"], "LIC-U", "{license}");
+    assert_eq!(license["kind"], "pair", "{license}");
+    assert_eq!(license["state"], "valid", "{license}");
+    assert_eq!(license["company"], "Acme Corp", "{license}");
+    assert_eq!(license["system_a"], "servicenow", "{license}");
+    assert_eq!(license["system_b"], "jira", "{license}");
+    assert_eq!(license["points"]["total"], 2, "{license}");
+    let files = lic_files(&tg.license_dir());
+    assert!(
+        files
+            .iter()
+            .any(|(_, contents)| contents.trim() == text.trim()),
+        "the upload is not in license_dir: {files:?}"
+    );
+
+    // It is in force at once (and at the latest after a short swap).
+    eventually(
+        "the uploaded license to cover incidents",
+        std::time::Duration::from_secs(5),
+        || async {
+            (tg.get("/jira-1/x", Some("incidents")).await.status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+    let listed = tg.license("LIC-U").await.expect("listed");
+    assert_eq!(listed["points"]["used"], 1, "{listed}");
+    assert_eq!(tg.flow("incidents").await["license"], "LIC-U");
+
+    // Uploading the same id replaces it (no duplicate).
+    let text2 = tg.sign(&pair_license("LIC-U", "servicenow", "jira", 3));
+    let resp = tg.admin_post("/v1/licenses", text2).await;
+    assert!(
+        resp.status == StatusCode::CREATED || resp.status == StatusCode::OK,
+        "{}",
+        resp.text()
+    );
+    let licenses = tg.licenses().await;
+    assert_eq!(licenses.len(), 1, "{licenses:?}");
+    assert_eq!(licenses[0]["points"]["total"], 3);
+    assert_eq!(licenses[0]["points"]["used"], 1);
+    tg.get("/jira-1/x", Some("incidents"))
+        .await
+        .assert_upstream_ok("target");
+
+    // Removal.
+    let resp = tg.admin_delete("/v1/licenses/LIC-U").await;
+    assert_eq!(resp.status, StatusCode::NO_CONTENT, "{}", resp.text());
+    assert!(resp.body.is_empty());
+    assert!(tg.license("LIC-U").await.is_none());
+    assert!(
+        lic_files(&tg.license_dir()).is_empty(),
+        "{:?}",
+        lic_files(&tg.license_dir())
+    );
+    let hits = target.hits();
+    let problem = tg
+        .get("/jira-1/x", Some("incidents"))
+        .await
+        .assert_problem(403, "flow-disabled");
+    assert_eq!(problem["reason"], "license-removed", "{problem}");
+    assert_eq!(target.hits(), hits);
+    let flow = tg.flow("incidents").await;
+    assert_eq!(flow["enabled"], false, "{flow}");
+    assert_eq!(flow["reason"], "license-removed", "{flow}");
+
+    // Removing again, or an unknown id: 404.
+    for id in ["LIC-U", "NOPE", "..%2Fadmin.token"] {
+        let resp = tg.admin_delete(&format!("/v1/licenses/{id}")).await;
+        assert_eq!(resp.status, StatusCode::NOT_FOUND, "{id}: {}", resp.text());
+    }
+    assert!(tg.dir().join("admin.token").exists());
+
+    // A fresh upload and an explicit enable bring the flow back.
+    let resp = tg
+        .admin_post(
+            "/v1/licenses",
+            tg.sign(&pair_license("LIC-V", "servicenow", "jira", 1)),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text());
+    let resp = tg.admin_post("/v1/flows/incidents/enable", "").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    tg.get("/jira-1/x", Some("incidents"))
+        .await
+        .assert_upstream_ok("target");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_are_refused_with_400_and_change_nothing() {
+    let target = Upstream::plain("target").await;
+    let tg = three_instances(&target)
+        .flow("incidents", ["servicenow-1", "jira-1"])
+        .license(&pair_license("LIC-1", "servicenow", "jira", 1))
+        .start()
+        .await;
+    let before = lic_files(&tg.license_dir());
+
+    // A license signed by an issuer tollgate does not trust.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger = Issuer::new(stranger_dir.path());
+    let untrusted = stranger.sign(&pair_license("LIC-X", "servicenow", "jira", 9));
+
+    // A valid license whose payload was altered after signing.
+    let good = tg.sign(&pair_license("LIC-T", "servicenow", "jira", 1));
+    let tampered = {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        let b64: String = good.lines().filter(|l| !l.starts_with("-----")).collect();
+        let mut envelope: Value = serde_json::from_slice(&STANDARD.decode(b64).unwrap()).unwrap();
+        let payload = pair_license("LIC-T", "servicenow", "jira", 1000);
+        envelope["payload"] = Value::from(STANDARD.encode(payload.to_string()));
+        let armored = STANDARD.encode(envelope.to_string());
+        let mut text = String::from("-----BEGIN TOLLGATE LICENSE-----\n");
+        for chunk in armored.as_bytes().chunks(64) {
+            text.push_str(std::str::from_utf8(chunk).unwrap());
+            text.push('\n');
+        }
+        text.push_str("-----END TOLLGATE LICENSE-----\n");
+        text
+    };
+
+    let bodies: Vec<(&str, Bytes)> = vec![
+        ("empty", Bytes::new()),
+        ("garbage", Bytes::from_static(b"this is not a license")),
+        (
+            "json payload",
+            Bytes::from(pair_license("LIC-J", "servicenow", "jira", 1).to_string()),
+        ),
+        ("unknown issuer", Bytes::from(untrusted)),
+        ("tampered", Bytes::from(tampered)),
+        ("binary", Bytes::from_static(&[0xff, 0xfe, 0x00, 0x01])),
+        (
+            "over 64 KiB",
+            Bytes::from(format!("{good}{}", "#".repeat(70 * 1024))),
+        ),
+    ];
+    for (what, body) in bodies {
+        let resp = tg.admin_post("/v1/licenses", body).await;
+        assert_eq!(
+            resp.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            resp.text()
+        );
+        assert!(
+            resp.header("content-type")
+                .unwrap_or("")
+                .starts_with("application/problem+json"),
+            "{what}: {:?}",
+            resp.headers
+        );
+        let problem = resp.json();
+        let detail = problem["detail"].as_str().unwrap_or("");
+        assert!(!detail.trim().is_empty(), "{what}: no detail in {problem}");
+        assert_eq!(problem["status"], 400, "{what}: {problem}");
+    }
+    let licenses = tg.licenses().await;
+    assert_eq!(licenses.len(), 1, "{licenses:?}");
+    assert_eq!(licenses[0]["id"], "LIC-1");
+    assert_eq!(lic_files(&tg.license_dir()), before);
+    tg.get("/jira-1/x", Some("incidents"))
+        .await
+        .assert_upstream_ok("target");
+}
