@@ -144,7 +144,7 @@ async fn points_are_allocated_and_released_through_the_api() {
 
     // b cannot be enabled while the point is held.
     let resp = tg.admin_post("/v1/flows/b/enable", "").await;
-    resp.assert_problem(409, "points-exhausted");
+    resp.assert_admin_problem(409, "points-exhausted");
     tg.get("/jira-2/x", Some("b"))
         .await
         .assert_problem(403, "flow-disabled");
@@ -159,7 +159,7 @@ async fn points_are_allocated_and_released_through_the_api() {
     assert_eq!(used().await, (1, 1));
     tg.admin_post("/v1/flows/b/enable", "")
         .await
-        .assert_problem(409, "points-exhausted");
+        .assert_admin_problem(409, "points-exhausted");
     tg.get("/jira-1/x", Some("c"))
         .await
         .assert_upstream_ok("target");
@@ -187,7 +187,7 @@ async fn points_are_allocated_and_released_through_the_api() {
     let problem = tg
         .admin_post("/v1/flows/a/enable", "")
         .await
-        .assert_problem(409, "points-exhausted");
+        .assert_admin_problem(409, "points-exhausted");
     assert!(problem["detail"].is_string(), "{problem}");
     let problem = tg
         .get("/jira-1/x", Some("a"))
@@ -420,4 +420,115 @@ async fn bad_uploads_are_refused_with_400_and_change_nothing() {
     tg.get("/jira-1/x", Some("incidents"))
         .await
         .assert_upstream_ok("target");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pair_takes_its_point_from_the_license_expiring_first() {
+    let target = Upstream::plain("target").await;
+    let uri = target.base_uri();
+    let tg = tollgate()
+        .instance("servicenow-1", "servicenow", &uri)
+        .instance("jira-1", "jira", &uri)
+        .instance("jira-2", "jira", &uri)
+        .instance("jira-3", "jira", &uri)
+        .instance("jira-4", "jira", &uri)
+        .flow("one", ["servicenow-1", "jira-1"])
+        .flow("two", ["servicenow-1", "jira-2"])
+        .flow("three", ["servicenow-1", "jira-3"])
+        .flow("four", ["servicenow-1", "jira-4"])
+        // Listed in no useful order: allocation must not depend on file order.
+        .license(&with(
+            pair_license("LIC-LATE", "servicenow", "jira", 1),
+            "expire",
+            "2099-01-01T00:00:00Z",
+        ))
+        .license(&with(
+            pair_license("LIC-TIE-B", "servicenow", "jira", 1),
+            "expire",
+            "2095-01-01T00:00:00Z",
+        ))
+        .license(&with(
+            pair_license("LIC-EARLY", "jira", "servicenow", 1),
+            "expire",
+            "2090-01-01T00:00:00Z",
+        ))
+        .license(&with(
+            pair_license("LIC-TIE-A", "servicenow", "jira", 1),
+            "expire",
+            "2095-01-01T00:00:00Z",
+        ))
+        .start()
+        .await;
+
+    let flows = tg.flows().await;
+    assert_eq!(find(&flows, "one")["license"], "LIC-EARLY", "{flows:?}");
+    assert_eq!(find(&flows, "two")["license"], "LIC-TIE-A", "{flows:?}");
+    assert_eq!(find(&flows, "three")["license"], "LIC-TIE-B", "{flows:?}");
+    assert_eq!(find(&flows, "four")["license"], "LIC-LATE", "{flows:?}");
+    for license in tg.licenses().await {
+        assert_eq!(license["points"]["used"], 1, "{license}");
+    }
+    for (flow, instance) in [
+        ("one", "jira-1"),
+        ("two", "jira-2"),
+        ("three", "jira-3"),
+        ("four", "jira-4"),
+    ] {
+        tg.get(&format!("/{instance}/x"), Some(flow))
+            .await
+            .assert_upstream_ok("target");
+    }
+
+    // Releasing the earliest one's point and re-enabling takes it again.
+    let resp = tg.admin_post("/v1/flows/one/disable", "").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    // Pairs that hold a point keep it where it is: only the released point is free.
+    let flows = tg.flows().await;
+    for (flow, license) in [("two", "LIC-TIE-A"), ("three", "LIC-TIE-B"), ("four", "LIC-LATE")] {
+        assert_eq!(
+            find(&flows, flow)["license"],
+            license,
+            "{flow}'s pair moved to another license when an unrelated pair released its point: {flows:?}"
+        );
+    }
+    assert_eq!(tg.license("LIC-EARLY").await.unwrap()["points"]["used"], 0);
+    let resp = tg.admin_post("/v1/flows/one/enable", "").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.json()["license"], "LIC-EARLY");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_license_restores_the_flows_it_covers() {
+    let target = Upstream::plain("target").await;
+    let tg = three_instances(&target)
+        .flow("incidents", ["servicenow-1", "jira-1"])
+        .license(&expired_pair_license("LIC-R", "servicenow", "jira", 1))
+        .start()
+        .await;
+
+    let problem = tg
+        .get("/jira-1/x", Some("incidents"))
+        .await
+        .assert_problem(403, "license-invalid");
+    assert_eq!(problem["reason"], "expired", "{problem}");
+    assert_eq!(tg.license("LIC-R").await.unwrap()["state"], "expired");
+    assert_eq!(target.hits(), 0);
+
+    // The renewal has the same id: it replaces the expired one.
+    let renewed = tg.sign(&pair_license("LIC-R", "servicenow", "jira", 1));
+    let resp = tg.admin_post("/v1/licenses", renewed).await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text());
+    assert_eq!(resp.json()["state"], "valid");
+    eventually(
+        "the renewal to restore incidents",
+        std::time::Duration::from_secs(5),
+        || async {
+            (tg.get("/jira-1/x", Some("incidents")).await.status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+    let licenses = tg.licenses().await;
+    assert_eq!(licenses.len(), 1, "{licenses:?}");
+    assert_eq!(licenses[0]["points"]["used"], 1, "{licenses:?}");
+    assert_eq!(tg.flow("incidents").await["license"], "LIC-R");
 }

@@ -123,7 +123,7 @@ async fn requests_are_identified_in_the_contract_order() {
     assert_eq!(problem["reason"], "operator", "{problem}");
     // Enabling it without a license is refused.
     let resp = tg.admin_post("/v1/flows/erp/enable", "").await;
-    let problem = resp.assert_problem(409, "license-invalid");
+    let problem = resp.assert_admin_problem(409, "license-invalid");
     assert_eq!(problem["reason"], "missing", "{problem}");
     assert_eq!(tg.flow("erp").await["enabled"], false);
 

@@ -352,12 +352,15 @@ async fn forward_proxy_accepts_configured_authorities_only() {
     let servicenow = Upstream::plain("servicenow").await;
     let jira = Upstream::plain("jira").await;
     let stranger = Upstream::plain("stranger").await;
+    let legacy = Upstream::plain("legacy").await;
     let tg = tollgate()
         .server_option("forward_proxy = true")
         .instance("servicenow-1", "servicenow", &servicenow.base_uri())
         .instance("jira-1", "jira", &jira.base_uri())
+        .instance("legacy-1", "jira", &format!("{}/api", legacy.base_uri()))
         .flow("incidents", ["servicenow-1", "jira-1"])
-        .license(&pair_license("LIC-1", "servicenow", "jira", 1))
+        .flow("legacy", ["servicenow-1", "legacy-1"])
+        .license(&pair_license("LIC-1", "servicenow", "jira", 2))
         .start()
         .await;
 
@@ -381,6 +384,24 @@ async fn forward_proxy_accepts_configured_authorities_only() {
     );
     assert_eq!(seen.query.as_deref(), Some("expand=names"));
     assert_eq!(seen.header("tollgate-flow"), None);
+
+    // The path of an absolute-form request goes as it is, even where the instance's
+    // base_uri has a path of its own.
+    let request = format!(
+        "GET http://{0}/v2/items?page=3 HTTP/1.1\r\nHost: {0}\r\n\
+         Tollgate-Flow: legacy\r\nConnection: close\r\n\r\n",
+        legacy.addr
+    );
+    let resp = raw(tg.engine, request.as_bytes(), RAW_DEADLINE).await;
+    assert_eq!(
+        resp.status,
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&resp.bytes)
+    );
+    assert_eq!(resp.header("x-upstream").as_deref(), Some("legacy"));
+    assert_eq!(legacy.last().path, "/v2/items");
+    assert_eq!(legacy.last().query.as_deref(), Some("page=3"));
 
     // The gate still applies to absolute-form requests.
     let request = format!(

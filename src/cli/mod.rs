@@ -30,6 +30,9 @@ pub enum Command {
         /// The tollgate.toml to run.
         #[arg(long)]
         config: PathBuf,
+        /// Async worker threads (default: one per CPU).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        worker_threads: Option<u16>,
     },
     /// Validate a configuration and its licenses; print flows, pairs, points and endpoint apps.
     Check {
@@ -96,7 +99,10 @@ impl CliError {
 /// Runs one parsed command line; `Ok` carries the exit code for verbs that decide it.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Run { config } => run::run(&config),
+        Command::Run {
+            config,
+            worker_threads,
+        } => run::run(&config, worker_threads),
         Command::Check { config } => check::run(&config),
         Command::License(cmd) => match cmd {
             LicenseCommand::Keygen { out } => license_cmd::keygen(&out),

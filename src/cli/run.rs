@@ -16,9 +16,13 @@ use crate::control::{spawn_boundary_ticker, spawn_license_watcher, Control};
 use crate::proxy::{self, bind, serve, ListenerRole, ServeOptions};
 
 /// Runs the sidecar until SIGTERM or SIGINT.
-pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
+pub(super) fn run(config_path: &Path, worker_threads: Option<u16>) -> Result<ExitCode, CliError> {
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|err| CliError(format!("cannot start the async runtime: {err}")))?;

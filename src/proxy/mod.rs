@@ -14,4 +14,4 @@ pub use forward::{remove_hop_by_hop, ForwardError, Upstream, UpstreamCache};
 pub use path::{decode_segment, normalize, split_first, PathError};
 pub use problem::{Problem, TOLLGATE_REASON};
 pub use server::{bind, serve, BoundListener, ListenerRole, ServeOptions};
-pub use service::{handle, Shared};
+pub use service::{decide, handle, Decision, Shared};

@@ -41,6 +41,18 @@ struct Target<'a> {
     absolute: bool,
 }
 
+/// What the decision phases found out about an admitted request.
+#[derive(Debug)]
+pub struct Decision<'r> {
+    /// Index of the target instance in the snapshot.
+    pub instance: u32,
+    /// Index of the flow in the snapshot.
+    pub flow: u32,
+    /// Whether the request is a counted load.
+    pub class: LoadClass,
+    target: Target<'r>,
+}
+
 /// Handles one request on a proxy listener; never fails, refusals are problem answers.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -54,21 +66,38 @@ pub async fn handle(
         .unwrap_or_else(Problem::into_response))
 }
 
+/// Runs the decision phases on a request head: framing, route, identify, gate, classify.
+pub fn decide<'r, B>(
+    snapshot: &Snapshot,
+    role: &ListenerRole,
+    now: DateTime<Utc>,
+    req: &'r Request<B>,
+) -> Result<Decision<'r>, Problem> {
+    check_framing(snapshot, req)?;
+    let target = route(snapshot, role, req)?;
+    let flow = identify(snapshot, role, req, target.instance)?;
+    gate(snapshot, now, flow, target.instance)?;
+    let class = snapshot.classify(flow, target.instance, req.method(), &target.path);
+    Ok(Decision {
+        instance: target.instance,
+        flow,
+        class,
+        target,
+    })
+}
+
 async fn proxy(
     snapshot: &Snapshot,
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Problem> {
-    check_framing(snapshot, &req)?;
-    let target = route(snapshot, role, &req)?;
-    let flow = identify(snapshot, role, &req, target.instance)?;
-    gate(snapshot, now, flow, target.instance)?;
-    let _class: LoadClass = snapshot.classify(flow, target.instance, req.method(), &target.path);
-    let upstream = snapshot.instances[target.instance as usize]
+    let decision = decide(snapshot, role, now, &req)?;
+    let upstream = snapshot.instances[decision.instance as usize]
         .upstream
         .as_ref()
         .ok_or_else(|| no_route("the instance has no base_uri"))?;
+    let target = &decision.target;
     let mut path_and_query = String::with_capacity(target.path.len() + 64);
     if !target.absolute {
         path_and_query.push_str(upstream.base_path());
@@ -78,19 +107,13 @@ async fn proxy(
         path_and_query.push('?');
         path_and_query.push_str(query);
     }
-    forward(
-        snapshot,
-        flow,
-        target.instance,
-        upstream,
-        req,
-        &path_and_query,
-    )
-    .await
+    let (flow, instance) = (decision.flow, decision.instance);
+    drop(decision);
+    forward(snapshot, flow, instance, upstream, req, &path_and_query).await
 }
 
 /// Refuses request heads the server must not forward: conflicting framing, oversized heads.
-fn check_framing(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<(), Problem> {
+fn check_framing<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
     let headers = req.headers();
     let conflicted = req
         .extensions()
@@ -122,10 +145,10 @@ fn check_framing(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<(), Pro
 }
 
 /// Finds the instance and the path relative to its base URI; anything else is `unknown-route`.
-fn route<'r>(
+fn route<'r, B>(
     snapshot: &Snapshot,
     role: &ListenerRole,
-    req: &'r Request<Incoming>,
+    req: &'r Request<B>,
 ) -> Result<Target<'r>, Problem> {
     let uri = req.uri();
     let raw = uri.path();
@@ -160,10 +183,7 @@ fn route<'r>(
 }
 
 /// Routes an absolute-form request (forward-proxy mode) to the instance serving its authority.
-fn absolute_form<'r>(
-    snapshot: &Snapshot,
-    req: &'r Request<Incoming>,
-) -> Result<Target<'r>, Problem> {
+fn absolute_form<'r, B>(snapshot: &Snapshot, req: &'r Request<B>) -> Result<Target<'r>, Problem> {
     let uri = req.uri();
     if !snapshot.config.server.forward_proxy {
         return Err(no_route(
@@ -196,10 +216,10 @@ fn absolute_form<'r>(
 }
 
 /// Finds the request's flow (header, else the listener's bound flow) and checks it owns the instance.
-fn identify(
+fn identify<B>(
     snapshot: &Snapshot,
     role: &ListenerRole,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     instance: u32,
 ) -> Result<u32, Problem> {
     let instance_id = &*snapshot.instances[instance as usize].id;

@@ -531,10 +531,24 @@ impl Resp {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Asserts a tollgate problem answer (SPEC §5): status, `application/problem+json`,
+    /// Asserts a refusal by the proxy (SPEC §5): status, `application/problem+json`,
     /// `Tollgate-Reason`, the `type` URN and the `status` field. Returns the problem body.
     #[track_caller]
     pub fn assert_problem(&self, status: u16, code: &str) -> Value {
+        let problem = self.assert_admin_problem(status, code);
+        assert_eq!(
+            self.header("tollgate-reason"),
+            Some(code),
+            "Tollgate-Reason header for {code}: {:?}",
+            self.headers
+        );
+        problem
+    }
+
+    /// Asserts a problem answer of the admin API (SPEC §6): status,
+    /// `application/problem+json`, the `type` URN and the `status` field.
+    #[track_caller]
+    pub fn assert_admin_problem(&self, status: u16, code: &str) -> Value {
         assert_eq!(
             self.status.as_u16(),
             status,
@@ -547,12 +561,6 @@ impl Resp {
             content_type.starts_with("application/problem+json"),
             "content-type {content_type:?} for {code}: {}",
             self.text()
-        );
-        assert_eq!(
-            self.header("tollgate-reason"),
-            Some(code),
-            "Tollgate-Reason header for {code}: {:?}",
-            self.headers
         );
         let problem = self.json();
         assert_eq!(
