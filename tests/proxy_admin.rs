@@ -484,7 +484,11 @@ async fn a_new_pair_takes_its_point_from_the_license_expiring_first() {
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     // Pairs that hold a point keep it where it is: only the released point is free.
     let flows = tg.flows().await;
-    for (flow, license) in [("two", "LIC-TIE-A"), ("three", "LIC-TIE-B"), ("four", "LIC-LATE")] {
+    for (flow, license) in [
+        ("two", "LIC-TIE-A"),
+        ("three", "LIC-TIE-B"),
+        ("four", "LIC-LATE"),
+    ] {
         assert_eq!(
             find(&flows, flow)["license"],
             license,
