@@ -202,6 +202,11 @@ pub fn compile(
     let mut ledger = PointLedger::new(sources);
 
     let pair_model = config.requires(Model::Pair);
+    let pairs: Vec<_> = config
+        .flows
+        .iter()
+        .map(|flow| pair_of(&config, flow))
+        .collect();
     let mut states = vec![FlowState::Disabled(DisabledReason::Operator); config.flows.len()];
     let mut order: Vec<usize> = (0..config.flows.len())
         .filter(|&i| settings.get(i).is_some_and(|s| s.enabled))
@@ -214,9 +219,8 @@ pub fn compile(
         }
     }
     for index in order {
-        let pair = pair_of(&config, &config.flows[index]);
-        states[index] = match pair {
-            Some((pair, systems)) if pair_model => match ledger.enable(&pair, &systems) {
+        states[index] = match &pairs[index] {
+            Some((pair, systems)) if pair_model => match ledger.enable(pair, systems) {
                 Ok(source) => FlowState::Active {
                     license: Some(source_license[source]),
                 },
@@ -253,7 +257,7 @@ pub fn compile(
             id: flow.id.as_str().into(),
             systems,
             state: states[index],
-            pair_key: pair_of(&config, flow).map(|(pair, _)| pair.key()),
+            pair_key: pairs[index].as_ref().map(|(pair, _)| pair.key()),
             classifiers,
         });
     }
@@ -326,5 +330,184 @@ impl Snapshot {
             .map_or(LoadClass::Other, |(_, classifier)| {
                 classifier.classify(method, path)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::testing::load;
+    use crate::license::{LicenseFile, SigningKey};
+
+    const CONFIG: &str = r#"
+[[instances]]
+id = "sn-1"
+connector = "named"
+app = "servicenow"
+base_uri = "https://sn.example/api/"
+[[instances]]
+id = "jira-1"
+connector = "named"
+app = "jira"
+base_uri = "https://jira.example"
+[[instances]]
+id = "jira-2"
+connector = "named"
+app = "jira"
+base_uri = "https://jira2.example"
+[[flows]]
+id = "first"
+systems = ["sn-1", "jira-1"]
+[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "POST"
+path = "/rest/api/2/issue"
+[[flows]]
+id = "second"
+systems = ["sn-1", "jira-2"]
+[[flows]]
+id = "off"
+systems = ["sn-1", "jira-1"]
+"#;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn pair_license(id: &str, points: u32, expire: &str) -> Arc<Installed> {
+        let payload = format!(
+            r#"{{"version":1,"id":"{id}","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"{expire}","system_a":"jira","system_b":"servicenow","points":{points}}}"#
+        );
+        let text =
+            crate::license::sign(payload.as_bytes(), &SigningKey::from_bytes(&[1; 32])).unwrap();
+        let file = LicenseFile::parse(text.as_bytes()).unwrap();
+        Arc::new(Installed {
+            path: PathBuf::from(format!("{id}.lic")),
+            file,
+            validity: Validity::Valid,
+        })
+    }
+
+    fn setting(enabled: bool, order: u64) -> FlowSetting {
+        FlowSetting {
+            enabled,
+            reason: DisabledReason::Operator,
+            order,
+        }
+    }
+
+    #[test]
+    fn points_go_to_flows_in_enabling_order_and_the_rest_are_exhausted() {
+        let config = Arc::new(load(CONFIG).unwrap());
+        let licenses = [pair_license("L", 1, "2030-01-01T00:00:00Z")];
+        let now = at("2026-06-01T00:00:00Z");
+        // "second" was enabled before "first": it takes the only point.
+        let settings = [setting(true, 5), setting(true, 2), setting(false, 0)];
+        let compiled = compile(
+            config,
+            &licenses,
+            &settings,
+            &mut UpstreamCache::new(),
+            now,
+            7,
+        )
+        .unwrap();
+        let snapshot = &compiled.snapshot;
+        assert_eq!(snapshot.generation, 7);
+        assert_eq!(
+            snapshot.flows[1].state,
+            FlowState::Active { license: Some(0) }
+        );
+        assert_eq!(
+            snapshot.flows[0].state,
+            FlowState::Disabled(DisabledReason::PointsExhausted)
+        );
+        assert_eq!(
+            snapshot.flows[2].state,
+            FlowState::Disabled(DisabledReason::Operator)
+        );
+        assert_eq!(compiled.exhausted, vec![0]);
+        assert_eq!(snapshot.licenses[0].points_used, 1);
+        assert_eq!(snapshot.flows[0].pair_key.as_deref(), Some("jira-1+sn-1"));
+    }
+
+    #[test]
+    fn tables_answer_lookups_and_classification() {
+        let config = Arc::new(load(CONFIG).unwrap());
+        let licenses = [pair_license("L", 5, "2030-01-01T00:00:00Z")];
+        let settings = [setting(true, 0), setting(true, 1), setting(true, 2)];
+        let now = at("2026-06-01T00:00:00Z");
+        let snapshot = compile(
+            config,
+            &licenses,
+            &settings,
+            &mut UpstreamCache::new(),
+            now,
+            1,
+        )
+        .unwrap()
+        .snapshot;
+        let (flow, jira, sn) = (
+            snapshot.flow("first").unwrap(),
+            snapshot.instance("jira-1").unwrap(),
+            snapshot.instance("sn-1").unwrap(),
+        );
+        assert_eq!(
+            snapshot.classify(flow, jira, &Method::POST, "/rest/api/2/issue"),
+            LoadClass::Main
+        );
+        assert_eq!(
+            snapshot.classify(flow, sn, &Method::POST, "/rest/api/2/issue"),
+            LoadClass::Other
+        );
+        assert_eq!(
+            snapshot.instances[sn as usize]
+                .upstream
+                .as_ref()
+                .unwrap()
+                .base_path(),
+            "/api"
+        );
+        assert_eq!(snapshot.flow("nope"), None);
+        assert_eq!(snapshot.license("L"), Some(0));
+    }
+
+    #[test]
+    fn expiry_makes_flows_unlicensed_and_the_snapshot_stale() {
+        let config = Arc::new(load(CONFIG).unwrap());
+        let licenses = [pair_license("L", 5, "2026-07-01T00:00:00Z")];
+        let settings = [setting(true, 0), setting(true, 1), setting(false, 2)];
+        let before = at("2026-06-30T23:59:59Z");
+        let after = at("2026-07-01T00:00:00Z");
+        let snapshot = compile(
+            config.clone(),
+            &licenses,
+            &settings,
+            &mut UpstreamCache::new(),
+            before,
+            1,
+        )
+        .unwrap()
+        .snapshot;
+        assert!(!snapshot.is_stale(before));
+        assert!(snapshot.is_stale(after));
+        assert_eq!(snapshot.licenses[0].usable_at(after), Err("expired"));
+        let expired = compile(
+            config,
+            &licenses,
+            &settings,
+            &mut UpstreamCache::new(),
+            after,
+            2,
+        )
+        .unwrap()
+        .snapshot;
+        assert_eq!(expired.flows[0].state, FlowState::Unlicensed("expired"));
+        assert_eq!(expired.licenses[0].points_used, 0);
     }
 }
