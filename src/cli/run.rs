@@ -18,10 +18,16 @@ use crate::proxy::{self, bind, serve, ListenerRole, ServeOptions};
 /// Runs the sidecar until SIGTERM or SIGINT.
 pub(super) fn run(config_path: &Path, worker_threads: Option<u16>) -> Result<ExitCode, CliError> {
     init_logging();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = worker_threads {
-        builder.worker_threads(usize::from(threads));
-    }
+    // One worker thread means one thread: no cross-thread wake-ups between connection tasks.
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(threads));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = builder
         .enable_all()
         .build()
