@@ -80,7 +80,7 @@ fn snapshot() -> Snapshot {
         })
         .collect();
     let mut upstreams = UpstreamCache::new();
-    compile(config, &installed, &settings, &mut upstreams, now, 1)
+    compile(config, &installed, &settings, &mut upstreams, now, None)
         .expect("compiles")
         .snapshot
 }

@@ -53,7 +53,6 @@ struct State {
     next_order: u64,
     upstreams: UpstreamCache,
     config_error: Option<String>,
-    generation: u64,
 }
 
 /// Owns the current snapshot and every way of changing it.
@@ -101,7 +100,6 @@ impl Control {
             settings,
             upstreams: UpstreamCache::new(),
             config_error: None,
-            generation: 0,
         };
         read_licenses(&mut state, clock.as_ref())?;
         let snapshot = build(&mut state, clock.as_ref(), None)?;
@@ -270,7 +268,7 @@ impl Control {
             return Err(refusal);
         }
         if let Ok(snapshot) = candidate {
-            self.swap(&mut state, snapshot);
+            self.swap(snapshot);
         }
         tracing::info!(flow = id, "flow enabled by the operator");
         Ok(())
@@ -353,7 +351,7 @@ impl Control {
             .map(|r| json!({"path": r.path.display().to_string(), "reason": r.reason.to_string()}))
             .collect();
         json!({
-            "generation": state.generation,
+            "generation": self.snapshot().generation,
             "config": self.config_path.display().to_string(),
             "config_error": state.config_error,
             "rejected": rejected,
@@ -365,15 +363,14 @@ impl Control {
     /// Compiles from the current state and swaps the result in.
     fn rebuild(&self, state: &mut State) -> Result<(), String> {
         let snapshot = build(state, self.shared.clock.as_ref(), Some(&self.snapshot()))?;
-        self.swap(state, snapshot);
+        self.swap(snapshot);
         Ok(())
     }
 
-    fn swap(&self, state: &mut State, snapshot: Snapshot) {
+    fn swap(&self, snapshot: Snapshot) {
         let previous = self.shared.snapshot.swap(Arc::new(snapshot));
         let current = self.snapshot();
         log_flow_changes(&previous, &current);
-        state.generation = current.generation;
     }
 }
 
@@ -458,14 +455,13 @@ fn build(
                 })
         })
         .collect();
-    let generation = state.generation + 1;
     let compiled = compile(
         state.config.clone(),
         &state.licenses,
         &settings,
         &mut state.upstreams,
         clock.now(),
-        generation,
+        previous,
     )?;
     for &index in &compiled.exhausted {
         let flow = &state.config.flows[index as usize];
@@ -474,7 +470,6 @@ fn build(
             setting.reason = DisabledReason::PointsExhausted;
         }
     }
-    state.generation = generation;
     Ok(compiled.snapshot)
 }
 

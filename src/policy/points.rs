@@ -88,6 +88,25 @@ impl PointLedger {
         Ok(license)
     }
 
+    /// Seats `pair` on `license` again (the license it held before a recompile) if that license
+    /// still covers it, is valid and has a free point; later [`PointLedger::enable`] calls for
+    /// the pair then share it. Without this, a recompile could move points between licenses.
+    pub fn keep(&mut self, pair: &InstancePair, systems: &SystemPair, license: usize) -> bool {
+        let Some(source) = self.sources.get(license) else {
+            return false;
+        };
+        let fits = source.systems == *systems
+            && source.invalid.is_none()
+            && self.used[license] < source.points;
+        if !fits || self.holdings.contains_key(pair) {
+            return false;
+        }
+        self.used[license] += 1;
+        self.holdings
+            .insert(pair.clone(), Holding { license, flows: 0 });
+        true
+    }
+
     /// Disables one flow of `pair`; the point is released with the pair's last enabled flow.
     pub fn disable(&mut self, pair: &InstancePair) {
         if let Some(holding) = self.holdings.get_mut(pair) {
@@ -220,6 +239,30 @@ mod tests {
         assert_eq!(
             ledger.enable(&InstancePair::new("sn-2", "jira-2"), &sn_jira()),
             Err(PointRefusal::PointsExhausted)
+        );
+    }
+
+    #[test]
+    fn kept_pairs_stay_on_their_license_and_new_pairs_take_the_earliest() {
+        let mut ledger = PointLedger::new(vec![
+            source("EARLY", "servicenow", "jira", 1, 2029),
+            source("LATE", "servicenow", "jira", 1, 2031),
+        ]);
+        let (kept, new) = (
+            InstancePair::new("sn-1", "jira-2"),
+            InstancePair::new("sn-1", "jira-1"),
+        );
+        assert!(ledger.keep(&kept, &sn_jira(), 1));
+        assert!(!ledger.keep(&kept, &sn_jira(), 0), "a pair holds one point");
+        assert_eq!(ledger.enable(&kept, &sn_jira()), Ok(1));
+        assert_eq!(ledger.enable(&new, &sn_jira()), Ok(0));
+        assert!(
+            !ledger.keep(&InstancePair::new("a", "b"), &sn_jira(), 1),
+            "no free point left"
+        );
+        assert!(
+            !ledger.keep(&InstancePair::new("a", "b"), &SystemPair::new("x", "y"), 0),
+            "does not cover"
         );
     }
 

@@ -163,8 +163,9 @@ pub fn compile(
     settings: &[FlowSetting],
     upstreams: &mut UpstreamCache,
     now: DateTime<Utc>,
-    generation: u64,
+    previous: Option<&Snapshot>,
 ) -> Result<Compiled, String> {
+    let generation = previous.map_or(1, |previous| previous.generation + 1);
     let flow_header = HeaderName::from_bytes(config.server.flow_header.as_bytes())
         .map_err(|err| format!("server.flow_header: {err}"))?;
     let mut instances = Vec::with_capacity(config.instances.len());
@@ -216,6 +217,40 @@ pub fn compile(
     for (index, setting) in settings.iter().enumerate().take(config.flows.len()) {
         if !setting.enabled {
             states[index] = FlowState::Disabled(setting.reason);
+        }
+    }
+    // Pairs keep the license they held in the previous snapshot where it still can lend them
+    // its point; only new pairs choose (SPEC §1.1).
+    if let (Some(previous), true) = (previous, pair_model) {
+        let source_of: HashMap<&str, usize> = ledger
+            .sources()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let held: HashMap<&str, &str> = previous
+            .flows
+            .iter()
+            .filter_map(|flow| match (flow.state, &flow.pair_key) {
+                (FlowState::Active { license: Some(l) }, Some(key)) => {
+                    Some((key.as_str(), previous.licenses[l as usize].id()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut kept = Vec::new();
+        for &index in &order {
+            if let Some((pair, systems)) = &pairs[index] {
+                if let Some(&source) = held
+                    .get(pair.key().as_str())
+                    .and_then(|id| source_of.get(id))
+                {
+                    kept.push((pair, systems, source));
+                }
+            }
+        }
+        for (pair, systems, source) in kept {
+            ledger.keep(pair, systems, source);
         }
     }
     for index in order {
@@ -414,11 +449,11 @@ systems = ["sn-1", "jira-1"]
             &settings,
             &mut UpstreamCache::new(),
             now,
-            7,
+            None,
         )
         .unwrap();
         let snapshot = &compiled.snapshot;
-        assert_eq!(snapshot.generation, 7);
+        assert_eq!(snapshot.generation, 1);
         assert_eq!(
             snapshot.flows[1].state,
             FlowState::Active { license: Some(0) }
@@ -448,7 +483,7 @@ systems = ["sn-1", "jira-1"]
             &settings,
             &mut UpstreamCache::new(),
             now,
-            1,
+            None,
         )
         .unwrap()
         .snapshot;
@@ -490,7 +525,7 @@ systems = ["sn-1", "jira-1"]
             &settings,
             &mut UpstreamCache::new(),
             before,
-            1,
+            None,
         )
         .unwrap()
         .snapshot;
@@ -503,7 +538,7 @@ systems = ["sn-1", "jira-1"]
             &settings,
             &mut UpstreamCache::new(),
             after,
-            2,
+            None,
         )
         .unwrap()
         .snapshot;

@@ -77,22 +77,20 @@ impl Upstream {
                     .unwrap_or(default_port(&self.scheme))
     }
 
-    /// Sends `req` to `path_and_query` (relative to the base path) and waits for the response head.
+    /// Sends `req` to `path_and_query` (the whole target path, base path included) and waits
+    /// for the response head.
     ///
     /// The request body streams; hop-by-hop headers and `strip` (the flow header) are removed.
     pub async fn send(
         &self,
         mut req: Request<Incoming>,
-        path_and_query: &str,
+        path_and_query: String,
         strip: &HeaderName,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let mut target = String::with_capacity(self.base_path.len() + path_and_query.len());
-        target.push_str(&self.base_path);
-        target.push_str(path_and_query);
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(target)
+            .path_and_query(path_and_query)
             .build()
             .map_err(|err| {
                 ForwardError::Unavailable(format!("cannot build the upstream URI: {err}"))

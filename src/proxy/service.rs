@@ -109,7 +109,7 @@ async fn proxy(
     }
     let (flow, instance) = (decision.flow, decision.instance);
     drop(decision);
-    forward(snapshot, flow, instance, upstream, req, &path_and_query).await
+    forward(snapshot, flow, instance, upstream, req, path_and_query).await
 }
 
 /// Refuses request heads the server must not forward: conflicting framing, oversized heads.
@@ -338,7 +338,7 @@ async fn forward(
     instance: u32,
     upstream: &super::forward::Upstream,
     req: Request<Incoming>,
-    path_and_query: &str,
+    path_and_query: String,
 ) -> Result<Response<ProxyBody>, Problem> {
     let flow_id = &*snapshot.flows[flow as usize].id;
     let instance_id = &*snapshot.instances[instance as usize].id;
