@@ -311,6 +311,10 @@ async fn tls_upstream_is_trusted_through_ca_file_and_refused_without_it() {
     assert_eq!(seen.path, "/rest/api/2/issue/ABC-1");
     assert_eq!(seen.query.as_deref(), Some("x=1"));
     assert_eq!(seen.header("tollgate-flow"), None);
+    assert_eq!(
+        seen.version, "HTTP/2.0",
+        "the TLS target offers h2 by ALPN, so tollgate speaks HTTP/2 to it"
+    );
 
     let body = noise(1024 * 1024 + 1, 3);
     let resp = tg
