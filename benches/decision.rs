@@ -12,8 +12,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
 use tollgate::config::Config;
 use tollgate::license::{self, HostIdentity, SigningKey, TrustedKeys};
-use tollgate::policy::{compile, DisabledReason, FlowSetting, Snapshot};
-use tollgate::proxy::{decide, ListenerRole, UpstreamCache};
+use tollgate::policy::{compile, DisabledReason, FlowSetting, Moment, Resources, Snapshot};
+use tollgate::proxy::{decide, ListenerRole};
 
 const PAIRS_PER_SIDE: usize = 5_000;
 const FLOWS: usize = 10_000;
@@ -79,10 +79,16 @@ fn snapshot() -> Snapshot {
             order: i as u64,
         })
         .collect();
-    let mut upstreams = UpstreamCache::new();
-    compile(config, &installed, &settings, &mut upstreams, now, None)
-        .expect("compiles")
-        .snapshot
+    compile(
+        config,
+        &installed,
+        &settings,
+        &mut Resources::default(),
+        Moment::at(now),
+        None,
+    )
+    .expect("compiles")
+    .snapshot
 }
 
 fn decision(c: &mut Criterion) {

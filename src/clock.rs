@@ -20,6 +20,44 @@ impl Clock for SystemClock {
     }
 }
 
+/// The clock `tollgate run` uses: the system clock, or under the `test-clock` feature a
+/// clock starting at `TOLLGATE_NOW` (RFC 3339) that then advances in real time.
+pub fn from_env() -> Result<std::sync::Arc<dyn Clock>, String> {
+    #[cfg(feature = "test-clock")]
+    if let Ok(text) = std::env::var("TOLLGATE_NOW") {
+        let start = DateTime::parse_from_rfc3339(&text)
+            .map_err(|err| format!("TOLLGATE_NOW={text:?} is not an RFC 3339 instant: {err}"))?
+            .with_timezone(&Utc);
+        return Ok(std::sync::Arc::new(StartedClock::new(start)));
+    }
+    Ok(std::sync::Arc::new(SystemClock))
+}
+
+/// A clock that reads `start` when created and then advances in real time; lets tests put
+/// the sidecar a few seconds before a month boundary or an expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct StartedClock {
+    start: DateTime<Utc>,
+    origin: std::time::Instant,
+}
+
+impl StartedClock {
+    /// A clock reading `start` now.
+    pub fn new(start: DateTime<Utc>) -> StartedClock {
+        StartedClock {
+            start,
+            origin: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for StartedClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = TimeDelta::from_std(self.origin.elapsed()).unwrap_or(TimeDelta::MAX);
+        self.start.checked_add_signed(elapsed).unwrap_or(self.start)
+    }
+}
+
 /// The calendar month containing `now` in `tz`, as the UTC instants of its first moment
 /// (00:00 on the 1st) and of the next month's first moment.
 pub fn month_bounds(now: DateTime<Utc>, tz: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
@@ -45,9 +83,47 @@ fn local_midnight(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
         .map_or_else(|| midnight.and_utc(), |local| local.with_timezone(&Utc))
 }
 
+/// A month as one number (`year * 12 + month0`), for packing into counters and comparing.
+pub fn month_index(now: DateTime<Utc>, tz: Tz) -> u32 {
+    let local = now.with_timezone(&tz);
+    u32::try_from(local.year()).unwrap_or(0) * 12 + local.month0()
+}
+
+/// The `YYYY-MM` label of a month index.
+pub fn month_index_label(index: u32) -> String {
+    format!("{:04}-{:02}", index / 12, index % 12 + 1)
+}
+
+/// Parses `YYYY-MM` into a month index.
+pub fn parse_month(label: &str) -> Option<u32> {
+    let (year, month) = label.split_once('-')?;
+    let (year, month): (u32, u32) = (year.parse().ok()?, month.parse().ok()?);
+    (year.to_string().len() == 4 && (1..=12).contains(&month) && label.len() == 7)
+        .then(|| year * 12 + month - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn month_indexes_round_trip_through_labels() {
+        let index = month_index(utc("2026-12-01T03:00:00Z"), chrono_tz::America::New_York);
+        assert_eq!(month_index_label(index), "2026-11");
+        assert_eq!(parse_month("2026-11"), Some(index));
+        assert_eq!(parse_month("2026-12"), Some(index + 1));
+        for bad in ["2026-13", "2026-00", "26-11", "2026-1", "2026-011", "x"] {
+            assert_eq!(parse_month(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_started_clock_advances_from_its_start() {
+        let clock = StartedClock::new(utc("2026-11-30T23:59:59Z"));
+        let first = clock.now();
+        assert!(first >= utc("2026-11-30T23:59:59Z") && first < utc("2026-12-01T00:00:00Z"));
+        assert!(clock.now() >= first);
+    }
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)

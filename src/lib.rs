@@ -11,6 +11,8 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod license;
+pub mod meter;
 pub mod policy;
 pub mod proxy;
+pub mod store;
 pub mod tls;

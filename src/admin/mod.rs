@@ -16,6 +16,7 @@ use serde_json::Value;
 
 pub use auth::Token;
 
+use crate::clock::{month_index, parse_month};
 use crate::control::{Control, Refusal};
 use crate::license::MAX_LICENSE_BYTES;
 use crate::proxy::{ListenerRole, Problem};
@@ -105,19 +106,83 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<AdminResponse, P
             Ok(json(StatusCode::OK, &views::flow(&snapshot, index)))
         }
         (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &control.status().await)),
-        (_, ["licenses"] | ["licenses", _] | ["flows"] | ["flows", _, _] | ["status"]) => {
-            Err(Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                format!("{method} is not allowed on {path}"),
-            ))
+        (&Method::GET, ["usage"]) => {
+            let month = match query_param(req.uri().query(), "month") {
+                Some(label) => parse_month(label)
+                    .ok_or_else(|| bad_query(format!("month={label:?} is not YYYY-MM")))?,
+                None => {
+                    let snapshot = control.snapshot();
+                    month_index(control.shared().clock.now(), snapshot.tz)
+                }
+            };
+            let usage = control.usage(month).map_err(|err| {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", err)
+            })?;
+            Ok(json(StatusCode::OK, &usage))
         }
+        (&Method::GET, ["audit"]) => {
+            let query = req.uri().query();
+            let limit = match query_param(query, "limit") {
+                Some(text) => text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_AUDIT_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        bad_query(format!(
+                            "limit={text:?} must be a number from 1 to {MAX_AUDIT_PAGE}"
+                        ))
+                    })?,
+                None => DEFAULT_AUDIT_PAGE,
+            };
+            let before = match query_param(query, "before") {
+                Some(text) => Some(
+                    text.parse::<u64>()
+                        .map_err(|_| bad_query(format!("before={text:?} is not a cursor")))?,
+                ),
+                None => None,
+            };
+            let page = control.audit(limit, before).map_err(|err| {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", err)
+            })?;
+            Ok(json(StatusCode::OK, &page))
+        }
+        (
+            _,
+            ["licenses"]
+            | ["licenses", _]
+            | ["flows"]
+            | ["flows", _, _]
+            | ["status"]
+            | ["usage"]
+            | ["audit"],
+        ) => Err(Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(Problem::new(
             StatusCode::NOT_FOUND,
             "not-found",
             format!("no admin route {path}"),
         )),
     }
+}
+
+/// Audit entries per page unless `limit` says otherwise, and the most a page may hold.
+const DEFAULT_AUDIT_PAGE: usize = 50;
+const MAX_AUDIT_PAGE: usize = 1000;
+
+/// The value of one query parameter (values here are plain tokens, never escaped).
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+fn bad_query(detail: String) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail)
 }
 
 /// Reads an upload, at most one byte past the license size limit.

@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::clock::{month_label, Clock};
+use crate::clock::{month_index, month_index_label, Clock};
 use crate::license::Terms;
-use crate::policy::{FlowState, LicenseEntry, Snapshot};
+use crate::policy::{FlowState, LicenseEntry, Moment, Snapshot};
 
 /// One license as `GET /v1/licenses` lists it.
 pub fn license(snapshot: &Snapshot, entry: &LicenseEntry, now: DateTime<Utc>) -> Value {
@@ -16,7 +16,13 @@ pub fn license(snapshot: &Snapshot, entry: &LicenseEntry, now: DateTime<Utc>) ->
     };
     view.remove("version");
     view.entry("bound_to").or_insert(Value::Null);
-    let state = entry.usable_at(now).err().unwrap_or("valid");
+    let state = entry
+        .usable_at(Moment {
+            now,
+            floor: snapshot.clock_floor,
+        })
+        .err()
+        .unwrap_or("valid");
     view.insert("state".into(), state.into());
     view.insert(
         "reason".into(),
@@ -37,20 +43,16 @@ pub fn license(snapshot: &Snapshot, entry: &LicenseEntry, now: DateTime<Utc>) ->
             "points".into(),
             json!({"total": terms.points, "used": entry.points_used}),
         );
-        let tz = snapshot
-            .config
-            .licensing
-            .timezone
-            .parse()
-            .unwrap_or(chrono_tz::Tz::UTC);
+        let month = month_index(now, snapshot.tz);
+        let used = entry.meter.committed(month);
         view.insert(
             "records".into(),
             json!({
-                "month": month_label(now, tz),
-                "used": 0,
-                "limit": terms.transferred_records,
-                "hard_limit": terms.transferred_records.map(|limit| limit + limit / 10),
-                "warning": false,
+                "month": month_index_label(month),
+                "used": used,
+                "limit": entry.limit,
+                "hard_limit": entry.hard_limit,
+                "warning": entry.limit.is_some_and(|limit| used >= limit),
             }),
         );
     }

@@ -11,8 +11,7 @@ use tokio::task::JoinSet;
 
 use super::CliError;
 use crate::admin::{self, Admin, Token};
-use crate::clock::SystemClock;
-use crate::control::{spawn_boundary_ticker, spawn_license_watcher, Control};
+use crate::control::{spawn_boundary_ticker, spawn_license_watcher, spawn_meter_listener, Control};
 use crate::proxy::{self, bind, serve, ListenerRole, ServeOptions};
 
 /// Runs the sidecar until SIGTERM or SIGINT.
@@ -36,7 +35,8 @@ pub(super) fn run(config_path: &Path, worker_threads: Option<u16>) -> Result<Exi
 }
 
 async fn serve_until_stopped(config_path: &Path) -> Result<ExitCode, CliError> {
-    let control = Control::start(config_path, Arc::new(SystemClock)).map_err(CliError)?;
+    let clock = crate::clock::from_env().map_err(CliError)?;
+    let (control, meter_events) = Control::start(config_path, clock).map_err(CliError)?;
     let snapshot = control.snapshot();
     let config = &snapshot.config;
     let token = Token::read(&config.admin.token_file).map_err(CliError)?;
@@ -106,6 +106,7 @@ async fn serve_until_stopped(config_path: &Path) -> Result<ExitCode, CliError> {
         }
     };
     spawn_boundary_ticker(control.clone());
+    spawn_meter_listener(control.clone(), meter_events);
     control.set_ready();
     tracing::info!(generation = snapshot.generation, "tollgate is ready");
     drop(snapshot);
@@ -129,7 +130,10 @@ async fn serve_until_stopped(config_path: &Path) -> Result<ExitCode, CliError> {
         }
         Err(_) => tracing::warn!("connections could not be drained"),
     }
-    tracing::info!("stopped");
+    match control.flush().await {
+        Ok(()) => tracing::info!("counts flushed; stopped"),
+        Err(err) => tracing::error!(error = %err, "counts could not be flushed at shutdown"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,25 +1,34 @@
 //! The control plane: every change (start-up, license directory, SIGHUP, admin API, time
-//! passing a license boundary) compiles a new snapshot off the hot path and swaps it in.
-//! Changes are serialised by one async mutex; requests never touch it.
+//! passing a license boundary or a month, a license reaching its records limit) compiles a
+//! new snapshot off the hot path and swaps it in, and persists flow states and the audit
+//! trail. Changes are serialised by one async mutex; requests never touch it.
 
+mod build;
+mod metering;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::Mutex;
 
+pub use metering::spawn_meter_listener;
 pub use watch::{spawn_boundary_ticker, spawn_license_watcher};
 
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::license::{self, HostIdentity, Installed, LicenseFile, Rejected, TrustedKeys};
-use crate::policy::{compile, DisabledReason, FlowSetting, FlowState, Snapshot};
+use crate::clock::{month_index, Clock};
+use crate::config::{Config, Durability};
+use crate::license::{HostIdentity, Installed, LicenseFile, Rejected, TrustedKeys};
+use crate::meter::{MeterEvent, Meters};
+use crate::policy::{DisabledReason, FlowSetting, FlowState, Moment, Resources, Snapshot};
 use crate::proxy::{Shared, UpstreamCache};
+use crate::store::{AuditEvent, Recorder, Store};
+use build::{build, journal_flow_changes, read_licenses, stored_flows};
 
 /// Why an admin change was refused; maps onto a problem answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,21 +60,37 @@ struct State {
     /// What is wanted of each flow, by flow id.
     settings: HashMap<String, FlowSetting>,
     next_order: u64,
-    upstreams: UpstreamCache,
+    /// Upstream pools and counters, kept across snapshots.
+    resources: Resources,
     config_error: Option<String>,
+    /// Audit events not yet written.
+    journal: Vec<AuditEvent>,
+    /// Whether start-up is over (licenses read later are journaled as added).
+    started: bool,
+    /// The latest time seen (persisted), for clock-rollback detection.
+    high_water: DateTime<Utc>,
+    /// Whether the clock is behind the high-water mark by more than `max_clock_skew`.
+    rollback: bool,
+    /// The month counted in, to notice rollovers.
+    month: u32,
 }
 
 /// Owns the current snapshot and every way of changing it.
 pub struct Control {
     config_path: PathBuf,
     shared: Arc<Shared>,
+    store: Arc<Store>,
     state: Mutex<State>,
     ready: AtomicBool,
 }
 
 impl Control {
-    /// Loads the config and licenses and compiles the first snapshot.
-    pub fn start(config_path: &Path, clock: Arc<dyn Clock>) -> Result<Arc<Control>, String> {
+    /// Opens the store, loads the config, licenses and stored flow states, and compiles the
+    /// first snapshot. The receiver carries warnings and limits from the request path.
+    pub fn start(
+        config_path: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Arc<Control>, UnboundedReceiver<MeterEvent>), String> {
         let config = Arc::new(Config::load(config_path).map_err(|err| err.to_string())?);
         let (keys, host) = trust(&config)?;
         let dir = &config.licensing.license_dir;
@@ -75,44 +100,102 @@ impl Control {
                 dir.display()
             )
         })?;
-        let settings = config
-            .flows
-            .iter()
-            .enumerate()
-            .map(|(order, flow)| {
-                (
-                    flow.id.clone(),
-                    FlowSetting {
-                        enabled: flow.enabled,
-                        reason: DisabledReason::Operator,
-                        order: order as u64,
-                    },
-                )
-            })
-            .collect();
+        let store = Arc::new(Store::open(&config.state.dir).map_err(|err| err.to_string())?);
+        let now = clock.now();
+        let tz = config
+            .licensing
+            .timezone
+            .parse()
+            .unwrap_or(chrono_tz::Tz::UTC);
+        let month = month_index(now, tz);
+        let label = crate::clock::month_index_label(month);
+        let (license_counts, flow_counts) = store.month(&label).map_err(|err| err.to_string())?;
+        let meters = Meters::seeded(
+            month,
+            &license_counts.into_iter().collect(),
+            &flow_counts.into_iter().collect(),
+        );
+        let stored = store.flows().map_err(|err| err.to_string())?;
+        let mut settings = HashMap::new();
+        for (order, flow) in config.flows.iter().enumerate() {
+            let setting = match stored.get(&flow.id) {
+                Some(saved) => FlowSetting {
+                    enabled: saved.enabled,
+                    reason: DisabledReason::parse(&saved.reason)
+                        .unwrap_or(DisabledReason::Operator),
+                    order: saved.order,
+                },
+                None => FlowSetting {
+                    enabled: flow.enabled,
+                    reason: DisabledReason::Operator,
+                    order: order as u64,
+                },
+            };
+            settings.insert(flow.id.clone(), setting);
+        }
+        let next_order = settings
+            .values()
+            .map(|s| s.order + 1)
+            .max()
+            .unwrap_or(0)
+            .max(config.flows.len() as u64);
+        let high_water = store
+            .high_water()
+            .map_err(|err| err.to_string())?
+            .unwrap_or(now)
+            .max(now);
+        let recorder = Recorder::start(
+            store.clone(),
+            config.state.durability == Durability::Strict,
+            config.state.flush_interval,
+        )
+        .map_err(|err| err.to_string())?;
         let mut state = State {
-            next_order: config.flows.len() as u64,
+            next_order,
             config,
             keys,
             host,
             licenses: Vec::new(),
             rejected: Vec::new(),
             settings,
-            upstreams: UpstreamCache::new(),
+            resources: Resources {
+                upstreams: UpstreamCache::new(),
+                meters,
+            },
             config_error: None,
+            journal: Vec::new(),
+            started: false,
+            high_water,
+            rollback: false,
+            month,
         };
+        metering::check_rollback(&mut state, now);
         read_licenses(&mut state, clock.as_ref())?;
-        let snapshot = build(&mut state, clock.as_ref(), None)?;
+        let at = moment(&state, now);
+        let snapshot = build(&mut state, at, None)?;
+        state.started = true;
+        let (events, receiver) = unbounded_channel();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             clock,
+            recorder,
+            events,
         });
-        Ok(Arc::new(Control {
+        let control = Arc::new(Control {
             config_path: config_path.to_owned(),
             shared,
+            store,
             state: Mutex::new(state),
             ready: AtomicBool::new(false),
-        }))
+        });
+        {
+            let mut state = control
+                .state
+                .try_lock()
+                .map_err(|_| "control state is busy at start-up".to_owned())?;
+            control.persist(&mut state);
+        }
+        Ok((control, receiver))
     }
 
     /// What the request path shares.
@@ -144,8 +227,7 @@ impl Control {
     }
 
     fn reload_licenses_locked(&self, state: &mut State) -> Result<(), String> {
-        let clock = self.shared.clock.as_ref();
-        read_licenses(state, clock)?;
+        read_licenses(state, self.shared.clock.as_ref())?;
         self.rebuild(state)
     }
 
@@ -206,17 +288,6 @@ impl Control {
         }
     }
 
-    /// Recompiles if time has moved a license across its start or expiry since the last build.
-    pub async fn reevaluate(&self) {
-        let now = self.shared.clock.now();
-        if self.snapshot().is_stale(now) {
-            let mut state = self.state.lock().await;
-            if let Err(err) = self.rebuild(&mut state) {
-                tracing::error!(error = %err, "re-evaluating licenses failed");
-            }
-        }
-    }
-
     /// Enables a flow: refused when its pair cannot get a point or no valid license covers it.
     pub async fn enable_flow(&self, id: &str) -> Result<(), Refusal> {
         let mut state = self.state.lock().await;
@@ -237,8 +308,9 @@ impl Control {
                 order,
             },
         );
-        let clock = self.shared.clock.as_ref();
-        let candidate = build(&mut state, clock, Some(&self.snapshot())).map_err(Refusal::Failed);
+        let now = self.shared.clock.now();
+        let at = moment(&state, now);
+        let candidate = build(&mut state, at, Some(&self.snapshot())).map_err(Refusal::Failed);
         let refusal = match &candidate {
             Ok(snapshot) => {
                 let index = snapshot.flow(id).map(|i| i as usize);
@@ -257,6 +329,20 @@ impl Control {
                         reason: Some(reason),
                         detail: format!("no valid license covers flow {id:?} ({reason})"),
                     }),
+                    Some(FlowState::Active {
+                        license: Some(license),
+                    }) => {
+                        let license = &snapshot.licenses[license as usize];
+                        let used = license.meter.committed(month_index(now, snapshot.tz));
+                        license.hard_limit.filter(|&hard| used >= hard).map(|hard| Refusal::Conflict {
+                            code: "records-limit-exceeded",
+                            reason: Some("records-limit"),
+                            detail: format!(
+                                "license {} has transferred {used} of its {hard} records this month; flow {id:?} can run again after the reset",
+                                license.id()
+                            ),
+                        })
+                    }
                     _ => None,
                 }
             }
@@ -268,7 +354,7 @@ impl Control {
             return Err(refusal);
         }
         if let Ok(snapshot) = candidate {
-            self.swap(snapshot);
+            self.swap(&mut state, snapshot);
         }
         tracing::info!(flow = id, "flow enabled by the operator");
         Ok(())
@@ -357,20 +443,114 @@ impl Control {
             "rejected": rejected,
             "host": state.host.entries(),
             "trusted_keys": state.keys.len(),
+            "clock_rollback": state.rollback,
+            "clock_high_water": state.high_water.to_rfc3339(),
+            "month": crate::clock::month_index_label(state.month),
         })
+    }
+
+    /// Records for a month (`YYYY-MM`) per license and per flow: the live counters for the
+    /// current month, the store for any other.
+    pub fn usage(&self, month: u32) -> Result<Value, String> {
+        let snapshot = self.snapshot();
+        let label = crate::clock::month_index_label(month);
+        let current = month_index(self.shared.clock.now(), snapshot.tz);
+        let (stored_licenses, stored_flows) =
+            self.store.month(&label).map_err(|err| err.to_string())?;
+        let mut licenses: Vec<Value> = Vec::new();
+        for entry in &snapshot.licenses {
+            let used = if month == current {
+                entry.meter.committed(month)
+            } else {
+                stored_licenses.get(entry.id()).copied().unwrap_or(0)
+            };
+            licenses.push(json!({"id": entry.id(), "used": used, "limit": entry.limit, "hard_limit": entry.hard_limit}));
+        }
+        for (id, used) in &stored_licenses {
+            if snapshot.license(id).is_none() {
+                licenses.push(json!({"id": id, "used": used, "limit": null, "hard_limit": null, "installed": false}));
+            }
+        }
+        let flows: Vec<Value> = snapshot
+            .flows
+            .iter()
+            .map(|flow| {
+                let used = if month == current {
+                    flow.meter.committed(month)
+                } else {
+                    stored_flows.get(&*flow.id).copied().unwrap_or(0)
+                };
+                json!({"id": &*flow.id, "used": used})
+            })
+            .collect();
+        Ok(
+            json!({"month": label, "timezone": snapshot.tz.name(), "licenses": licenses, "flows": flows}),
+        )
+    }
+
+    /// A page of the audit trail, newest first: `{events, next}` where `next` is the cursor of
+    /// the following page.
+    pub fn audit(&self, limit: usize, before: Option<u64>) -> Result<Value, String> {
+        let events = self
+            .store
+            .audit_page(limit, before)
+            .map_err(|err| err.to_string())?;
+        let next = if events.len() == limit {
+            events.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        Ok(json!({"events": events, "next": next}))
+    }
+
+    /// Writes pending counts, the clock high-water mark and the journal (on shutdown).
+    pub async fn flush(&self) -> Result<(), String> {
+        let now = self.shared.clock.now();
+        self.shared.recorder.high_water(now);
+        self.shared
+            .recorder
+            .flush()
+            .await
+            .map_err(|err| err.to_string())?;
+        let mut state = self.state.lock().await;
+        self.persist(&mut state);
+        Ok(())
     }
 
     /// Compiles from the current state and swaps the result in.
     fn rebuild(&self, state: &mut State) -> Result<(), String> {
-        let snapshot = build(state, self.shared.clock.as_ref(), Some(&self.snapshot()))?;
-        self.swap(snapshot);
+        let now = self.shared.clock.now();
+        let at = moment(state, now);
+        let snapshot = build(state, at, Some(&self.snapshot()))?;
+        self.swap(state, snapshot);
         Ok(())
     }
 
-    fn swap(&self, snapshot: Snapshot) {
+    /// Swaps a new snapshot in, journals the flow changes and persists flow states.
+    fn swap(&self, state: &mut State, snapshot: Snapshot) {
         let previous = self.shared.snapshot.swap(Arc::new(snapshot));
         let current = self.snapshot();
-        log_flow_changes(&previous, &current);
+        journal_flow_changes(state, &previous, &current, self.shared.clock.now());
+        self.persist(state);
+    }
+
+    /// Writes flow states and pending audit events; a failure is logged and retried next time.
+    fn persist(&self, state: &mut State) {
+        match self.store.save_flows(&stored_flows(state), &state.journal) {
+            Ok(()) => state.journal.clear(),
+            Err(err) => {
+                tracing::error!(error = %err, "flow states could not be stored; retrying with the next change")
+            }
+        }
+    }
+}
+
+/// The instant and rollback floor a compile is judged at.
+fn moment(state: &State, now: DateTime<Utc>) -> Moment {
+    let skew = TimeDelta::from_std(state.config.licensing.max_clock_skew).unwrap_or(TimeDelta::MAX);
+    Moment {
+        now,
+        floor: state.high_water.checked_sub_signed(skew),
     }
 }
 
@@ -386,116 +566,6 @@ fn trust(config: &Config) -> Result<(TrustedKeys, HostIdentity), String> {
         None => HostIdentity::detect(),
     };
     Ok((keys, host))
-}
-
-/// Reads the license directory into the state, logging files that are refused.
-fn read_licenses(state: &mut State, clock: &dyn Clock) -> Result<(), String> {
-    let dir = &state.config.licensing.license_dir;
-    let listing = license::read_dir(dir, &state.keys, &state.host, clock.now()).map_err(|err| {
-        format!(
-            "{}: cannot read the license directory: {err}",
-            dir.display()
-        )
-    })?;
-    for rejected in &listing.rejected {
-        let known = state.rejected.iter().any(|r| {
-            r.path == rejected.path && r.reason.to_string() == rejected.reason.to_string()
-        });
-        if !known {
-            tracing::error!(file = %rejected.path.display(), reason = %rejected.reason, "license file refused");
-        }
-    }
-    state.licenses = listing.installed.into_iter().map(Arc::new).collect();
-    state.rejected = listing.rejected;
-    Ok(())
-}
-
-/// Compiles a snapshot from the state; flows that lost their license or a point are disabled
-/// for good (until the operator enables them again), as SPEC §1.1 says.
-fn build(
-    state: &mut State,
-    clock: &dyn Clock,
-    previous: Option<&Snapshot>,
-) -> Result<Snapshot, String> {
-    if let Some(previous) = previous {
-        let ids: HashSet<&str> = state
-            .licenses
-            .iter()
-            .map(|l| l.file.payload.common.id.as_str())
-            .collect();
-        for flow in &previous.flows {
-            if let FlowState::Active {
-                license: Some(index),
-            } = flow.state
-            {
-                let license = previous.licenses[index as usize].id();
-                if !ids.contains(license) {
-                    if let Some(setting) = state.settings.get_mut(&*flow.id) {
-                        setting.enabled = false;
-                        setting.reason = DisabledReason::LicenseRemoved;
-                        tracing::warn!(flow = %flow.id, license, "flow disabled: its license was removed");
-                    }
-                }
-            }
-        }
-    }
-    let settings: Vec<FlowSetting> = state
-        .config
-        .flows
-        .iter()
-        .map(|flow| {
-            state
-                .settings
-                .get(&flow.id)
-                .copied()
-                .unwrap_or(FlowSetting {
-                    enabled: false,
-                    reason: DisabledReason::Operator,
-                    order: u64::MAX,
-                })
-        })
-        .collect();
-    let compiled = compile(
-        state.config.clone(),
-        &state.licenses,
-        &settings,
-        &mut state.upstreams,
-        clock.now(),
-        previous,
-    )?;
-    for &index in &compiled.exhausted {
-        let flow = &state.config.flows[index as usize];
-        if let Some(setting) = state.settings.get_mut(&flow.id) {
-            setting.enabled = false;
-            setting.reason = DisabledReason::PointsExhausted;
-        }
-    }
-    Ok(compiled.snapshot)
-}
-
-/// One log line per flow whose state changed between two snapshots.
-fn log_flow_changes(previous: &Snapshot, current: &Snapshot) {
-    for flow in &current.flows {
-        let before = previous
-            .flow(&flow.id)
-            .map(|i| previous.flows[i as usize].state);
-        let describe = |state: FlowState, snapshot: &Snapshot| match state {
-            FlowState::Active {
-                license: Some(index),
-            } => format!(
-                "enabled (license {})",
-                snapshot.licenses[index as usize].id()
-            ),
-            FlowState::Active { license: None } => "enabled".to_owned(),
-            FlowState::Unlicensed(reason) => format!("enabled, no valid license ({reason})"),
-            FlowState::Disabled(reason) => format!("disabled ({})", reason.as_str()),
-        };
-        let now = describe(flow.state, current);
-        let was = before.map(|state| describe(state, previous));
-        if was.as_deref() != Some(now.as_str()) {
-            tracing::info!(flow = %flow.id, state = %now, was = was.as_deref().unwrap_or("new"), "flow state changed");
-        }
-    }
 }
 
 /// Writes `bytes` to `target` through a temporary file in `dir` and a rename.

@@ -38,14 +38,15 @@ pub fn spawn_license_watcher(control: Arc<Control>) -> Result<notify::Recommende
     Ok(watcher)
 }
 
-/// Re-evaluates licenses every second so expiry and start take effect on time.
+/// Ticks the control plane every second so expiry, start, month rollover and clock
+/// rollback take effect on time.
 pub fn spawn_boundary_ticker(control: Arc<Control>) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            control.reevaluate().await;
+            control.tick().await;
         }
     });
 }

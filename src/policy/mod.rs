@@ -13,5 +13,5 @@ pub use plan::{plan_flows, FlowOutcome, FlowPlan};
 pub use points::{PointLedger, PointRefusal, PointSource};
 pub use snapshot::{
     compile, usable_at, Compiled, DisabledReason, FlowEntry, FlowSetting, FlowState, InstanceEntry,
-    LicenseEntry, Snapshot,
+    LicenseEntry, Moment, Resources, Snapshot,
 };

@@ -12,6 +12,7 @@ use super::plan::pair_of;
 use super::points::{PointLedger, PointRefusal, PointSource};
 use crate::config::{Config, Model};
 use crate::license::{Installed, Terms, Validity};
+use crate::meter::{FlowMeter, LicenseMeter, Meters};
 use crate::proxy::{Upstream, UpstreamCache};
 
 /// Why a flow is disabled; the `reason` of `flow-disabled` answers and of `GET /v1/flows`.
@@ -39,6 +40,19 @@ impl DisabledReason {
             DisabledReason::EntitlementExceeded => "entitlement-exceeded",
             DisabledReason::RecordsLimit => "records-limit",
         }
+    }
+
+    /// The reason an API spelling names (as stored).
+    pub fn parse(text: &str) -> Option<DisabledReason> {
+        [
+            DisabledReason::Operator,
+            DisabledReason::PointsExhausted,
+            DisabledReason::LicenseRemoved,
+            DisabledReason::EntitlementExceeded,
+            DisabledReason::RecordsLimit,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == text)
     }
 }
 
@@ -87,6 +101,8 @@ pub struct FlowEntry {
     pub state: FlowState,
     /// The pair of instances holding the point (`a+b`), if the flow has two systems.
     pub pair_key: Option<String>,
+    /// The flow's record counter.
+    pub meter: Arc<FlowMeter>,
     /// Classifiers per instance of the flow.
     classifiers: Vec<(u32, Classifier)>,
 }
@@ -100,6 +116,12 @@ pub struct LicenseEntry {
     pub points_used: u32,
     /// Its validity when the snapshot was compiled; a change means the snapshot is stale.
     pub compiled_state: Result<(), &'static str>,
+    /// The monthly transferred-records limit (pair licenses that set one).
+    pub limit: Option<u64>,
+    /// `limit + limit / 10`: loads are admitted only below it.
+    pub hard_limit: Option<u64>,
+    /// The license's record counter.
+    pub meter: Arc<LicenseMeter>,
 }
 
 impl LicenseEntry {
@@ -108,16 +130,36 @@ impl LicenseEntry {
         &self.installed.file.payload.common.id
     }
 
-    /// Whether the license is valid at `now`; else the `license-invalid` reason.
-    pub fn usable_at(&self, now: DateTime<Utc>) -> Result<(), &'static str> {
-        usable_at(&self.installed, now)
+    /// Whether the license is valid at `moment`; else the `license-invalid` reason.
+    pub fn usable_at(&self, moment: Moment) -> Result<(), &'static str> {
+        usable_at(&self.installed, moment)
     }
 }
 
-/// Whether a verified license is valid at `now` (its host binding was checked when it was read).
-pub fn usable_at(installed: &Installed, now: DateTime<Utc>) -> Result<(), &'static str> {
+/// The time a snapshot is judged at, with the clock-rollback floor (SPEC §1.1): before the
+/// floor the clock has gone back further than `max_clock_skew` and no license is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moment {
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// The latest time seen minus `max_clock_skew`, if any time was seen.
+    pub floor: Option<DateTime<Utc>>,
+}
+
+impl Moment {
+    /// A moment without a rollback floor.
+    pub fn at(now: DateTime<Utc>) -> Moment {
+        Moment { now, floor: None }
+    }
+}
+
+/// Whether a verified license is valid at `moment` (its host binding was checked when it was read).
+pub fn usable_at(installed: &Installed, moment: Moment) -> Result<(), &'static str> {
     let common = &installed.file.payload.common;
-    if installed.validity == Validity::WrongHost {
+    let now = moment.now;
+    if moment.floor.is_some_and(|floor| now < floor) {
+        Err("clock-rollback")
+    } else if installed.validity == Validity::WrongHost {
         Err("wrong-host")
     } else if now < common.start {
         Err("not-yet-valid")
@@ -143,6 +185,10 @@ pub struct Snapshot {
     pub flows: Vec<FlowEntry>,
     /// Installed licenses, by id.
     pub licenses: Vec<LicenseEntry>,
+    /// The licensing time zone, in which months begin.
+    pub tz: chrono_tz::Tz,
+    /// The clock-rollback floor the snapshot was compiled with.
+    pub clock_floor: Option<DateTime<Utc>>,
     instance_ids: HashMap<Box<str>, u32>,
     flow_ids: HashMap<Box<str>, u32>,
 }
@@ -156,15 +202,25 @@ pub struct Compiled {
     pub exhausted: Vec<u32>,
 }
 
+/// What compilation draws on and keeps across snapshots: upstream pools and record counters.
+#[derive(Debug, Default)]
+pub struct Resources {
+    /// Upstream clients by target.
+    pub upstreams: UpstreamCache,
+    /// Counters by license and flow id.
+    pub meters: Meters,
+}
+
 /// Builds a snapshot from a valid config, verified licenses and a setting per flow (config order).
 pub fn compile(
     config: Arc<Config>,
     licenses: &[Arc<Installed>],
     settings: &[FlowSetting],
-    upstreams: &mut UpstreamCache,
-    now: DateTime<Utc>,
+    resources: &mut Resources,
+    moment: Moment,
     previous: Option<&Snapshot>,
 ) -> Result<Compiled, String> {
+    let upstreams = &mut resources.upstreams;
     let generation = previous.map_or(1, |previous| previous.generation + 1);
     let flow_header = HeaderName::from_bytes(config.server.flow_header.as_bytes())
         .map_err(|err| format!("server.flow_header: {err}"))?;
@@ -193,7 +249,7 @@ pub fn compile(
                     systems: crate::catalog::SystemPair::new(&terms.system_a, &terms.system_b),
                     points: terms.points,
                     expire: installed.file.payload.common.expire,
-                    invalid: usable_at(installed, now).err(),
+                    invalid: usable_at(installed, moment).err(),
                 },
                 index as u32,
             )),
@@ -293,6 +349,7 @@ pub fn compile(
             systems,
             state: states[index],
             pair_key: pairs[index].as_ref().map(|(pair, _)| pair.key()),
+            meter: resources.meters.flow(&flow.id),
             classifiers,
         });
     }
@@ -305,15 +362,29 @@ pub fn compile(
         .into_iter()
         .zip(points_used)
         .map(|(installed, points_used)| {
-            let compiled_state = usable_at(&installed, now);
+            let compiled_state = usable_at(&installed, moment);
+            let limit = match &installed.file.payload.terms {
+                Terms::Pair(terms) => terms.transferred_records,
+                Terms::Subscription(_) => None,
+            };
+            let meter = resources.meters.license(&installed.file.payload.common.id);
             LicenseEntry {
                 installed,
                 points_used,
                 compiled_state,
+                limit,
+                hard_limit: limit.map(|limit| limit + limit / 10),
+                meter,
             }
         })
         .collect();
-    upstreams.retain_used();
+    resources.upstreams.retain_used();
+    // The timezone was validated with the config.
+    let tz = config
+        .licensing
+        .timezone
+        .parse()
+        .unwrap_or(chrono_tz::Tz::UTC);
     let snapshot = Snapshot {
         generation,
         config,
@@ -321,6 +392,8 @@ pub fn compile(
         instances,
         flows,
         licenses,
+        tz,
+        clock_floor: moment.floor,
         instance_ids,
         flow_ids,
     };
@@ -342,10 +415,10 @@ impl Snapshot {
     }
 
     /// Whether time has moved any license across its start or expiry since compilation.
-    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+    pub fn is_stale(&self, moment: Moment) -> bool {
         self.licenses
             .iter()
-            .any(|license| license.usable_at(now) != license.compiled_state)
+            .any(|license| license.usable_at(moment) != license.compiled_state)
     }
 
     /// The index of the license with this id.
@@ -447,8 +520,8 @@ systems = ["sn-1", "jira-1"]
             config,
             &licenses,
             &settings,
-            &mut UpstreamCache::new(),
-            now,
+            &mut Resources::default(),
+            Moment::at(now),
             None,
         )
         .unwrap();
@@ -481,8 +554,8 @@ systems = ["sn-1", "jira-1"]
             config,
             &licenses,
             &settings,
-            &mut UpstreamCache::new(),
-            now,
+            &mut Resources::default(),
+            Moment::at(now),
             None,
         )
         .unwrap()
@@ -523,21 +596,24 @@ systems = ["sn-1", "jira-1"]
             config.clone(),
             &licenses,
             &settings,
-            &mut UpstreamCache::new(),
-            before,
+            &mut Resources::default(),
+            Moment::at(before),
             None,
         )
         .unwrap()
         .snapshot;
-        assert!(!snapshot.is_stale(before));
-        assert!(snapshot.is_stale(after));
-        assert_eq!(snapshot.licenses[0].usable_at(after), Err("expired"));
+        assert!(!snapshot.is_stale(Moment::at(before)));
+        assert!(snapshot.is_stale(Moment::at(after)));
+        assert_eq!(
+            snapshot.licenses[0].usable_at(Moment::at(after)),
+            Err("expired")
+        );
         let expired = compile(
             config,
             &licenses,
             &settings,
-            &mut UpstreamCache::new(),
-            after,
+            &mut Resources::default(),
+            Moment::at(after),
             None,
         )
         .unwrap()

@@ -269,6 +269,14 @@ impl UpstreamCache {
     }
 }
 
+impl std::fmt::Debug for UpstreamCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCache")
+            .field("upstreams", &self.upstreams.len())
+            .finish()
+    }
+}
+
 impl Default for UpstreamCache {
     fn default() -> Self {
         UpstreamCache::new()

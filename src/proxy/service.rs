@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::body::ProxyBody;
 use super::forward::ForwardError;
@@ -19,16 +20,25 @@ use super::framing::FramingWatch;
 use super::path::{decode_segment, normalize, split_first};
 use super::problem::Problem;
 use super::server::ListenerRole;
-use crate::clock::Clock;
-use crate::policy::{DisabledReason, FlowState, LoadClass, Snapshot};
+use crate::clock::{month_bounds, month_index, month_index_label, Clock};
+use crate::meter::{MeterEvent, MeterEventKind, Reservation};
+use crate::policy::{DisabledReason, FlowState, LicenseEntry, LoadClass, Moment, Snapshot};
+use crate::store::{CountItem, Recorder};
 
-/// What every request handler shares: the current snapshot and the clock.
+/// What every request handler shares: the current snapshot, the clock and the count sinks.
 pub struct Shared {
     /// The snapshot requests are decided on; swapped whole on every change.
     pub snapshot: ArcSwap<Snapshot>,
     /// The time licenses are judged at.
     pub clock: Arc<dyn Clock>,
+    /// Where counted loads are persisted.
+    pub recorder: Recorder,
+    /// Warnings and limits reached, for the control plane to act on.
+    pub events: UnboundedSender<MeterEvent>,
 }
+
+/// The header on allowed loads once the month's limit is reached (SPEC §1.1).
+pub const TOLLGATE_WARNING: &str = "tollgate-warning";
 
 /// Where a routed request goes.
 #[derive(Debug)]
@@ -61,7 +71,7 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let snapshot = shared.snapshot.load_full();
     let now = shared.clock.now();
-    Ok(proxy(&snapshot, &role, now, req)
+    Ok(proxy(&snapshot, &shared, &role, now, req)
         .await
         .unwrap_or_else(Problem::into_response))
 }
@@ -88,6 +98,7 @@ pub fn decide<'r, B>(
 
 async fn proxy(
     snapshot: &Snapshot,
+    shared: &Shared,
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: Request<Incoming>,
@@ -108,8 +119,130 @@ async fn proxy(
         path_and_query.push_str(query);
     }
     let (flow, instance) = (decision.flow, decision.instance);
+    let reservation = admit(snapshot, &decision, now)?;
     drop(decision);
-    forward(snapshot, flow, instance, upstream, req, path_and_query).await
+    let response = forward(snapshot, flow, instance, upstream, req, path_and_query).await?;
+    match reservation {
+        Some(reservation) if response.status().is_success() => {
+            count(snapshot, shared, flow, reservation, response, now).await
+        }
+        // A refused or failed load gives its reservation back when it is dropped here.
+        _ => Ok(response),
+    }
+}
+
+/// Reserves a record of the month's budget for a main-entity load (SPEC §1.1); 429 at the hard limit.
+fn admit<'s>(
+    snapshot: &'s Snapshot,
+    decision: &Decision<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Reservation<'s>>, Problem> {
+    if decision.class != LoadClass::Main {
+        return Ok(None);
+    }
+    let flow = &snapshot.flows[decision.flow as usize];
+    let license = match flow.state {
+        FlowState::Active {
+            license: Some(index),
+        } => Some(&snapshot.licenses[index as usize]),
+        _ => None,
+    };
+    let month = month_index(now, snapshot.tz);
+    Reservation::take(license.map(|l| (&*l.meter, l.hard_limit)), &flow.meter, month).map(Some).map_err(|at| {
+        let hard = license.and_then(|l| l.hard_limit).unwrap_or(at.used);
+        let license = license.map(LicenseEntry::id).unwrap_or_default();
+        let mut problem = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "records-limit-exceeded",
+            format!("license {license} has transferred its {hard} records for this month (limit plus 10%)"),
+        )
+        .with("flow", &*flow.id)
+        .with("license", license)
+        .with("reason", "hard-limit")
+        .with("used", at.used)
+        .with("hard_limit", hard);
+        problem.retry_after = Some(seconds_to_reset(snapshot, now));
+        problem
+    })
+}
+
+/// Commits a load the target accepted: counts it, waits for the store in strict durability,
+/// raises the warning and limit events, and marks the answer once the limit is reached.
+async fn count(
+    snapshot: &Snapshot,
+    shared: &Shared,
+    flow: u32,
+    reservation: Reservation<'_>,
+    mut response: Response<ProxyBody>,
+    now: DateTime<Utc>,
+) -> Result<Response<ProxyBody>, Problem> {
+    let entry = &snapshot.flows[flow as usize];
+    let license = match entry.state {
+        FlowState::Active {
+            license: Some(index),
+        } => Some(&snapshot.licenses[index as usize]),
+        _ => None,
+    };
+    let committed = reservation.commit();
+    let item = CountItem {
+        license: license.map(|l| l.meter.id.clone()),
+        flow: entry.meter.id.clone(),
+        month: month_index_label(committed.month),
+        day: now
+            .with_timezone(&snapshot.tz)
+            .format("%Y-%m-%d")
+            .to_string(),
+    };
+    if let Err(err) = shared.recorder.record(item).await {
+        tracing::error!(flow = %entry.id, error = %err, "a counted load could not be stored; answering 503");
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            format!("the target accepted the load but its count could not be stored: {err}"),
+        )
+        .with("flow", &*entry.id)
+        .with(
+            "license",
+            license.map_or(Value::Null, |l| Value::from(l.id())),
+        ));
+    }
+    let Some(license) = license else {
+        return Ok(response);
+    };
+    let (Some(limit), Some(hard)) = (license.limit, license.hard_limit) else {
+        return Ok(response);
+    };
+    let event = |kind| MeterEvent {
+        kind,
+        license: license.meter.id.clone(),
+        month: committed.month,
+        used: committed.after,
+        limit,
+        hard_limit: hard,
+    };
+    if committed.before < limit && committed.after >= limit {
+        let _ = shared.events.send(event(MeterEventKind::Warning));
+    }
+    if committed.before < hard && committed.after >= hard {
+        let _ = shared.events.send(event(MeterEventKind::Limit));
+    }
+    if committed.after >= limit {
+        let warning = format!(
+            "records-limit-reached; used={}; limit={limit}; hard_limit={hard}",
+            committed.after
+        );
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().insert(TOLLGATE_WARNING, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Whole seconds until the month resets in the licensing time zone (at least 1).
+fn seconds_to_reset(snapshot: &Snapshot, now: DateTime<Utc>) -> u64 {
+    let (_, next) = month_bounds(now, snapshot.tz);
+    let millis = (next - now).num_milliseconds().max(0) as u64;
+    millis.div_ceil(1000).max(1)
 }
 
 /// Refuses request heads the server must not forward: conflicting framing, oversized heads.
@@ -283,25 +416,27 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
             .with("reason", reason)
     };
     match entry.state {
-        FlowState::Disabled(reason) => {
-            let status = if reason == DisabledReason::RecordsLimit {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::FORBIDDEN
-            };
-            let code = if reason == DisabledReason::RecordsLimit {
-                "records-limit-exceeded"
-            } else {
-                "flow-disabled"
-            };
-            Err(refuse(
-                status,
-                code,
-                format!("flow {:?} is disabled ({})", entry.id, reason.as_str()),
+        FlowState::Disabled(DisabledReason::RecordsLimit) => {
+            let mut problem = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "records-limit-exceeded",
+                format!(
+                    "flow {:?} is stopped: its license reached the transferred-records hard limit for this month",
+                    entry.id
+                ),
                 None,
-                reason.as_str(),
-            ))
+                DisabledReason::RecordsLimit.as_str(),
+            );
+            problem.retry_after = Some(seconds_to_reset(snapshot, now));
+            Err(problem)
         }
+        FlowState::Disabled(reason) => Err(refuse(
+            StatusCode::FORBIDDEN,
+            "flow-disabled",
+            format!("flow {:?} is disabled ({})", entry.id, reason.as_str()),
+            None,
+            reason.as_str(),
+        )),
         FlowState::Unlicensed(reason) => Err(refuse(
             StatusCode::FORBIDDEN,
             "license-invalid",
@@ -313,7 +448,11 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
             license: Some(license),
         } => {
             let license = &snapshot.licenses[license as usize];
-            license.usable_at(now).map_err(|reason| {
+            let moment = Moment {
+                now,
+                floor: snapshot.clock_floor,
+            };
+            license.usable_at(moment).map_err(|reason| {
                 refuse(
                     StatusCode::FORBIDDEN,
                     "license-invalid",

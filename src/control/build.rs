@@ -1,0 +1,206 @@
+//! Compiling the control state into a snapshot, and journaling what changed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::State;
+use crate::clock::Clock;
+use crate::license::{self, Rejected};
+use crate::policy::{compile, DisabledReason, FlowSetting, FlowState, Moment, Snapshot};
+use crate::store::{AuditEvent, StoredFlow};
+
+/// An audit event stamped now.
+pub(super) fn event(now: DateTime<Utc>, kind: &str, detail: serde_json::Value) -> AuditEvent {
+    AuditEvent {
+        seq: 0,
+        time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        kind: kind.to_owned(),
+        detail,
+    }
+}
+
+/// Reads the license directory into the state, logging refused files and journaling
+/// licenses that appeared or disappeared.
+pub(super) fn read_licenses(state: &mut State, clock: &dyn Clock) -> Result<(), String> {
+    let dir = &state.config.licensing.license_dir;
+    let now = clock.now();
+    let listing = license::read_dir(dir, &state.keys, &state.host, now).map_err(|err| {
+        format!(
+            "{}: cannot read the license directory: {err}",
+            dir.display()
+        )
+    })?;
+    for rejected in &listing.rejected {
+        if !state.rejected.iter().any(|r| same_rejection(r, rejected)) {
+            tracing::error!(file = %rejected.path.display(), reason = %rejected.reason, "license file refused");
+        }
+    }
+    let before: HashSet<String> = state
+        .licenses
+        .iter()
+        .map(|l| l.file.payload.common.id.clone())
+        .collect();
+    let after: HashSet<String> = listing
+        .installed
+        .iter()
+        .map(|l| l.file.payload.common.id.clone())
+        .collect();
+    for installed in &listing.installed {
+        let id = &installed.file.payload.common.id;
+        if !before.contains(id) && state.started {
+            tracing::info!(license = %id, file = %installed.path.display(), "license added");
+            state.journal.push(event(
+                now,
+                "license-added",
+                json!({"license": id, "file": installed.path.display().to_string()}),
+            ));
+        }
+    }
+    for id in before.difference(&after) {
+        tracing::warn!(license = %id, "license removed");
+        state
+            .journal
+            .push(event(now, "license-removed", json!({"license": id})));
+    }
+    state.licenses = listing.installed.into_iter().map(Arc::new).collect();
+    state.rejected = listing.rejected;
+    Ok(())
+}
+
+fn same_rejection(a: &Rejected, b: &Rejected) -> bool {
+    a.path == b.path && a.reason.to_string() == b.reason.to_string()
+}
+
+/// Compiles a snapshot from the state. Flows whose license was removed, and flows refused a
+/// point, are disabled for good (until the operator enables them again), as SPEC §1.1 says.
+pub(super) fn build(
+    state: &mut State,
+    moment: Moment,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, String> {
+    if let Some(previous) = previous {
+        let ids: HashSet<&str> = state
+            .licenses
+            .iter()
+            .map(|l| l.file.payload.common.id.as_str())
+            .collect();
+        for flow in &previous.flows {
+            if let FlowState::Active {
+                license: Some(index),
+            } = flow.state
+            {
+                let license = previous.licenses[index as usize].id();
+                if !ids.contains(license) {
+                    if let Some(setting) = state.settings.get_mut(&*flow.id) {
+                        setting.enabled = false;
+                        setting.reason = DisabledReason::LicenseRemoved;
+                    }
+                }
+            }
+        }
+    }
+    let settings: Vec<FlowSetting> = state
+        .config
+        .flows
+        .iter()
+        .map(|flow| {
+            state
+                .settings
+                .get(&flow.id)
+                .copied()
+                .unwrap_or(FlowSetting {
+                    enabled: false,
+                    reason: DisabledReason::Operator,
+                    order: u64::MAX,
+                })
+        })
+        .collect();
+    let compiled = compile(
+        state.config.clone(),
+        &state.licenses,
+        &settings,
+        &mut state.resources,
+        moment,
+        previous,
+    )?;
+    for &index in &compiled.exhausted {
+        let flow = &state.config.flows[index as usize];
+        if let Some(setting) = state.settings.get_mut(&flow.id) {
+            setting.enabled = false;
+            setting.reason = DisabledReason::PointsExhausted;
+        }
+    }
+    Ok(compiled.snapshot)
+}
+
+/// How a flow's state reads in logs and the audit trail.
+fn describe(state: FlowState, snapshot: &Snapshot) -> (bool, String) {
+    match state {
+        FlowState::Active {
+            license: Some(index),
+        } => (
+            true,
+            format!(
+                "enabled (license {})",
+                snapshot.licenses[index as usize].id()
+            ),
+        ),
+        FlowState::Active { license: None } => (true, "enabled".to_owned()),
+        FlowState::Unlicensed(reason) => (true, format!("enabled, no valid license ({reason})")),
+        FlowState::Disabled(reason) => (false, format!("disabled ({})", reason.as_str())),
+    }
+}
+
+/// Logs and journals every flow whose state changed between two snapshots.
+pub(super) fn journal_flow_changes(
+    state: &mut State,
+    previous: &Snapshot,
+    current: &Snapshot,
+    now: DateTime<Utc>,
+) {
+    for flow in &current.flows {
+        let before = previous
+            .flow(&flow.id)
+            .map(|i| describe(previous.flows[i as usize].state, previous));
+        let (enabled, now_text) = describe(flow.state, current);
+        if before.as_ref().map(|(_, text)| text.as_str()) == Some(now_text.as_str()) {
+            continue;
+        }
+        let was = before.map_or_else(|| "new".to_owned(), |(_, text)| text);
+        tracing::info!(flow = %flow.id, state = %now_text, was = %was, "flow state changed");
+        let reason = match flow.state {
+            FlowState::Disabled(reason) => Some(reason.as_str()),
+            FlowState::Unlicensed(reason) => Some(reason),
+            FlowState::Active { .. } => None,
+        };
+        let kind = if enabled {
+            "flow-enabled"
+        } else {
+            "flow-disabled"
+        };
+        state.journal.push(event(
+            now,
+            kind,
+            json!({"flow": &*flow.id, "state": now_text, "was": was, "reason": reason}),
+        ));
+    }
+}
+
+/// The flow settings as the store keeps them.
+pub(super) fn stored_flows(state: &State) -> BTreeMap<String, StoredFlow> {
+    state
+        .settings
+        .iter()
+        .map(|(id, setting)| {
+            let stored = StoredFlow {
+                enabled: setting.enabled,
+                reason: setting.reason.as_str().to_owned(),
+                order: setting.order,
+            };
+            (id.clone(), stored)
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! What time and counts do to the control plane: the clock high-water mark and rollback
+//! detection, month rollover (resuming flows stopped by the records limit), licenses crossing
+//! their start or expiry, and warnings and limits reported by the request path.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::build::event;
+use super::{moment, Control, State};
+use crate::clock::{month_index, month_index_label};
+use crate::meter::{MeterEvent, MeterEventKind};
+use crate::policy::{DisabledReason, FlowState};
+use crate::store::Marks;
+
+/// How often the high-water mark is written while time moves on normally.
+const HIGH_WATER_EVERY: TimeDelta = TimeDelta::seconds(10);
+
+/// Updates the high-water mark and the rollback flag; returns whether the flag changed.
+pub(super) fn check_rollback(state: &mut State, now: DateTime<Utc>) -> bool {
+    let skew = TimeDelta::from_std(state.config.licensing.max_clock_skew).unwrap_or(TimeDelta::MAX);
+    let behind = state
+        .high_water
+        .checked_sub_signed(skew)
+        .is_some_and(|floor| now < floor);
+    state.high_water = state.high_water.max(now);
+    if behind == state.rollback {
+        return false;
+    }
+    state.rollback = behind;
+    let detail = json!({"now": now.to_rfc3339(), "high_water": state.high_water.to_rfc3339()});
+    if behind {
+        tracing::error!(now = %now, high_water = %state.high_water, "the clock is behind the latest time seen by more than max_clock_skew: every license is invalid (clock-rollback) until time catches up");
+        state.journal.push(event(now, "clock-rollback", detail));
+    } else {
+        tracing::info!(now = %now, "the clock has caught up: licenses are judged normally again");
+        state.journal.push(event(now, "clock-restored", detail));
+    }
+    true
+}
+
+/// Starts a new month: journals it and, with `resume_at_reset`, enables the flows the records
+/// limit stopped.
+fn roll_over(state: &mut State, month: u32, now: DateTime<Utc>) {
+    let resume = state.config.licensing.resume_at_reset;
+    let mut resumed = Vec::new();
+    if resume {
+        for (id, setting) in &mut state.settings {
+            if !setting.enabled && setting.reason == DisabledReason::RecordsLimit {
+                setting.enabled = true;
+                resumed.push(id.clone());
+            }
+        }
+    }
+    resumed.sort();
+    tracing::info!(month = %month_index_label(month), resumed = ?resumed, "a new month began: transferred records count from zero");
+    state.journal.push(event(
+        now,
+        "records-reset",
+        json!({"month": month_index_label(month), "resumed": resumed}),
+    ));
+    state.month = month;
+}
+
+impl Control {
+    /// Once a second: high-water mark, rollback, month rollover, license start and expiry.
+    pub async fn tick(&self) {
+        let now = self.shared.clock.now();
+        let mut state = self.state.lock().await;
+        let previous_high_water = state.high_water;
+        let mut changed = check_rollback(&mut state, now);
+        if state.high_water - previous_high_water >= HIGH_WATER_EVERY || now.timestamp() % 10 == 0 {
+            self.shared.recorder.high_water(state.high_water);
+        }
+        let snapshot = self.snapshot();
+        let month = month_index(now, snapshot.tz);
+        if month > state.month {
+            roll_over(&mut state, month, now);
+            changed = true;
+        }
+        if changed || snapshot.is_stale(moment(&state, now)) {
+            if let Err(err) = self.rebuild(&mut state) {
+                tracing::error!(error = %err, "re-evaluating licenses failed");
+            }
+        }
+    }
+
+    /// Acts on a warning or limit the request path reported.
+    async fn on_meter_event(&self, reported: MeterEvent) {
+        let mut state = self.state.lock().await;
+        if reported.month != state.month {
+            return;
+        }
+        let now = self.shared.clock.now();
+        let label = month_index_label(reported.month);
+        let detail = json!({"license": &*reported.license, "month": label, "used": reported.used, "limit": reported.limit, "hard_limit": reported.hard_limit});
+        let mut marks = self
+            .store
+            .marks(&reported.license, &label)
+            .unwrap_or_default();
+        match reported.kind {
+            MeterEventKind::Warning => {
+                tracing::warn!(license = %reported.license, used = reported.used, limit = reported.limit, hard_limit = reported.hard_limit, "transferred records reached the monthly limit; loads continue up to the hard limit");
+                state.journal.push(event(now, "records-warning", detail));
+                marks.warning = true;
+            }
+            MeterEventKind::Limit => {
+                tracing::warn!(license = %reported.license, used = reported.used, hard_limit = reported.hard_limit, "transferred records reached the hard limit; the license's flows stop until the month resets");
+                state.journal.push(event(now, "records-limit", detail));
+                marks = Marks {
+                    warning: true,
+                    limit: true,
+                };
+                let snapshot = self.snapshot();
+                for flow in &snapshot.flows {
+                    if let FlowState::Active {
+                        license: Some(index),
+                    } = flow.state
+                    {
+                        if *snapshot.licenses[index as usize].meter.id == *reported.license {
+                            if let Some(setting) = state.settings.get_mut(&*flow.id) {
+                                setting.enabled = false;
+                                setting.reason = DisabledReason::RecordsLimit;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(err) = self.store.set_marks(&reported.license, &label, &marks) {
+            tracing::error!(error = %err, "the warning could not be stored");
+        }
+        if let Err(err) = self.rebuild(&mut state) {
+            tracing::error!(error = %err, "stopping the license's flows failed");
+        }
+    }
+}
+
+/// Hands warnings and limits from the request path to the control plane.
+pub fn spawn_meter_listener(control: Arc<Control>, mut events: UnboundedReceiver<MeterEvent>) {
+    tokio::spawn(async move {
+        while let Some(reported) = events.recv().await {
+            control.on_meter_event(reported).await;
+        }
+    });
+}

@@ -1,0 +1,419 @@
+//! Counters of transferred records: per license and month (with in-flight reservations, so
+//! the hard limit holds under any concurrency) and per flow and month. They live outside
+//! the snapshot, so a swap never resets or forks them; the snapshot holds pre-resolved
+//! handles and the hot path does atomic operations only. A counter word packs the month it
+//! belongs to with its count, so the month rolls over by compare-and-swap on first use.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Bits of a counter word that hold the count (2^44 > 17 trillion records).
+const COUNT_BITS: u32 = 44;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+fn pack(month: u32, count: u64) -> u64 {
+    u64::from(month) << COUNT_BITS | (count & COUNT_MASK)
+}
+
+fn unpack(word: u64) -> (u32, u64) {
+    ((word >> COUNT_BITS) as u32, word & COUNT_MASK)
+}
+
+/// A count that belongs to one month and reads zero in any later month.
+#[derive(Debug, Default)]
+struct MonthCount(AtomicU64);
+
+impl MonthCount {
+    fn starting(month: u32, count: u64) -> MonthCount {
+        MonthCount(AtomicU64::new(pack(month, count)))
+    }
+
+    fn get(&self, month: u32) -> u64 {
+        match unpack(self.0.load(Ordering::Acquire)) {
+            (m, count) if m == month => count,
+            _ => 0,
+        }
+    }
+
+    /// Adds one in `month`; a count of an earlier month restarts from zero. Returns the new count,
+    /// or `None` where the word already belongs to a later month (a load admitted before a rollover).
+    fn increment(&self, month: u32) -> Option<u64> {
+        self.update(month, |count| Some(count + 1))
+    }
+
+    /// Applies `change` to the count of `month` (zero if the word holds an earlier month).
+    fn update(&self, month: u32, mut change: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
+        let mut current = self.0.load(Ordering::Acquire);
+        loop {
+            let (m, count) = unpack(current);
+            let count = match m.cmp(&month) {
+                std::cmp::Ordering::Less => 0,
+                std::cmp::Ordering::Equal => count,
+                std::cmp::Ordering::Greater => return None,
+            };
+            let next = change(count)?;
+            match self.0.compare_exchange_weak(
+                current,
+                pack(month, next),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(next),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// The monthly budget of one license: committed records plus in-flight reservations.
+#[derive(Debug)]
+pub struct LicenseMeter {
+    /// License id.
+    pub id: Arc<str>,
+    /// Committed + reserved: what admission compares with the hard limit.
+    used: MonthCount,
+    /// Committed: loads the target accepted.
+    committed: MonthCount,
+}
+
+/// The records of one flow per month.
+#[derive(Debug)]
+pub struct FlowMeter {
+    /// Flow id.
+    pub id: Arc<str>,
+    committed: MonthCount,
+}
+
+impl FlowMeter {
+    /// Records committed in `month`.
+    pub fn committed(&self, month: u32) -> u64 {
+        self.committed.get(month)
+    }
+}
+
+/// Admission refused: the license's budget for the month is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtLimit {
+    /// Committed + reserved when refused.
+    pub used: u64,
+}
+
+impl LicenseMeter {
+    /// Records committed in `month`.
+    pub fn committed(&self, month: u32) -> u64 {
+        self.committed.get(month)
+    }
+
+    /// Committed and in-flight records in `month`.
+    pub fn used(&self, month: u32) -> u64 {
+        self.used.get(month)
+    }
+
+    /// Reserves one record of `month`'s budget, unless `committed + reserved >= hard_limit`.
+    pub fn reserve(&self, month: u32, hard_limit: Option<u64>) -> Result<u32, AtLimit> {
+        let mut refused = None;
+        let admitted = self.used.update(month, |used| match hard_limit {
+            Some(hard) if used >= hard => {
+                refused = Some(used);
+                None
+            }
+            _ => Some(used + 1),
+        });
+        match (admitted, refused) {
+            (Some(_), _) => Ok(month),
+            (None, Some(used)) => Err(AtLimit { used }),
+            // The counter is already in a later month (the clock went back): count it there.
+            (None, None) => {
+                let (later, _) = unpack(self.used.0.load(Ordering::Acquire));
+                self.reserve(later, hard_limit)
+            }
+        }
+    }
+
+    /// Turns a reservation of `month` into a committed record; returns the committed count
+    /// before and after (equal where the month has already rolled over).
+    fn commit(&self, month: u32) -> (u64, u64) {
+        match self.committed.increment(month) {
+            Some(after) => (after - 1, after),
+            None => (0, 0),
+        }
+    }
+
+    /// Gives a reservation of `month` back.
+    fn release(&self, month: u32) {
+        let (m, _) = unpack(self.used.0.load(Ordering::Acquire));
+        if m == month {
+            let _ = self.used.update(month, |used| Some(used.saturating_sub(1)));
+        }
+    }
+}
+
+/// A reserved record: committed with [`Reservation::commit`], released when dropped otherwise
+/// (non-2xx answer, upstream failure, client gone).
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    license: Option<&'a LicenseMeter>,
+    flow: &'a FlowMeter,
+    month: u32,
+    done: bool,
+}
+
+/// What committing a load changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The month the record was counted in.
+    pub month: u32,
+    /// The license's committed records before this one.
+    pub before: u64,
+    /// The license's committed records with this one.
+    pub after: u64,
+}
+
+impl<'a> Reservation<'a> {
+    /// Reserves a record for `flow`, against `license`'s budget where the flow's pair holds one.
+    pub fn take(
+        license: Option<(&'a LicenseMeter, Option<u64>)>,
+        flow: &'a FlowMeter,
+        month: u32,
+    ) -> Result<Reservation<'a>, AtLimit> {
+        let (license, month) = match license {
+            Some((meter, hard)) => (Some(meter), meter.reserve(month, hard)?),
+            None => (None, month),
+        };
+        Ok(Reservation {
+            license,
+            flow,
+            month,
+            done: false,
+        })
+    }
+
+    /// Commits the record (the target answered 2xx).
+    pub fn commit(mut self) -> Committed {
+        self.done = true;
+        let _ = self.flow.committed.increment(self.month);
+        let (before, after) = self
+            .license
+            .map_or((0, 0), |meter| meter.commit(self.month));
+        Committed {
+            month: self.month,
+            before,
+            after,
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(meter) = self.license {
+                meter.release(self.month);
+            }
+        }
+    }
+}
+
+/// What a committed load crossed, for the control plane to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeterEventKind {
+    /// `used >= limit`: raise the warning.
+    Warning,
+    /// `used >= hard limit`: stop the license's flows.
+    Limit,
+}
+
+/// A warning or limit reached by a license in a month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterEvent {
+    /// Which threshold.
+    pub kind: MeterEventKind,
+    /// The license.
+    pub license: Arc<str>,
+    /// The month index.
+    pub month: u32,
+    /// Committed records when it was crossed.
+    pub used: u64,
+    /// The monthly limit.
+    pub limit: u64,
+    /// The hard limit.
+    pub hard_limit: u64,
+}
+
+/// Every meter by id, kept across snapshots (and across a license's removal and return).
+#[derive(Debug, Default)]
+pub struct Meters {
+    licenses: HashMap<String, Arc<LicenseMeter>>,
+    flows: HashMap<String, Arc<FlowMeter>>,
+}
+
+impl Meters {
+    /// Meters seeded with the committed counts of `month` (from the store at start-up).
+    pub fn seeded(
+        month: u32,
+        licenses: &HashMap<String, u64>,
+        flows: &HashMap<String, u64>,
+    ) -> Meters {
+        let mut meters = Meters::default();
+        for (id, &count) in licenses {
+            let meter = LicenseMeter {
+                id: id.as_str().into(),
+                used: MonthCount::starting(month, count),
+                committed: MonthCount::starting(month, count),
+            };
+            meters.licenses.insert(id.clone(), Arc::new(meter));
+        }
+        for (id, &count) in flows {
+            meters.flows.insert(
+                id.clone(),
+                Arc::new(FlowMeter {
+                    id: id.as_str().into(),
+                    committed: MonthCount::starting(month, count),
+                }),
+            );
+        }
+        meters
+    }
+
+    /// The meter of a license (created at zero when new).
+    pub fn license(&mut self, id: &str) -> Arc<LicenseMeter> {
+        self.licenses
+            .entry(id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(LicenseMeter {
+                    id: id.into(),
+                    used: MonthCount::default(),
+                    committed: MonthCount::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// The meter of a flow (created at zero when new).
+    pub fn flow(&mut self, id: &str) -> Arc<FlowMeter> {
+        self.flows
+            .entry(id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(FlowMeter {
+                    id: id.into(),
+                    committed: MonthCount::default(),
+                })
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+
+    use super::*;
+
+    const NOV: u32 = 2026 * 12 + 10;
+    const DEC: u32 = NOV + 1;
+
+    #[test]
+    fn the_hard_limit_holds_under_contention() {
+        let mut meters = Meters::default();
+        let license = meters.license("L");
+        let flow = meters.flow("f");
+        let barrier = Barrier::new(32);
+        let admitted: u64 = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..32)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        let mut admitted = 0;
+                        for _ in 0..100 {
+                            if let Ok(reservation) =
+                                Reservation::take(Some((&license, Some(22))), &flow, NOV)
+                            {
+                                reservation.commit();
+                                admitted += 1;
+                            }
+                        }
+                        admitted
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, 22);
+        assert_eq!(license.committed(NOV), 22);
+        assert_eq!(license.used(NOV), 22);
+        assert_eq!(flow.committed(NOV), 22);
+    }
+
+    #[test]
+    fn released_reservations_free_their_slot() {
+        let mut meters = Meters::default();
+        let (license, flow) = (meters.license("L"), meters.flow("f"));
+        let first = Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap();
+        let second = Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap();
+        assert_eq!(
+            Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap_err(),
+            AtLimit { used: 2 }
+        );
+        drop(second);
+        assert_eq!(license.used(NOV), 1);
+        let third = Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap();
+        assert_eq!(
+            first.commit(),
+            Committed {
+                month: NOV,
+                before: 0,
+                after: 1
+            }
+        );
+        assert_eq!(
+            third.commit(),
+            Committed {
+                month: NOV,
+                before: 1,
+                after: 2
+            }
+        );
+        assert_eq!(flow.committed(NOV), 2);
+    }
+
+    #[test]
+    fn a_new_month_starts_from_zero_and_old_reservations_do_not_leak_into_it() {
+        let mut meters =
+            Meters::seeded(NOV, &HashMap::from([("L".to_owned(), 22)]), &HashMap::new());
+        let (license, flow) = (meters.license("L"), meters.flow("f"));
+        assert_eq!(
+            Reservation::take(Some((&license, Some(22))), &flow, NOV).unwrap_err(),
+            AtLimit { used: 22 }
+        );
+        let december = Reservation::take(Some((&license, Some(22))), &flow, DEC).unwrap();
+        assert_eq!(license.used(DEC), 1);
+        assert_eq!(
+            license.committed(DEC),
+            0,
+            "nothing is committed in December yet"
+        );
+        assert_eq!(
+            license.committed(NOV),
+            22,
+            "November's count stays until December's first commit"
+        );
+        drop(december);
+        assert_eq!(license.used(DEC), 0);
+    }
+
+    #[test]
+    fn loads_without_a_license_budget_count_for_the_flow_only() {
+        let mut meters = Meters::default();
+        let flow = meters.flow("f");
+        let reservation = Reservation::take(None, &flow, NOV).unwrap();
+        assert_eq!(
+            reservation.commit(),
+            Committed {
+                month: NOV,
+                before: 0,
+                after: 0
+            }
+        );
+        assert_eq!(flow.committed(NOV), 1);
+    }
+}

@@ -1,0 +1,515 @@
+//! Durable state in the embedded store (redb in `state.dir`): flow states and their enabling
+//! order, monthly counts per license and per flow (and per license per day, for charts),
+//! raised warnings, the clock high-water mark and the audit trail. The only module that
+//! does disk I/O for state; counts reach it through the group-commit [`writer`].
+
+pub mod writer;
+
+pub use writer::{CountItem, Recorder};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// File name of the store inside `state.dir`.
+const FILE: &str = "tollgate.redb";
+
+/// `license|YYYY-MM` → committed records.
+const LICENSE_MONTHS: TableDefinition<&str, u64> = TableDefinition::new("license_months");
+/// `flow|YYYY-MM` → committed records.
+const FLOW_MONTHS: TableDefinition<&str, u64> = TableDefinition::new("flow_months");
+/// `license|YYYY-MM-DD` → committed records that day.
+const LICENSE_DAYS: TableDefinition<&str, u64> = TableDefinition::new("license_days");
+/// `license|YYYY-MM` → "warning" or "limit" flags raised that month (JSON).
+const MARKS: TableDefinition<&str, &str> = TableDefinition::new("marks");
+/// Flow id → its stored state (JSON).
+const FLOWS: TableDefinition<&str, &str> = TableDefinition::new("flows");
+/// Singletons: the clock high-water mark.
+const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+/// Sequence → audit event (JSON), append-only.
+const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
+
+/// Key of the clock high-water mark in `META` (milliseconds since the epoch).
+const HIGH_WATER: &str = "clock_high_water_ms";
+
+/// Records per license or flow id.
+pub type Tally = BTreeMap<String, u64>;
+
+/// A store operation failed; carries one sentence.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("state store: {0}")]
+pub struct StoreError(pub String);
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(err: E) -> Self {
+        StoreError(err.into().to_string())
+    }
+}
+
+/// A flow's persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFlow {
+    /// Whether the flow is wanted enabled.
+    pub enabled: bool,
+    /// Why it is disabled (`operator`, `points-exhausted`, …).
+    pub reason: String,
+    /// Enabling order.
+    pub order: u64,
+}
+
+/// Marks raised for a license in a month.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marks {
+    /// The warning at `used >= limit` was raised.
+    pub warning: bool,
+    /// The hard limit was reached.
+    pub limit: bool,
+}
+
+/// Counts to add in one commit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CountBatch {
+    /// `(license, YYYY-MM)` → records.
+    pub license_months: BTreeMap<(String, String), u64>,
+    /// `(flow, YYYY-MM)` → records.
+    pub flow_months: BTreeMap<(String, String), u64>,
+    /// `(license, YYYY-MM-DD)` → records.
+    pub license_days: BTreeMap<(String, String), u64>,
+}
+
+impl CountBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.license_months.is_empty()
+            && self.flow_months.is_empty()
+            && self.license_days.is_empty()
+    }
+
+    /// Adds another batch into this one.
+    pub fn merge(&mut self, other: CountBatch) {
+        for (key, n) in other.license_months {
+            *self.license_months.entry(key).or_default() += n;
+        }
+        for (key, n) in other.flow_months {
+            *self.flow_months.entry(key).or_default() += n;
+        }
+        for (key, n) in other.license_days {
+            *self.license_days.entry(key).or_default() += n;
+        }
+    }
+}
+
+/// One audit event as stored and listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Sequence number, increasing; the paging cursor.
+    #[serde(default)]
+    pub seq: u64,
+    /// When it happened (RFC 3339).
+    pub time: String,
+    /// What happened: `license-added`, `license-removed`, `flow-enabled`, `flow-disabled`,
+    /// `records-warning`, `records-limit`, `records-reset`, `clock-rollback`.
+    pub kind: String,
+    /// The details (ids, reasons, numbers).
+    pub detail: Value,
+}
+
+/// The embedded store.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`; a corrupt or unreadable store is an error, never reset.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| StoreError(format!("cannot create {}: {err}", dir.display())))?;
+        let path = dir.join(FILE);
+        let db = Database::create(&path).map_err(|err| {
+            StoreError(format!(
+                "cannot open {}: {err} (the file is kept as it is; move it away to start empty)",
+                path.display()
+            ))
+        })?;
+        let store = Store { db };
+        // Create every table so that readers never meet a missing one.
+        let tx = store.db.begin_write()?;
+        tx.open_table(LICENSE_MONTHS)?;
+        tx.open_table(FLOW_MONTHS)?;
+        tx.open_table(LICENSE_DAYS)?;
+        tx.open_table(MARKS)?;
+        tx.open_table(FLOWS)?;
+        tx.open_table(META)?;
+        tx.open_table(AUDIT)?;
+        tx.commit()?;
+        Ok(store)
+    }
+
+    /// Adds counts (and raises the high-water mark) in one transaction; `durable` waits for fsync.
+    pub fn commit_counts(
+        &self,
+        batch: &CountBatch,
+        high_water: Option<DateTime<Utc>>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::Eventual
+        });
+        {
+            add_all(&mut tx.open_table(LICENSE_MONTHS)?, &batch.license_months)?;
+            add_all(&mut tx.open_table(FLOW_MONTHS)?, &batch.flow_months)?;
+            add_all(&mut tx.open_table(LICENSE_DAYS)?, &batch.license_days)?;
+            if let Some(now) = high_water {
+                let mut meta = tx.open_table(META)?;
+                let current = meta.get(HIGH_WATER)?.map(|v| v.value());
+                if current.is_none_or(|ms| ms < now.timestamp_millis()) {
+                    meta.insert(HIGH_WATER, now.timestamp_millis())?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Committed records of a license in a month.
+    pub fn license_month(&self, license: &str, month: &str) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(LICENSE_MONTHS)?;
+        Ok(table
+            .get(key(license, month).as_str())?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// Committed records of a flow in a month.
+    pub fn flow_month(&self, flow: &str, month: &str) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(FLOW_MONTHS)?;
+        Ok(table
+            .get(key(flow, month).as_str())?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// Every license's and every flow's records in a month: `(licenses, flows)`.
+    pub fn month(&self, month: &str) -> Result<(Tally, Tally), StoreError> {
+        let tx = self.db.begin_read()?;
+        let pick =
+            |table: redb::ReadOnlyTable<&str, u64>| -> Result<BTreeMap<String, u64>, StoreError> {
+                let mut out = BTreeMap::new();
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    if let Some((id, m)) = k.value().rsplit_once('|') {
+                        if m == month {
+                            out.insert(id.to_owned(), v.value());
+                        }
+                    }
+                }
+                Ok(out)
+            };
+        Ok((
+            pick(tx.open_table(LICENSE_MONTHS)?)?,
+            pick(tx.open_table(FLOW_MONTHS)?)?,
+        ))
+    }
+
+    /// A license's records per day of a month (`YYYY-MM-DD` → records).
+    pub fn license_days(
+        &self,
+        license: &str,
+        month: &str,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(LICENSE_DAYS)?;
+        let prefix = format!("{license}|{month}-");
+        let mut out = BTreeMap::new();
+        for entry in table.range(prefix.as_str()..)? {
+            let (k, v) = entry?;
+            let Some(day) = k.value().strip_prefix(&prefix) else {
+                break;
+            };
+            out.insert(format!("{month}-{day}"), v.value());
+        }
+        Ok(out)
+    }
+
+    /// The marks raised for a license in a month.
+    pub fn marks(&self, license: &str, month: &str) -> Result<Marks, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(MARKS)?;
+        Ok(table
+            .get(key(license, month).as_str())?
+            .and_then(|v| serde_json::from_str(v.value()).ok())
+            .unwrap_or_default())
+    }
+
+    /// Records the marks raised for a license in a month (durably).
+    pub fn set_marks(&self, license: &str, month: &str, marks: &Marks) -> Result<(), StoreError> {
+        let json = serde_json::to_string(marks).map_err(|err| StoreError(err.to_string()))?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(MARKS)?
+            .insert(key(license, month).as_str(), json.as_str())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every stored flow state, by flow id.
+    pub fn flows(&self) -> Result<BTreeMap<String, StoredFlow>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(FLOWS)?;
+        let mut out = BTreeMap::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let flow: StoredFlow = serde_json::from_str(v.value())
+                .map_err(|err| StoreError(format!("flow {:?}: {err}", k.value())))?;
+            out.insert(k.value().to_owned(), flow);
+        }
+        Ok(out)
+    }
+
+    /// Replaces the stored flow states and appends audit events, in one durable transaction.
+    pub fn save_flows(
+        &self,
+        flows: &BTreeMap<String, StoredFlow>,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(FLOWS)?;
+            let stale: Vec<String> = table
+                .iter()?
+                .filter_map(Result::ok)
+                .map(|(k, _)| k.value().to_owned())
+                .filter(|id| !flows.contains_key(id))
+                .collect();
+            for id in stale {
+                table.remove(id.as_str())?;
+            }
+            for (id, flow) in flows {
+                let json =
+                    serde_json::to_string(flow).map_err(|err| StoreError(err.to_string()))?;
+                table.insert(id.as_str(), json.as_str())?;
+            }
+            append(&mut tx.open_table(AUDIT)?, events)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Appends audit events (durably).
+    pub fn audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write()?;
+        append(&mut tx.open_table(AUDIT)?, events)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` audit events older than `before` (a sequence number), newest first.
+    pub fn audit_page(
+        &self,
+        limit: usize,
+        before: Option<u64>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in table.range(..before.unwrap_or(u64::MAX))?.rev().take(limit) {
+            let (k, v) = entry?;
+            let mut event: AuditEvent = serde_json::from_str(v.value())
+                .map_err(|err| StoreError(format!("audit event {}: {err}", k.value())))?;
+            event.seq = k.value();
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    /// The latest time the sidecar has seen, if any.
+    pub fn high_water(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(META)?;
+        Ok(table
+            .get(HIGH_WATER)?
+            .and_then(|v| DateTime::from_timestamp_millis(v.value())))
+    }
+}
+
+fn key(id: &str, period: &str) -> String {
+    format!("{id}|{period}")
+}
+
+fn add_all(
+    table: &mut redb::Table<&str, u64>,
+    counts: &BTreeMap<(String, String), u64>,
+) -> Result<(), StoreError> {
+    for ((id, period), n) in counts {
+        let key = key(id, period);
+        let current = table.get(key.as_str())?.map_or(0, |v| v.value());
+        table.insert(key.as_str(), current + n)?;
+    }
+    Ok(())
+}
+
+fn append(table: &mut redb::Table<u64, &str>, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let first = table.last()?.map_or(1, |(k, _)| k.value() + 1);
+    for (seq, event) in (first..).zip(events) {
+        let json = serde_json::to_string(event).map_err(|err| StoreError(err.to_string()))?;
+        table.insert(seq, json.as_str())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(license: &str, flow: &str, month: &str, day: &str, n: u64) -> CountBatch {
+        let mut batch = CountBatch::default();
+        batch
+            .license_months
+            .insert((license.into(), month.into()), n);
+        batch.flow_months.insert((flow.into(), month.into()), n);
+        batch.license_days.insert((license.into(), day.into()), n);
+        batch
+    }
+
+    #[test]
+    fn counts_add_up_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .commit_counts(&batch("L", "f", "2026-11", "2026-11-26", 3), None, true)
+                .unwrap();
+            store
+                .commit_counts(&batch("L", "f", "2026-11", "2026-11-27", 2), None, false)
+                .unwrap();
+            store
+                .commit_counts(&batch("L", "g", "2026-12", "2026-12-01", 1), None, true)
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.license_month("L", "2026-11").unwrap(), 5);
+        assert_eq!(store.flow_month("f", "2026-11").unwrap(), 5);
+        assert_eq!(store.flow_month("g", "2026-11").unwrap(), 0);
+        let (licenses, flows) = store.month("2026-12").unwrap();
+        assert_eq!(licenses.get("L"), Some(&1));
+        assert_eq!(flows.get("g"), Some(&1));
+        let days = store.license_days("L", "2026-11").unwrap();
+        assert_eq!(
+            days.into_iter().collect::<Vec<_>>(),
+            vec![("2026-11-26".to_owned(), 3), ("2026-11-27".to_owned(), 2)]
+        );
+    }
+
+    #[test]
+    fn the_high_water_mark_only_rises() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let later = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let earlier = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(store.high_water().unwrap(), None);
+        store
+            .commit_counts(&CountBatch::default(), Some(later), true)
+            .unwrap();
+        store
+            .commit_counts(&CountBatch::default(), Some(earlier), true)
+            .unwrap();
+        assert_eq!(store.high_water().unwrap(), Some(later));
+    }
+
+    #[test]
+    fn flows_marks_and_audit_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut flows = BTreeMap::new();
+        flows.insert(
+            "a".to_owned(),
+            StoredFlow {
+                enabled: false,
+                reason: "operator".into(),
+                order: 4,
+            },
+        );
+        flows.insert(
+            "b".to_owned(),
+            StoredFlow {
+                enabled: true,
+                reason: "operator".into(),
+                order: 1,
+            },
+        );
+        let event = |kind: &str| AuditEvent {
+            seq: 0,
+            time: "2026-11-26T00:00:00Z".into(),
+            kind: kind.into(),
+            detail: serde_json::json!({"flow": "a"}),
+        };
+        store.save_flows(&flows, &[event("flow-disabled")]).unwrap();
+        flows.remove("b");
+        store.save_flows(&flows, &[]).unwrap();
+        store
+            .audit(&[event("one"), event("two"), event("three")])
+            .unwrap();
+        assert_eq!(store.flows().unwrap(), flows);
+        let page = store.audit_page(2, None).unwrap();
+        assert_eq!(
+            page.iter()
+                .map(|e| (e.seq, e.kind.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(4, "three"), (3, "two")]
+        );
+        let next = store.audit_page(10, Some(3)).unwrap();
+        assert_eq!(
+            next.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            vec!["one", "flow-disabled"]
+        );
+        store
+            .set_marks(
+                "L",
+                "2026-11",
+                &Marks {
+                    warning: true,
+                    limit: false,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            store.marks("L", "2026-11").unwrap(),
+            Marks {
+                warning: true,
+                limit: false
+            }
+        );
+        assert_eq!(store.marks("L", "2026-12").unwrap(), Marks::default());
+    }
+
+    #[test]
+    fn a_corrupt_store_is_refused_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            b"this is not a redb file, and it must stay as it is",
+        )
+        .unwrap();
+        let err = Store::open(dir.path())
+            .err()
+            .expect("a corrupt store must be refused");
+        assert!(err.to_string().contains("cannot open"), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join(FILE)).unwrap(),
+            b"this is not a redb file, and it must stay as it is"
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! The count writer: one thread that owns count commits. In `strict` durability every load
+//! waiting at a moment shares one transaction and one fsync (group commit) and is answered
+//! only after it; in `batched` durability counts are flushed every `flush_interval`. A
+//! failed commit keeps its counts for the next attempt, so the store catches up with the
+//! in-memory counters instead of silently undercounting.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::{CountBatch, Store, StoreError};
+
+/// One counted load to persist.
+#[derive(Debug, Clone)]
+pub struct CountItem {
+    /// The license whose budget it used, if any.
+    pub license: Option<Arc<str>>,
+    /// The flow it belongs to.
+    pub flow: Arc<str>,
+    /// `YYYY-MM` in the licensing time zone.
+    pub month: String,
+    /// `YYYY-MM-DD` in the licensing time zone.
+    pub day: String,
+}
+
+enum Message {
+    Count(CountItem, Option<oneshot::Sender<Result<(), StoreError>>>),
+    HighWater(DateTime<Utc>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The handle the request path records counted loads with.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: Sender<Message>,
+    strict: bool,
+}
+
+impl Recorder {
+    /// Starts the writer thread over `store`.
+    pub fn start(
+        store: Arc<Store>,
+        strict: bool,
+        flush_interval: Duration,
+    ) -> Result<Recorder, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tollgate-store-writer".into())
+            .spawn(move || run(&store, &rx, strict, flush_interval))
+            .map_err(|err| StoreError(format!("cannot start the writer thread: {err}")))?;
+        Ok(Recorder { tx, strict })
+    }
+
+    /// Records a counted load; in strict durability resolves once its count is on disk.
+    pub async fn record(&self, item: CountItem) -> Result<(), StoreError> {
+        if !self.strict {
+            return self
+                .tx
+                .send(Message::Count(item, None))
+                .map_err(|_| stopped());
+        }
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Message::Count(item, Some(ack)))
+            .map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
+    }
+
+    /// Raises the persisted clock high-water mark (written with the next commit).
+    pub fn high_water(&self, now: DateTime<Utc>) {
+        let _ = self.tx.send(Message::HighWater(now));
+    }
+
+    /// Writes everything pending, durably.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Message::Flush(ack)).map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError("the store writer has stopped".into())
+}
+
+/// What the writer holds between commits.
+#[derive(Default)]
+struct Pending {
+    batch: CountBatch,
+    high_water: Option<DateTime<Utc>>,
+    acks: Vec<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+impl Pending {
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Count(item, ack) => {
+                if let Some(license) = &item.license {
+                    *self
+                        .batch
+                        .license_months
+                        .entry((license.to_string(), item.month.clone()))
+                        .or_default() += 1;
+                    *self
+                        .batch
+                        .license_days
+                        .entry((license.to_string(), item.day))
+                        .or_default() += 1;
+                }
+                *self
+                    .batch
+                    .flow_months
+                    .entry((item.flow.to_string(), item.month))
+                    .or_default() += 1;
+                self.acks.extend(ack);
+            }
+            Message::HighWater(now) => self.high_water = self.high_water.max(Some(now)),
+            Message::Flush(ack) => self.acks.push(ack),
+        }
+    }
+
+    /// Commits what is pending; on failure keeps the counts and fails the waiting loads.
+    fn commit(&mut self, store: &Store) {
+        if self.batch.is_empty() && self.high_water.is_none() && self.acks.is_empty() {
+            return;
+        }
+        let result = store.commit_counts(&self.batch, self.high_water, true);
+        match &result {
+            Ok(()) => {
+                self.batch = CountBatch::default();
+                self.high_water = None;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "counts could not be committed; they are kept and retried")
+            }
+        }
+        for ack in self.acks.drain(..) {
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+fn run(store: &Store, rx: &Receiver<Message>, strict: bool, flush_interval: Duration) {
+    let mut pending = Pending::default();
+    if strict {
+        // Group commit: block for the first message, take everything that queued meanwhile.
+        while let Ok(message) = rx.recv() {
+            pending.take(message);
+            while let Ok(message) = rx.try_recv() {
+                pending.take(message);
+            }
+            pending.commit(store);
+        }
+    } else {
+        let mut deadline = Instant::now() + flush_interval;
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(message @ Message::Flush(_)) => {
+                    pending.take(message);
+                    pending.commit(store);
+                }
+                Ok(message) => pending.take(message),
+                Err(RecvTimeoutError::Timeout) => {
+                    pending.commit(store);
+                    deadline = Instant::now() + flush_interval;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+    pending.commit(store);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(flow: &str) -> CountItem {
+        CountItem {
+            license: Some("L".into()),
+            flow: flow.into(),
+            month: "2026-11".into(),
+            day: "2026-11-26".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn strict_records_are_on_disk_when_they_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let recorder = Recorder::start(store.clone(), true, Duration::from_millis(200)).unwrap();
+        let loads: Vec<_> = (0..50)
+            .map(|i| {
+                let recorder = recorder.clone();
+                tokio::spawn(async move {
+                    recorder
+                        .record(item(if i % 2 == 0 { "a" } else { "b" }))
+                        .await
+                })
+            })
+            .collect();
+        for load in loads {
+            load.await.unwrap().unwrap();
+        }
+        assert_eq!(store.license_month("L", "2026-11").unwrap(), 50);
+        assert_eq!(store.flow_month("a", "2026-11").unwrap(), 25);
+        assert_eq!(
+            store
+                .license_days("L", "2026-11")
+                .unwrap()
+                .get("2026-11-26"),
+            Some(&50)
+        );
+    }
+
+    #[tokio::test]
+    async fn batched_records_reach_disk_by_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let recorder = Recorder::start(store.clone(), false, Duration::from_secs(3600)).unwrap();
+        for _ in 0..7 {
+            recorder.record(item("a")).await.unwrap();
+        }
+        assert_eq!(
+            store.flow_month("a", "2026-11").unwrap(),
+            0,
+            "not before the flush"
+        );
+        recorder.flush().await.unwrap();
+        assert_eq!(store.flow_month("a", "2026-11").unwrap(), 7);
+    }
+}
