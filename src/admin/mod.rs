@@ -77,12 +77,15 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<AdminResponse, P
         )),
         (&Method::POST, ["licenses"]) => {
             let body = read_body(req).await?;
-            let id = control.upload_license(&body).await.map_err(refusal)?;
+            let (id, disabled) = control.upload_license(&body).await.map_err(refusal)?;
             let snapshot = control.snapshot();
             let now = control.shared().clock.now();
-            let view = snapshot.license(&id).map_or(Value::Null, |i| {
+            let mut view = snapshot.license(&id).map_or(Value::Null, |i| {
                 views::license(&snapshot, &snapshot.licenses[i as usize], now)
             });
+            if let Value::Object(map) = &mut view {
+                map.insert("disabled_flows".into(), disabled.into());
+            }
             Ok(json(StatusCode::CREATED, &view))
         }
         (&Method::DELETE, ["licenses", id]) => {
@@ -105,6 +108,10 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<AdminResponse, P
             })?;
             Ok(json(StatusCode::OK, &views::flow(&snapshot, index)))
         }
+        (&Method::GET, ["entitlements"]) => Ok(json(
+            StatusCode::OK,
+            &views::entitlements(&control.snapshot()),
+        )),
         (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &control.status().await)),
         (&Method::GET, ["usage"]) => {
             let month = match query_param(req.uri().query(), "month") {
@@ -225,8 +232,10 @@ fn refusal(refusal: Refusal) -> Problem {
             code,
             reason,
             detail,
+            fields,
         } => {
-            let problem = Problem::new(StatusCode::CONFLICT, code, detail);
+            let mut problem = Problem::new(StatusCode::CONFLICT, code, detail);
+            problem.fields.extend(fields);
             match reason {
                 Some(reason) => problem.with("reason", reason),
                 None => problem,

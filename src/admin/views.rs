@@ -4,8 +4,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::clock::{month_index, month_index_label, Clock};
+use crate::config::Environment;
 use crate::license::Terms;
-use crate::policy::{FlowState, LicenseEntry, Moment, Snapshot};
+use crate::policy::{env_index, FlowState, LicenseEntry, Moment, Snapshot, ENTITLEMENTS};
 
 /// One license as `GET /v1/licenses` lists it.
 pub fn license(snapshot: &Snapshot, entry: &LicenseEntry, now: DateTime<Utc>) -> Value {
@@ -103,4 +104,32 @@ pub fn flows(snapshot: &Snapshot) -> Value {
             .map(|index| flow(snapshot, index))
             .collect(),
     )
+}
+
+/// `GET /v1/entitlements`: per environment, each entitlement's `{used, limit, keys}`; `limit`
+/// is null where no subscription limits it (none required or valid, or a free period).
+pub fn entitlements(snapshot: &Snapshot) -> Value {
+    let entitlements = &snapshot.entitlements;
+    let mut out = Map::new();
+    for environment in Environment::ALL {
+        let in_use = &entitlements.in_use[env_index(environment)];
+        let limits = entitlements.enforced(environment);
+        let mut env = Map::new();
+        for (slot, name) in ENTITLEMENTS.iter().enumerate() {
+            env.insert(
+                (*name).into(),
+                json!({
+                    "used": in_use.used()[slot],
+                    "limit": limits.map(|limits| limits[slot]),
+                    "keys": in_use.keys(slot),
+                }),
+            );
+        }
+        out.insert(environment.as_str().into(), Value::Object(env));
+    }
+    if let Some(limits) = entitlements.limits {
+        out.insert("pricing".into(), limits.pricing.as_str().into());
+        out.insert("unlimited".into(), limits.unlimited.into());
+    }
+    Value::Object(out)
 }

@@ -5,7 +5,7 @@ mod endpoint;
 mod pair;
 
 pub use endpoint::{canonical_endpoint, trading_partner_host};
-pub use pair::{system_type, InstancePair, SystemPair};
+pub use pair::{flow_pair, system_type, InstancePair, SystemPair};
 
 /// Instances for tests, built without a config file.
 #[cfg(test)]

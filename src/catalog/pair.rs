@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::config::Instance;
+use crate::config::{Config, Flow, Instance};
 
 /// The system type a pair license names for an instance: its `app`, else its connector.
 pub fn system_type(instance: &Instance) -> String {
@@ -10,6 +10,18 @@ pub fn system_type(instance: &Instance) -> String {
         Some(app) if !app.is_empty() => app.to_lowercase(),
         _ => instance.connector.as_str().to_owned(),
     }
+}
+
+/// The instance pair of a two-system flow and its system types; `None` for a one-system flow.
+pub fn flow_pair(config: &Config, flow: &Flow) -> Option<(InstancePair, SystemPair)> {
+    let [a, b] = flow.systems.as_slice() else {
+        return None;
+    };
+    let (ia, ib) = (config.instance(a)?, config.instance(b)?);
+    Some((
+        InstancePair::new(a, b),
+        SystemPair::new(&system_type(ia), &system_type(ib)),
+    ))
 }
 
 /// An unordered pair of system types, lowercased: `{servicenow, jira}` = `{Jira, ServiceNow}`.

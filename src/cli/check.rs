@@ -1,23 +1,26 @@
-//! `tollgate check`: validate a config and its licenses offline and print what `run` would do.
+//! `tollgate check`: validate a config and its licenses offline and print what `run` would
+//! do. It compiles the same snapshot `run` starts with, so the two cannot disagree.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use comfy_table::{presets, Table};
 
 use super::CliError;
-use crate::catalog::canonical_endpoint;
-use crate::clock::{month_bounds, month_label, Clock, SystemClock};
-use crate::config::{Config, Environment, Model};
-use crate::license::{self, EnvLimits, HostIdentity, Installed, Pricing, Terms, TrustedKeys};
+use crate::catalog::{canonical_endpoint, flow_pair};
+use crate::clock::{month_bounds, month_label};
+use crate::config::{Config, Environment, FlowKind, Model};
+use crate::license::{self, HostIdentity, Installed, Terms, TrustedKeys};
 use crate::policy::{
-    plan_flows, tally, FlowOutcome, FlowPlan, PointLedger, PointRefusal, PointSource,
+    compile, env_index, Compiled, DisabledReason, FlowSetting, FlowState, Moment, Resources,
+    Snapshot, ENTITLEMENTS,
 };
 
-/// Runs `check` against the system clock.
+/// Runs `check` at the current time (`TOLLGATE_NOW` under the `test-clock` feature).
 pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
-    let config = Config::load(config_path).map_err(|err| CliError(err.to_string()))?;
+    let config = Arc::new(Config::load(config_path).map_err(|err| CliError(err.to_string()))?);
     let mut keys = TrustedKeys::new();
     for path in &config.licensing.public_keys {
         keys.load_pem_file(path)
@@ -27,7 +30,7 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         Some(entries) => HostIdentity::from_entries(entries),
         None => HostIdentity::detect(),
     };
-    let now = SystemClock.now();
+    let now = crate::clock::from_env().map_err(CliError)?.now();
     let dir = &config.licensing.license_dir;
     let listing = license::read_dir(dir, &keys, &host, now).map_err(|err| {
         CliError::at(
@@ -35,29 +38,54 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
             format!("cannot read the license directory: {err}"),
         )
     })?;
-    let report = Report::new(&config, &listing.installed, now);
+    let installed: Vec<Arc<Installed>> = listing.installed.into_iter().map(Arc::new).collect();
+    let settings: Vec<FlowSetting> = config
+        .flows
+        .iter()
+        .enumerate()
+        .map(|(order, flow)| FlowSetting {
+            enabled: flow.enabled,
+            reason: DisabledReason::Operator,
+            order: order as u64,
+        })
+        .collect();
+    let compiled = compile(
+        config.clone(),
+        &installed,
+        &settings,
+        &mut Resources::default(),
+        Moment::at(now),
+        None,
+    )
+    .map_err(|err| CliError::at(config_path.display(), err))?;
 
     println!("configuration {} is valid", config_path.display());
     println!("host identity: {}", host.entries().join(", "));
     println!();
+    let report = Report {
+        config: &config,
+        compiled: &compiled,
+        now: Moment::at(now),
+    };
     report.print_licenses();
     report.print_flows();
     report.print_endpoints();
+    report.print_entitlements();
     report.print_records();
-
-    let refused = report
-        .plans
+    let snapshot = &compiled.snapshot;
+    let enabled = snapshot
+        .flows
         .iter()
-        .filter(|plan| matches!(plan.outcome, FlowOutcome::Refused(_)))
+        .filter(|flow| matches!(flow.state, FlowState::Active { .. }))
         .count();
-    let enabled = report
-        .plans
+    let refused = snapshot
+        .flows
         .iter()
-        .filter(|plan| matches!(plan.outcome, FlowOutcome::Enabled { .. }))
+        .filter(|flow| refusal(flow.state).is_some())
         .count();
     println!(
         "{} flows: {enabled} would be enabled, {refused} refused",
-        report.plans.len()
+        snapshot.flows.len()
     );
     if listing.rejected.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -68,50 +96,27 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
     Ok(ExitCode::from(1))
 }
 
-/// Everything `check` prints, computed once.
-struct Report<'a> {
-    config: &'a Config,
-    licenses: &'a [Installed],
-    now: DateTime<Utc>,
-    tz: chrono_tz::Tz,
-    /// Index into `licenses` of each point source.
-    pair_licenses: Vec<usize>,
-    plans: Vec<FlowPlan>,
-    ledger: PointLedger,
+/// Why a flow the config wants enabled would not run, if it would not.
+fn refusal(state: FlowState) -> Option<String> {
+    match state {
+        FlowState::Unlicensed(reason) => Some(format!("license-invalid ({reason})")),
+        FlowState::Disabled(
+            reason @ (DisabledReason::PointsExhausted | DisabledReason::EntitlementExceeded),
+        ) => Some(reason.as_str().to_owned()),
+        _ => None,
+    }
 }
 
-impl<'a> Report<'a> {
-    fn new(config: &'a Config, licenses: &'a [Installed], now: DateTime<Utc>) -> Self {
-        let mut pair_licenses = Vec::new();
-        let mut sources = Vec::new();
-        for (index, installed) in licenses.iter().enumerate() {
-            if let Terms::Pair(terms) = &installed.file.payload.terms {
-                pair_licenses.push(index);
-                sources.push(PointSource {
-                    id: installed.file.payload.common.id.clone(),
-                    systems: crate::catalog::SystemPair::new(&terms.system_a, &terms.system_b),
-                    points: terms.points,
-                    expire: installed.file.payload.common.expire,
-                    invalid: (!installed.validity.is_valid()).then(|| installed.validity.as_str()),
-                });
-            }
-        }
-        let (plans, ledger) = plan_flows(config, sources);
-        // The timezone was validated with the config.
-        let tz = config
-            .licensing
-            .timezone
-            .parse()
-            .unwrap_or(chrono_tz::Tz::UTC);
-        Report {
-            config,
-            licenses,
-            now,
-            tz,
-            pair_licenses,
-            plans,
-            ledger,
-        }
+/// What `check` prints, from the compiled snapshot.
+struct Report<'a> {
+    config: &'a Config,
+    compiled: &'a Compiled,
+    now: Moment,
+}
+
+impl Report<'_> {
+    fn snapshot(&self) -> &Snapshot {
+        &self.compiled.snapshot
     }
 
     fn print_licenses(&self) {
@@ -125,31 +130,23 @@ impl<'a> Report<'a> {
             "expires",
             "state",
         ]);
-        for (index, installed) in self.licenses.iter().enumerate() {
-            let payload = &installed.file.payload;
+        for entry in &self.snapshot().licenses {
+            let payload = &entry.installed.file.payload;
             let (covers, points, records) = match &payload.terms {
-                Terms::Pair(terms) => {
-                    let used = self
-                        .pair_licenses
-                        .iter()
-                        .position(|&i| i == index)
-                        .map_or(0, |source| self.ledger.used(source));
-                    let records = terms
+                Terms::Pair(terms) => (
+                    format!("{} ↔ {}", terms.system_a, terms.system_b),
+                    format!("{}/{}", entry.points_used, terms.points),
+                    terms
                         .transferred_records
-                        .map_or("unlimited".to_owned(), |limit| limit.to_string());
-                    (
-                        format!("{} ↔ {}", terms.system_a, terms.system_b),
-                        format!("{used}/{}", terms.points),
-                        records,
-                    )
-                }
+                        .map_or("unlimited".to_owned(), |limit| limit.to_string()),
+                ),
                 Terms::Subscription(terms) => (
                     format!("{} pricing", terms.pricing.as_str()),
                     "-".to_owned(),
                     "-".to_owned(),
                 ),
             };
-            let days = (payload.common.expire - self.now).num_days();
+            let days = (payload.common.expire - self.now.now).num_days();
             table.add_row([
                 payload.common.id.clone(),
                 payload.kind().to_owned(),
@@ -165,20 +162,22 @@ impl<'a> Report<'a> {
                     "{} ({days} days)",
                     payload.common.expire.format("%Y-%m-%d %H:%M UTC")
                 ),
-                installed.validity.as_str().to_owned(),
+                entry
+                    .usable_at(self.now)
+                    .err()
+                    .unwrap_or("valid")
+                    .to_owned(),
             ]);
         }
-        print_section(
-            &format!(
-                "Licenses in {}",
-                self.config.licensing.license_dir.display()
-            ),
-            &table,
-            self.licenses.is_empty(),
+        let title = format!(
+            "Licenses in {}",
+            self.config.licensing.license_dir.display()
         );
+        print_section(&title, &table, self.snapshot().licenses.is_empty());
     }
 
     fn print_flows(&self) {
+        let snapshot = self.snapshot();
         let mut table = new_table([
             "flow",
             "kind",
@@ -188,34 +187,31 @@ impl<'a> Report<'a> {
             "license",
             "state",
         ]);
-        for (flow, plan) in self.config.flows.iter().zip(&self.plans) {
-            let (license, state) = match &plan.outcome {
-                FlowOutcome::Enabled {
-                    license: Some(source),
-                } => (
-                    self.ledger.sources()[*source].id.clone(),
-                    "enabled".to_owned(),
-                ),
-                FlowOutcome::Enabled { license: None } => ("-".to_owned(), "enabled".to_owned()),
-                FlowOutcome::Disabled => ("-".to_owned(), "disabled (operator)".to_owned()),
-                FlowOutcome::Refused(refusal @ PointRefusal::PointsExhausted) => {
-                    ("-".to_owned(), format!("refused: {}", refusal.code()))
+        for (flow, entry) in self.config.flows.iter().zip(&snapshot.flows) {
+            let pair = flow_pair(self.config, flow);
+            let license = match entry.state {
+                FlowState::Active {
+                    license: Some(index),
+                } => snapshot.licenses[index as usize].id().to_owned(),
+                _ => "-".to_owned(),
+            };
+            let state = match (entry.state, refusal(entry.state)) {
+                (FlowState::Active { .. }, _) => "enabled".to_owned(),
+                (FlowState::Disabled(DisabledReason::EntitlementExceeded), _) => {
+                    self.entitlement_refusal(entry.id.as_ref())
                 }
-                FlowOutcome::Refused(refusal @ PointRefusal::LicenseInvalid(reason)) => (
-                    "-".to_owned(),
-                    format!("refused: {} ({reason})", refusal.code()),
-                ),
+                (_, Some(why)) => format!("refused: {why}"),
+                (FlowState::Disabled(reason), None) => format!("disabled ({})", reason.as_str()),
+                (FlowState::Unlicensed(_), None) => "refused".to_owned(),
             };
             table.add_row([
                 flow.id.clone(),
                 flow.kind.as_str().to_owned(),
                 flow.environment.as_str().to_owned(),
-                plan.pair
-                    .as_ref()
-                    .map_or("-".to_owned(), ToString::to_string),
-                plan.systems
-                    .as_ref()
-                    .map_or("-".to_owned(), ToString::to_string),
+                pair.as_ref()
+                    .map_or("-".to_owned(), |(pair, _)| pair.to_string()),
+                pair.as_ref()
+                    .map_or("-".to_owned(), |(_, systems)| systems.to_string()),
                 license,
                 state,
             ]);
@@ -227,24 +223,70 @@ impl<'a> Report<'a> {
         );
     }
 
+    /// `refused: entitlement-exceeded (…)` with the entitlement, environment and numbers.
+    fn entitlement_refusal(&self, flow: &str) -> String {
+        let snapshot = self.snapshot();
+        self.compiled
+            .entitlement_refusals
+            .iter()
+            .find(|refusal| snapshot.flows[refusal.flow as usize].id.as_ref() == flow)
+            .map_or_else(
+                || "refused: entitlement-exceeded".to_owned(),
+                |refusal| {
+                    format!(
+                        "refused: entitlement-exceeded ({} in {}: would be {}, limit {})",
+                        refusal.entitlement, refusal.environment, refusal.would_be, refusal.limit
+                    )
+                },
+            )
+    }
+
     fn print_endpoints(&self) {
-        let subscriptions: Vec<(&Installed, &license::SubscriptionTerms)> = self
-            .licenses
-            .iter()
-            .filter(|installed| installed.validity.is_valid())
-            .filter_map(|installed| match &installed.file.payload.terms {
-                Terms::Subscription(terms) => Some((installed, terms)),
-                Terms::Pair(_) => None,
-            })
-            .collect();
-        let pricing = subscriptions
-            .first()
-            .map_or(Pricing::Endpoint, |(_, terms)| terms.pricing);
-        let free = subscriptions
-            .iter()
-            .any(|(_, terms)| terms.unlimited_until.is_some_and(|until| self.now < until));
-        let mut keys = new_table(["environment", "endpoint key", "instances"]);
-        let mut limits = new_table([
+        let snapshot = self.snapshot();
+        let mut table = new_table(["environment", "endpoint key", "instances"]);
+        for environment in Environment::ALL {
+            // Instances that give the environment its endpoint apps: those of active flows
+            // other than data loaders.
+            let in_use: BTreeSet<&str> = self
+                .config
+                .flows
+                .iter()
+                .zip(&snapshot.flows)
+                .filter(|(flow, entry)| {
+                    flow.environment == environment
+                        && flow.kind != FlowKind::DataLoader
+                        && matches!(entry.state, FlowState::Active { .. })
+                })
+                .flat_map(|(flow, _)| flow.systems.iter().map(String::as_str))
+                .collect();
+            for key in snapshot.entitlements.in_use[env_index(environment)].keys(1) {
+                let instances: Vec<&str> = self
+                    .config
+                    .instances
+                    .iter()
+                    .filter(|i| {
+                        in_use.contains(i.id.as_str())
+                            && canonical_endpoint(i).as_deref() == Some(key)
+                    })
+                    .map(|i| i.id.as_str())
+                    .collect();
+                table.add_row([
+                    environment.as_str().to_owned(),
+                    key.to_owned(),
+                    instances.join(", "),
+                ]);
+            }
+        }
+        print_section(
+            "Endpoint apps of enabled flows",
+            &table,
+            table.row_count() == 0,
+        );
+    }
+
+    fn print_entitlements(&self) {
+        let entitlements = &self.snapshot().entitlements;
+        let mut table = new_table([
             "environment",
             "active flows",
             "endpoint apps",
@@ -252,86 +294,27 @@ impl<'a> Report<'a> {
             "agents",
         ]);
         for environment in Environment::ALL {
-            let used = tally(self.config, environment, pricing, |flow| {
-                matches!(self.plans[flow].outcome, FlowOutcome::Enabled { .. })
-            });
-            // Instances that give the environment its endpoint apps: those of enabled flows
-            // other than data loaders.
-            let in_use: std::collections::BTreeSet<&str> = self
-                .config
-                .flows
-                .iter()
-                .zip(&self.plans)
-                .filter(|(flow, plan)| {
-                    flow.environment == environment
-                        && flow.kind != crate::config::FlowKind::DataLoader
-                        && matches!(plan.outcome, FlowOutcome::Enabled { .. })
-                })
-                .flat_map(|(flow, _)| flow.systems.iter().map(String::as_str))
-                .collect();
-            for key in &used.endpoint_apps {
-                let instances: Vec<&str> = self
-                    .config
-                    .instances
-                    .iter()
-                    .filter(|instance| {
-                        in_use.contains(instance.id.as_str())
-                            && canonical_endpoint(instance).as_ref() == Some(key)
-                    })
-                    .map(|instance| instance.id.as_str())
-                    .collect();
-                keys.add_row([
-                    environment.as_str().to_owned(),
-                    key.clone(),
-                    instances.join(", "),
-                ]);
+            let used = entitlements.in_use[env_index(environment)].used();
+            let limits = entitlements.enforced(environment);
+            let mut row = vec![environment.as_str().to_owned()];
+            for slot in 0..ENTITLEMENTS.len() {
+                let limit = limits.map_or("no limit".to_owned(), |limits| limits[slot].to_string());
+                row.push(format!("{} / {limit}", used[slot]));
             }
-            let limit = |pick: fn(&EnvLimits) -> u32| -> String {
-                if subscriptions.is_empty() || free {
-                    return "no limit".to_owned();
-                }
-                let total: u64 = subscriptions
-                    .iter()
-                    .map(|(_, terms)| {
-                        u64::from(pick(match environment {
-                            Environment::Production => &terms.production,
-                            Environment::Sandbox => &terms.sandbox,
-                        }))
-                    })
-                    .sum();
-                total.to_string()
-            };
-            limits.add_row([
-                environment.as_str().to_owned(),
-                format!("{} / {}", used.flows.len(), limit(|l| l.flows)),
-                format!(
-                    "{} / {}",
-                    used.endpoint_apps.len(),
-                    limit(|l| l.endpoint_apps)
-                ),
-                format!(
-                    "{} / {}",
-                    used.trading_partners.len(),
-                    limit(|l| l.trading_partners)
-                ),
-                format!("{} / {}", used.agents.len(), limit(|l| l.agents)),
-            ]);
+            table.add_row(row);
         }
-        print_section(
-            "Endpoint apps of enabled flows",
-            &keys,
-            keys.row_count() == 0,
-        );
         let title = if self.config.requires(Model::Subscription) {
             "Entitlements in use / limit (subscription licensing)"
         } else {
             "Entitlements in use / limit (not enforced: licensing.models has no \"subscription\")"
         };
-        print_section(title, &limits, false);
+        print_section(title, &table, false);
     }
 
     fn print_records(&self) {
-        let (start, end) = month_bounds(self.now, self.tz);
+        let tz = self.snapshot().tz;
+        let now = self.now.now;
+        let (start, end) = month_bounds(now, tz);
         let mut table = new_table([
             "license",
             "monthly limit",
@@ -340,29 +323,27 @@ impl<'a> Report<'a> {
             "month",
             "resets at",
         ]);
-        for installed in self.licenses {
-            if let Terms::Pair(terms) = &installed.file.payload.terms {
-                let Some(limit) = terms.transferred_records else {
-                    continue;
-                };
-                table.add_row([
-                    installed.file.payload.common.id.clone(),
-                    limit.to_string(),
-                    limit.to_string(),
-                    (limit + limit / 10).to_string(),
-                    format!(
-                        "{} (from {})",
-                        month_label(self.now, self.tz),
-                        start.with_timezone(&self.tz).format("%Y-%m-%d %H:%M %Z")
-                    ),
-                    end.with_timezone(&self.tz)
-                        .format("%Y-%m-%d %H:%M %Z")
-                        .to_string(),
-                ]);
-            }
+        for entry in &self.snapshot().licenses {
+            let (Some(limit), Some(hard)) = (entry.limit, entry.hard_limit) else {
+                continue;
+            };
+            table.add_row([
+                entry.id().to_owned(),
+                limit.to_string(),
+                limit.to_string(),
+                hard.to_string(),
+                format!(
+                    "{} (from {})",
+                    month_label(now, tz),
+                    start.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+                ),
+                end.with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M %Z")
+                    .to_string(),
+            ]);
         }
         print_section(
-            &format!("Transferred-records limits (months in {})", self.tz),
+            &format!("Transferred-records limits (months in {tz})"),
             &table,
             table.row_count() == 0,
         );

@@ -126,13 +126,14 @@ pub(super) fn build(
         moment,
         previous,
     )?;
-    for &index in &compiled.exhausted {
+    for &(index, reason) in &compiled.refused {
         let flow = &state.config.flows[index as usize];
         if let Some(setting) = state.settings.get_mut(&flow.id) {
             setting.enabled = false;
-            setting.reason = DisabledReason::PointsExhausted;
+            setting.reason = reason;
         }
     }
+    state.entitlement_refusals = compiled.entitlement_refusals;
     Ok(compiled.snapshot)
 }
 

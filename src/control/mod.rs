@@ -25,7 +25,9 @@ use crate::clock::{month_index, Clock};
 use crate::config::{Config, Durability};
 use crate::license::{HostIdentity, Installed, LicenseFile, Rejected, TrustedKeys};
 use crate::meter::{MeterEvent, Meters};
-use crate::policy::{DisabledReason, FlowSetting, FlowState, Moment, Resources, Snapshot};
+use crate::policy::{
+    DisabledReason, EntitlementRefusal, FlowSetting, FlowState, Moment, Resources, Snapshot,
+};
 use crate::proxy::{Shared, UpstreamCache};
 use crate::store::{AuditEvent, Recorder, Store};
 use build::{build, journal_flow_changes, read_licenses, stored_flows};
@@ -43,6 +45,8 @@ pub enum Refusal {
         reason: Option<&'static str>,
         /// One sentence for `detail`.
         detail: String,
+        /// Further problem members (the entitlement, its environment, numbers).
+        fields: serde_json::Map<String, Value>,
     },
     /// The input is bad (400), e.g. a license file that does not verify.
     BadInput(String),
@@ -73,6 +77,8 @@ struct State {
     rollback: bool,
     /// The month counted in, to notice rollovers.
     month: u32,
+    /// Why the last compile refused flows for entitlements.
+    entitlement_refusals: Vec<EntitlementRefusal>,
 }
 
 /// Owns the current snapshot and every way of changing it.
@@ -168,6 +174,7 @@ impl Control {
             high_water,
             rollback: false,
             month,
+            entitlement_refusals: Vec::new(),
         };
         metering::check_rollback(&mut state, now);
         read_licenses(&mut state, clock.as_ref())?;
@@ -298,6 +305,7 @@ impl Control {
         if previous.enabled {
             return Ok(());
         }
+        let saved = state.settings.clone();
         let order = state.next_order;
         state.next_order += 1;
         state.settings.insert(
@@ -322,13 +330,20 @@ impl Control {
                             detail: format!(
                                 "no license covering the pair of flow {id:?} has a free point"
                             ),
+                            fields: serde_json::Map::new(),
                         })
                     }
                     Some(FlowState::Unlicensed(reason)) => Some(Refusal::Conflict {
                         code: "license-invalid",
                         reason: Some(reason),
                         detail: format!("no valid license covers flow {id:?} ({reason})"),
+                        fields: serde_json::Map::new(),
                     }),
+                    Some(FlowState::Disabled(DisabledReason::EntitlementExceeded)) => state
+                        .entitlement_refusals
+                        .iter()
+                        .find(|refusal| snapshot.flows[refusal.flow as usize].id.as_ref() == id)
+                        .map(|refusal| entitlement_conflict(id, refusal)),
                     Some(FlowState::Active {
                         license: Some(license),
                     }) => {
@@ -341,6 +356,7 @@ impl Control {
                                 "license {} has transferred {used} of its {hard} records this month; flow {id:?} can run again after the reset",
                                 license.id()
                             ),
+                            fields: serde_json::Map::new(),
                         })
                     }
                     _ => None,
@@ -349,7 +365,7 @@ impl Control {
             Err(refusal) => Some(refusal.clone()),
         };
         if let Some(refusal) = refusal {
-            state.settings.insert(id.to_owned(), previous);
+            state.settings = saved;
             state.next_order -= 1;
             return Err(refusal);
         }
@@ -378,8 +394,9 @@ impl Control {
     }
 
     /// Verifies a license file and installs it atomically as `<license_dir>/<id>.lic`,
-    /// replacing any installed license with the same id. Returns the license id.
-    pub async fn upload_license(&self, bytes: &[u8]) -> Result<String, Refusal> {
+    /// replacing any installed license with the same id. Returns the license id and the flows
+    /// it disabled (a downgraded subscription disables the most recently enabled first).
+    pub async fn upload_license(&self, bytes: &[u8]) -> Result<(String, Vec<String>), Refusal> {
         let mut state = self.state.lock().await;
         let file = LicenseFile::parse(bytes).map_err(|err| Refusal::BadInput(err.to_string()))?;
         file.verify(&state.keys)
@@ -397,10 +414,26 @@ impl Control {
                 tracing::warn!(file = %old.path.display(), error = %err, "cannot remove the replaced license file");
             }
         }
+        let before = self.snapshot();
         self.reload_licenses_locked(&mut state)
             .map_err(Refusal::Failed)?;
         tracing::info!(license = %id, file = %target.display(), "license installed");
-        Ok(id)
+        let after = self.snapshot();
+        let disabled: Vec<String> = after
+            .flows
+            .iter()
+            .filter(|flow| matches!(flow.state, FlowState::Disabled(_)))
+            .filter(|flow| {
+                before.flow(&flow.id).is_some_and(|i| {
+                    !matches!(before.flows[i as usize].state, FlowState::Disabled(_))
+                })
+            })
+            .map(|flow| flow.id.to_string())
+            .collect();
+        if !disabled.is_empty() {
+            tracing::warn!(license = %id, flows = ?disabled, "the new license disabled flows that no longer fit");
+        }
+        Ok((id, disabled))
     }
 
     /// Removes an installed license's file(s); flows holding its points are disabled (`license-removed`).
@@ -542,6 +575,30 @@ impl Control {
                 tracing::error!(error = %err, "flow states could not be stored; retrying with the next change")
             }
         }
+    }
+}
+
+/// The 409 answer to enabling a flow its environment's entitlements cannot fit.
+fn entitlement_conflict(id: &str, refusal: &EntitlementRefusal) -> Refusal {
+    let mut fields = serde_json::Map::new();
+    fields.insert("flow".into(), id.into());
+    fields.insert("entitlement".into(), refusal.entitlement.into());
+    fields.insert("environment".into(), refusal.environment.as_str().into());
+    fields.insert("in_use".into(), refusal.in_use.into());
+    fields.insert("limit".into(), refusal.limit.into());
+    fields.insert("would_be".into(), refusal.would_be.into());
+    Refusal::Conflict {
+        code: "entitlement-exceeded",
+        reason: Some("entitlement-exceeded"),
+        detail: format!(
+            "enabling flow {id:?} would make {} {} in {} (limit {}, in use {})",
+            refusal.would_be,
+            refusal.entitlement.replace('_', " "),
+            refusal.environment,
+            refusal.limit,
+            refusal.in_use
+        ),
+        fields,
     }
 }
 

@@ -3,15 +3,14 @@
 
 mod classify;
 mod entitlements;
-mod plan;
 mod points;
 mod snapshot;
 
 pub use classify::{Classifier, LoadClass};
-pub use entitlements::{tally, EnvironmentTally};
-pub use plan::{plan_flows, FlowOutcome, FlowPlan};
+pub use entitlements::{contribution, limits_of, Contribution, Excess, InUse, ENTITLEMENTS};
 pub use points::{PointLedger, PointRefusal, PointSource};
 pub use snapshot::{
     compile, usable_at, Compiled, DisabledReason, FlowEntry, FlowSetting, FlowState, InstanceEntry,
     LicenseEntry, Moment, Resources, Snapshot,
 };
+pub use snapshot::{env_index, EntitlementRefusal, Entitlements, SubscriptionLimits};

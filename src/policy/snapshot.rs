@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use http::{HeaderName, Method};
 
 use super::classify::{Classifier, LoadClass};
-use super::plan::pair_of;
+use super::entitlements::{contribution, limits_of, Contribution, InUse, ENTITLEMENTS};
 use super::points::{PointLedger, PointRefusal, PointSource};
-use crate::config::{Config, Model};
-use crate::license::{Installed, Terms, Validity};
+use crate::catalog::flow_pair;
+use crate::config::{Config, Environment, Model};
+use crate::license::{Installed, Pricing, SubscriptionTerms, Terms, Validity};
 use crate::meter::{FlowMeter, LicenseMeter, Meters};
 use crate::proxy::{Upstream, UpstreamCache};
 
@@ -189,17 +190,76 @@ pub struct Snapshot {
     pub tz: chrono_tz::Tz,
     /// The clock-rollback floor the snapshot was compiled with.
     pub clock_floor: Option<DateTime<Utc>>,
+    /// What the enabled flows use of each environment's entitlements, and the limits.
+    pub entitlements: Entitlements,
     instance_ids: HashMap<Box<str>, u32>,
     flow_ids: HashMap<Box<str>, u32>,
 }
 
-/// The outcome of compiling: the snapshot and the flows it had to refuse a point.
+/// The outcome of compiling: the snapshot and the flows it had to refuse.
 #[derive(Debug)]
 pub struct Compiled {
     /// The new snapshot.
     pub snapshot: Snapshot,
-    /// Flows wanted enabled that got no point (`points-exhausted`), by flow index.
-    pub exhausted: Vec<u32>,
+    /// Flows wanted enabled that were refused (`points-exhausted`, `entitlement-exceeded`),
+    /// by flow index, in the order they were refused.
+    pub refused: Vec<(u32, DisabledReason)>,
+    /// Why each flow refused for an entitlement was refused.
+    pub entitlement_refusals: Vec<EntitlementRefusal>,
+}
+
+/// A flow disabled because its environment's entitlements would not fit it (SPEC §1.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntitlementRefusal {
+    /// The flow, by index.
+    pub flow: u32,
+    /// Its environment.
+    pub environment: Environment,
+    /// The entitlement it would exceed (one of `flows`, `endpoint_apps`, …).
+    pub entitlement: &'static str,
+    /// Distinct keys in use without it.
+    pub in_use: u64,
+    /// The limit.
+    pub limit: u64,
+    /// Distinct keys in use with it.
+    pub would_be: u64,
+}
+
+/// Subscription limits in force: the valid subscription licenses' limits added up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionLimits {
+    /// Pricing model (of the valid subscription that expires last, where they differ).
+    pub pricing: Pricing,
+    /// A free period (`unlimited_until` in the future) lifts every limit.
+    pub unlimited: bool,
+    /// Limits per environment, in `ENTITLEMENTS` order: production, sandbox.
+    pub limits: [[u64; 4]; 2],
+}
+
+/// What the enabled flows use of each environment's entitlements, and the limits.
+#[derive(Debug, Clone, Default)]
+pub struct Entitlements {
+    /// In use: production, sandbox.
+    pub in_use: [InUse; 2],
+    /// The subscription limits, when subscription licensing is required and a subscription is valid.
+    pub limits: Option<SubscriptionLimits>,
+}
+
+impl Entitlements {
+    /// The limits enforced in `environment`, if any (none during a free period).
+    pub fn enforced(&self, environment: Environment) -> Option<[u64; 4]> {
+        self.limits
+            .filter(|limits| !limits.unlimited)
+            .map(|limits| limits.limits[env_index(environment)])
+    }
+}
+
+/// Index of an environment in per-environment arrays.
+pub fn env_index(environment: Environment) -> usize {
+    match environment {
+        Environment::Production => 0,
+        Environment::Sandbox => 1,
+    }
 }
 
 /// What compilation draws on and keeps across snapshots: upstream pools and record counters.
@@ -262,14 +322,15 @@ pub fn compile(
     let pairs: Vec<_> = config
         .flows
         .iter()
-        .map(|flow| pair_of(&config, flow))
+        .map(|flow| flow_pair(&config, flow))
         .collect();
     let mut states = vec![FlowState::Disabled(DisabledReason::Operator); config.flows.len()];
     let mut order: Vec<usize> = (0..config.flows.len())
         .filter(|&i| settings.get(i).is_some_and(|s| s.enabled))
         .collect();
     order.sort_by_key(|&i| (settings[i].order, i));
-    let mut exhausted = Vec::new();
+    let mut refused = Vec::new();
+    let subscription = subscription_limits(&config, &sorted, moment);
     for (index, setting) in settings.iter().enumerate().take(config.flows.len()) {
         if !setting.enabled {
             states[index] = FlowState::Disabled(setting.reason);
@@ -309,20 +370,80 @@ pub fn compile(
             ledger.keep(pair, systems, source);
         }
     }
-    for index in order {
+    for &index in &order {
+        if let Err(reason) = subscription {
+            // Subscription licensing is required and no subscription is valid.
+            states[index] = FlowState::Unlicensed(reason);
+            continue;
+        }
         states[index] = match &pairs[index] {
             Some((pair, systems)) if pair_model => match ledger.enable(pair, systems) {
                 Ok(source) => FlowState::Active {
                     license: Some(source_license[source]),
                 },
                 Err(PointRefusal::PointsExhausted) => {
-                    exhausted.push(index as u32);
+                    refused.push((index as u32, DisabledReason::PointsExhausted));
                     FlowState::Disabled(DisabledReason::PointsExhausted)
                 }
                 Err(PointRefusal::LicenseInvalid(reason)) => FlowState::Unlicensed(reason),
             },
             _ => FlowState::Active { license: None },
         };
+    }
+
+    // Entitlements: tally the active flows; where an environment is over a limit, disable
+    // the most recently enabled flows that use the exceeded entitlement until it fits.
+    let limits = subscription.ok().flatten();
+    let pricing = limits.map_or(Pricing::Endpoint, |limits| limits.pricing);
+    let mut entitlements = Entitlements {
+        limits,
+        ..Entitlements::default()
+    };
+    let contributions: Vec<Option<Contribution>> = (0..config.flows.len())
+        .map(|index| {
+            matches!(states[index], FlowState::Active { .. })
+                .then(|| contribution(&config, index, pricing))
+        })
+        .collect();
+    for contribution in contributions.iter().flatten() {
+        entitlements.in_use[env_index(contribution.environment)].add(contribution);
+    }
+    let mut entitlement_refusals = Vec::new();
+    for environment in Environment::ALL {
+        let Some(enforced) = entitlements.enforced(environment) else {
+            continue;
+        };
+        let in_use = &mut entitlements.in_use[env_index(environment)];
+        while let Some(excess) = in_use.excess(enforced) {
+            let slot = ENTITLEMENTS
+                .iter()
+                .position(|e| *e == excess.entitlement)
+                .unwrap_or(0);
+            let victim = order.iter().rev().copied().find(|&index| {
+                matches!(states[index], FlowState::Active { .. })
+                    && contributions[index]
+                        .as_ref()
+                        .is_some_and(|c| c.environment == environment && !c.keys[slot].is_empty())
+            });
+            let Some(index) = victim else { break };
+            let Some(contribution) = &contributions[index] else {
+                break;
+            };
+            in_use.remove(contribution);
+            if let (Some((pair, _)), true) = (&pairs[index], pair_model) {
+                ledger.disable(pair);
+            }
+            states[index] = FlowState::Disabled(DisabledReason::EntitlementExceeded);
+            refused.push((index as u32, DisabledReason::EntitlementExceeded));
+            entitlement_refusals.push(EntitlementRefusal {
+                flow: index as u32,
+                environment,
+                entitlement: excess.entitlement,
+                in_use: in_use.used()[slot],
+                limit: excess.limit,
+                would_be: excess.used,
+            });
+        }
     }
 
     let mut flows = Vec::with_capacity(config.flows.len());
@@ -394,13 +515,70 @@ pub fn compile(
         licenses,
         tz,
         clock_floor: moment.floor,
+        entitlements,
         instance_ids,
         flow_ids,
     };
     Ok(Compiled {
         snapshot,
-        exhausted,
+        refused,
+        entitlement_refusals,
     })
+}
+
+/// The subscription limits in force: `Ok(None)` when subscription licensing is not required,
+/// `Err(reason)` when it is and no subscription license is valid.
+fn subscription_limits(
+    config: &Config,
+    licenses: &[Arc<Installed>],
+    moment: Moment,
+) -> Result<Option<SubscriptionLimits>, &'static str> {
+    if !config.requires(Model::Subscription) {
+        return Ok(None);
+    }
+    let subscriptions: Vec<(&Installed, &SubscriptionTerms)> = licenses
+        .iter()
+        .filter_map(|installed| match &installed.file.payload.terms {
+            Terms::Subscription(terms) => Some((&**installed, terms)),
+            Terms::Pair(_) => None,
+        })
+        .collect();
+    let valid: Vec<&(&Installed, &SubscriptionTerms)> = subscriptions
+        .iter()
+        .filter(|(installed, _)| usable_at(installed, moment).is_ok())
+        .collect();
+    let Some(last) = valid
+        .iter()
+        .max_by_key(|(installed, _)| installed.file.payload.common.expire)
+    else {
+        let reason = subscriptions
+            .iter()
+            .max_by_key(|(installed, _)| installed.file.payload.common.expire)
+            .and_then(|(installed, _)| usable_at(installed, moment).err())
+            .unwrap_or("missing");
+        return Err(reason);
+    };
+    let mut limits = [[0u64; 4]; 2];
+    for (_, terms) in &valid {
+        for (total, add) in limits
+            .iter_mut()
+            .zip([limits_of(&terms.production), limits_of(&terms.sandbox)])
+        {
+            for (t, a) in total.iter_mut().zip(add) {
+                *t += a;
+            }
+        }
+    }
+    let unlimited = valid.iter().any(|(_, terms)| {
+        terms
+            .unlimited_until
+            .is_some_and(|until| moment.now < until)
+    });
+    Ok(Some(SubscriptionLimits {
+        pricing: last.1.pricing,
+        unlimited,
+        limits,
+    }))
 }
 
 impl Snapshot {
@@ -539,7 +717,7 @@ systems = ["sn-1", "jira-1"]
             snapshot.flows[2].state,
             FlowState::Disabled(DisabledReason::Operator)
         );
-        assert_eq!(compiled.exhausted, vec![0]);
+        assert_eq!(compiled.refused, vec![(0, DisabledReason::PointsExhausted)]);
         assert_eq!(snapshot.licenses[0].points_used, 1);
         assert_eq!(snapshot.flows[0].pair_key.as_deref(), Some("jira-1+sn-1"));
     }
@@ -620,5 +798,235 @@ systems = ["sn-1", "jira-1"]
         .snapshot;
         assert_eq!(expired.flows[0].state, FlowState::Unlicensed("expired"));
         assert_eq!(expired.licenses[0].points_used, 0);
+    }
+}
+
+#[cfg(test)]
+mod subscription_tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::testing::load;
+    use crate::license::{LicenseFile, SigningKey};
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn installed(payload: &str) -> Arc<Installed> {
+        let text =
+            crate::license::sign(payload.as_bytes(), &SigningKey::from_bytes(&[2; 32])).unwrap();
+        let file = LicenseFile::parse(text.as_bytes()).unwrap();
+        Arc::new(Installed {
+            path: PathBuf::from("x.lic"),
+            file,
+            validity: Validity::Valid,
+        })
+    }
+
+    fn subscription(id: &str, endpoint_apps: u32, unlimited_until: Option<&str>) -> Arc<Installed> {
+        let until = unlimited_until
+            .map(|u| format!(r#","unlimited_until":"{u}""#))
+            .unwrap_or_default();
+        installed(&format!(
+            r#"{{"version":1,"id":"{id}","kind":"subscription","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2030-01-01T00:00:00Z","pricing":"endpoint"{until},"production":{{"flows":10,"endpoint_apps":{endpoint_apps},"trading_partners":5,"agents":5}},"sandbox":{{"flows":1,"endpoint_apps":1,"trading_partners":1,"agents":1}}}}"#
+        ))
+    }
+
+    fn pair(points: u32) -> Arc<Installed> {
+        installed(&format!(
+            r#"{{"version":1,"id":"P","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2030-01-01T00:00:00Z","system_a":"netsuite","system_b":"shopify","points":{points}}}"#
+        ))
+    }
+
+    /// Four flows, each adding one endpoint app (netsuite is shared); enabled in the order `orders`.
+    fn config(models: &str) -> Arc<Config> {
+        let body = r#"
+[[instances]]
+id = "ns"
+connector = "named"
+app = "netsuite"
+[[instances]]
+id = "shop"
+connector = "named"
+app = "shopify"
+[[instances]]
+id = "db"
+connector = "rdbms"
+engine = "mysql"
+host = "db.example"
+[[instances]]
+id = "api"
+connector = "http"
+base_uri = "https://api.example"
+[[instances]]
+id = "loader-src"
+connector = "snowflake"
+account = "acme"
+[[flows]]
+id = "a"
+systems = ["ns", "shop"]
+[[flows]]
+id = "b"
+systems = ["ns", "db"]
+[[flows]]
+id = "c"
+systems = ["ns", "api"]
+[[flows]]
+id = "load"
+kind = "data-loader"
+systems = ["loader-src"]
+"#;
+        let mut config = load(body).unwrap();
+        config.licensing.models = match models {
+            "subscription" => vec![Model::Subscription],
+            _ => vec![Model::Pair, Model::Subscription],
+        };
+        Arc::new(config)
+    }
+
+    fn compile_with(
+        config: Arc<Config>,
+        licenses: &[Arc<Installed>],
+        orders: [u64; 4],
+        now: &str,
+    ) -> Compiled {
+        let settings: Vec<FlowSetting> = orders
+            .iter()
+            .map(|&order| FlowSetting {
+                enabled: true,
+                reason: DisabledReason::Operator,
+                order,
+            })
+            .collect();
+        compile(
+            config,
+            licenses,
+            &settings,
+            &mut Resources::default(),
+            Moment::at(at(now)),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn states(compiled: &Compiled) -> Vec<FlowState> {
+        compiled
+            .snapshot
+            .flows
+            .iter()
+            .map(|flow| flow.state)
+            .collect()
+    }
+
+    const ACTIVE: FlowState = FlowState::Active { license: None };
+    const EXCEEDED: FlowState = FlowState::Disabled(DisabledReason::EntitlementExceeded);
+
+    #[test]
+    fn the_most_recently_enabled_flows_give_way_until_everything_fits() {
+        // 4 endpoint apps in use (netsuite, shopify, mysql, api) against a limit of 2.
+        let compiled = compile_with(
+            config("subscription"),
+            &[subscription("S", 2, None)],
+            [0, 2, 1, 3],
+            "2026-06-01T00:00:00Z",
+        );
+        // Enabling order: a, c, b; b is the most recent, then c.
+        assert_eq!(states(&compiled), vec![ACTIVE, EXCEEDED, EXCEEDED, ACTIVE]);
+        let refusals: Vec<(u32, &str, u64, u64, u64)> = compiled
+            .entitlement_refusals
+            .iter()
+            .map(|r| (r.flow, r.entitlement, r.in_use, r.limit, r.would_be))
+            .collect();
+        assert_eq!(
+            refusals,
+            vec![(1, "endpoint_apps", 3, 2, 4), (2, "endpoint_apps", 2, 2, 3)]
+        );
+        assert_eq!(
+            compiled.snapshot.entitlements.in_use[0].keys(1),
+            vec!["app:netsuite", "app:shopify"]
+        );
+        assert_eq!(compiled.refused.len(), 2);
+    }
+
+    #[test]
+    fn several_subscriptions_add_up_and_a_free_period_lifts_every_limit() {
+        let both = compile_with(
+            config("subscription"),
+            &[subscription("S1", 2, None), subscription("S2", 2, None)],
+            [0, 1, 2, 3],
+            "2026-06-01T00:00:00Z",
+        );
+        assert_eq!(states(&both), vec![ACTIVE; 4]);
+        assert_eq!(
+            both.snapshot
+                .entitlements
+                .enforced(Environment::Production)
+                .map(|l| l[1]),
+            Some(4)
+        );
+        let free = compile_with(
+            config("subscription"),
+            &[subscription("S", 1, Some("2026-07-01T00:00:00Z"))],
+            [0, 1, 2, 3],
+            "2026-06-01T00:00:00Z",
+        );
+        assert_eq!(states(&free), vec![ACTIVE; 4]);
+        assert_eq!(
+            free.snapshot.entitlements.enforced(Environment::Production),
+            None
+        );
+        let after = compile_with(
+            config("subscription"),
+            &[subscription("S", 1, Some("2026-07-01T00:00:00Z"))],
+            [0, 1, 2, 3],
+            "2026-07-01T00:00:00Z",
+        );
+        assert_eq!(
+            states(&after)[0],
+            EXCEEDED,
+            "one endpoint app: even the first flow uses two"
+        );
+    }
+
+    #[test]
+    fn without_a_valid_subscription_no_flow_runs() {
+        let compiled = compile_with(
+            config("subscription"),
+            &[],
+            [0, 1, 2, 3],
+            "2026-06-01T00:00:00Z",
+        );
+        assert_eq!(states(&compiled), vec![FlowState::Unlicensed("missing"); 4]);
+        let expired = compile_with(
+            config("subscription"),
+            &[subscription("S", 9, None)],
+            [0, 1, 2, 3],
+            "2031-01-01T00:00:00Z",
+        );
+        assert_eq!(states(&expired), vec![FlowState::Unlicensed("expired"); 4]);
+    }
+
+    #[test]
+    fn pair_and_subscription_together_need_both() {
+        let compiled = compile_with(
+            config("both"),
+            &[subscription("S", 9, None), pair(1)],
+            [0, 1, 2, 3],
+            "2026-06-01T00:00:00Z",
+        );
+        let states = states(&compiled);
+        assert!(
+            matches!(states[0], FlowState::Active { license: Some(_) }),
+            "netsuite ↔ shopify has a pair license and fits"
+        );
+        assert_eq!(
+            states[1],
+            FlowState::Unlicensed("missing"),
+            "no pair license covers netsuite ↔ rdbms"
+        );
+        assert_eq!(states[3], ACTIVE, "a one-system data loader needs no point");
     }
 }
