@@ -13,7 +13,6 @@ use super::{moment, Control, State};
 use crate::clock::{month_index, month_index_label};
 use crate::meter::{MeterEvent, MeterEventKind};
 use crate::policy::{DisabledReason, FlowState};
-use crate::store::Marks;
 
 /// How often the high-water mark is written while time moves on normally.
 const HIGH_WATER_EVERY: TimeDelta = TimeDelta::seconds(10);
@@ -100,19 +99,21 @@ impl Control {
             .store
             .marks(&reported.license, &label)
             .unwrap_or_default();
+        // Loads commit concurrently, so the limit's event may arrive before the warning's:
+        // the warning is raised once, and always before the limit.
+        if !marks.warning {
+            tracing::warn!(license = %reported.license, limit = reported.limit, hard_limit = reported.hard_limit, "transferred records reached the monthly limit; loads continue up to the hard limit");
+            let warning = json!({"license": &*reported.license, "month": label, "used": reported.used.min(reported.limit), "limit": reported.limit, "hard_limit": reported.hard_limit});
+            state.journal.push(event(now, "records-warning", warning));
+            marks.warning = true;
+        }
         match reported.kind {
-            MeterEventKind::Warning => {
-                tracing::warn!(license = %reported.license, used = reported.used, limit = reported.limit, hard_limit = reported.hard_limit, "transferred records reached the monthly limit; loads continue up to the hard limit");
-                state.journal.push(event(now, "records-warning", detail));
-                marks.warning = true;
-            }
+            MeterEventKind::Warning => {}
+            MeterEventKind::Limit if marks.limit => {}
             MeterEventKind::Limit => {
                 tracing::warn!(license = %reported.license, used = reported.used, hard_limit = reported.hard_limit, "transferred records reached the hard limit; the license's flows stop until the month resets");
                 state.journal.push(event(now, "records-limit", detail));
-                marks = Marks {
-                    warning: true,
-                    limit: true,
-                };
+                marks.limit = true;
                 let snapshot = self.snapshot();
                 for flow in &snapshot.flows {
                     if let FlowState::Active {
