@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod license;
 pub mod meter;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod store;

@@ -2,6 +2,7 @@
 //! current snapshot; changes go through the control plane's compile-and-swap.
 
 mod auth;
+mod metrics;
 mod views;
 
 use std::convert::Infallible;
@@ -27,6 +28,20 @@ pub struct Admin {
     pub control: Arc<Control>,
     /// The bearer token of the `/v1` routes.
     pub token: Token,
+    /// What `/metrics` encodes.
+    pub metrics: prometheus_client::registry::Registry,
+}
+
+impl Admin {
+    /// The admin handler's state for a running sidecar.
+    pub fn new(control: Arc<Control>, token: Token) -> Admin {
+        let metrics = metrics::registry(control.clone());
+        Admin {
+            control,
+            token,
+            metrics,
+        }
+    }
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -53,6 +68,21 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<AdminResponse, P
             });
         }
         _ => {}
+    }
+    if method == Method::GET && path == "/metrics" {
+        let body = metrics::render(&admin.metrics).map_err(|_| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the metrics could not be encoded",
+            )
+        })?;
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        return Ok(response);
     }
     let Some(api) = path.strip_prefix("/v1/") else {
         return Err(Problem::new(

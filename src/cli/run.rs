@@ -85,10 +85,7 @@ async fn serve_until_stopped(config_path: &Path) -> Result<ExitCode, CliError> {
             stopped.clone(),
         ));
     }
-    let admin_state = Arc::new(Admin {
-        control: control.clone(),
-        token,
-    });
+    let admin_state = Arc::new(Admin::new(control.clone(), token));
     let admin_handler = move |role, req| admin::handle(admin_state.clone(), role, req);
     servers.spawn(serve(
         admin_listener,

@@ -165,6 +165,7 @@ impl Control {
             rejected: Vec::new(),
             settings,
             resources: Resources {
+                stats: Default::default(),
                 upstreams: UpstreamCache::new(),
                 meters,
             },
@@ -187,6 +188,7 @@ impl Control {
             clock,
             recorder,
             events,
+            upstream_durations: Default::default(),
         });
         let control = Arc::new(Control {
             config_path: config_path.to_owned(),

@@ -14,6 +14,7 @@ use crate::catalog::flow_pair;
 use crate::config::{Config, Environment, Model};
 use crate::license::{Installed, Pricing, SubscriptionTerms, Terms, Validity};
 use crate::meter::{FlowMeter, LicenseMeter, Meters};
+use crate::observe::{DecisionCounts, RequestStats, UNKNOWN};
 use crate::proxy::{Upstream, UpstreamCache};
 
 /// Why a flow is disabled; the `reason` of `flow-disabled` answers and of `GET /v1/flows`.
@@ -89,6 +90,8 @@ pub struct InstanceEntry {
     pub id: Box<str>,
     /// Where its requests go; `None` for instances without a `base_uri`.
     pub upstream: Option<Arc<Upstream>>,
+    /// Requests to it that no flow of it claimed (`flow="-"`).
+    pub unclaimed: Arc<DecisionCounts>,
 }
 
 /// A flow in the snapshot.
@@ -104,6 +107,8 @@ pub struct FlowEntry {
     pub pair_key: Option<String>,
     /// The flow's record counter.
     pub meter: Arc<FlowMeter>,
+    /// Request counters per instance of the flow.
+    pub requests: Vec<(u32, Arc<DecisionCounts>)>,
     /// Classifiers per instance of the flow.
     classifiers: Vec<(u32, Classifier)>,
 }
@@ -192,6 +197,8 @@ pub struct Snapshot {
     pub clock_floor: Option<DateTime<Utc>>,
     /// What the enabled flows use of each environment's entitlements, and the limits.
     pub entitlements: Entitlements,
+    /// Requests tied to no instance (`flow="-", instance="-"`).
+    pub unrouted: Arc<DecisionCounts>,
     instance_ids: HashMap<Box<str>, u32>,
     flow_ids: HashMap<Box<str>, u32>,
 }
@@ -269,6 +276,8 @@ pub struct Resources {
     pub upstreams: UpstreamCache,
     /// Counters by license and flow id.
     pub meters: Meters,
+    /// Request counters by (flow, instance).
+    pub stats: RequestStats,
 }
 
 /// Builds a snapshot from a valid config, verified licenses and a setting per flow (config order).
@@ -294,6 +303,7 @@ pub fn compile(
         instances.push(InstanceEntry {
             id: instance.id.as_str().into(),
             upstream,
+            unclaimed: resources.stats.counts(UNKNOWN, &instance.id),
         });
     }
 
@@ -465,12 +475,24 @@ pub fn compile(
             })
             .collect();
         flow_ids.insert(flow.id.as_str().into(), index as u32);
+        let requests = systems
+            .iter()
+            .map(|&instance| {
+                (
+                    instance,
+                    resources
+                        .stats
+                        .counts(&flow.id, &config.instances[instance as usize].id),
+                )
+            })
+            .collect();
         flows.push(FlowEntry {
             id: flow.id.as_str().into(),
             systems,
             state: states[index],
             pair_key: pairs[index].as_ref().map(|(pair, _)| pair.key()),
             meter: resources.meters.flow(&flow.id),
+            requests,
             classifiers,
         });
     }
@@ -516,6 +538,7 @@ pub fn compile(
         tz,
         clock_floor: moment.floor,
         entitlements,
+        unrouted: resources.stats.counts(UNKNOWN, UNKNOWN),
         instance_ids,
         flow_ids,
     };
@@ -597,6 +620,23 @@ impl Snapshot {
         self.licenses
             .iter()
             .any(|license| license.usable_at(moment) != license.compiled_state)
+    }
+
+    /// The request counters for a request tied to `flow` and `instance` as far as it got.
+    pub fn request_counts(&self, flow: Option<u32>, instance: Option<u32>) -> &DecisionCounts {
+        let Some(instance) = instance else {
+            return &self.unrouted;
+        };
+        flow.and_then(|flow| {
+            self.flows[flow as usize]
+                .requests
+                .iter()
+                .find(|(i, _)| *i == instance)
+        })
+        .map_or(
+            &*self.instances[instance as usize].unclaimed,
+            |(_, counts)| &**counts,
+        )
     }
 
     /// The index of the license with this id.

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ use super::problem::Problem;
 use super::server::ListenerRole;
 use crate::clock::{month_bounds, month_index, month_index_label, Clock};
 use crate::meter::{MeterEvent, MeterEventKind, Reservation};
+use crate::observe::DurationHistogram;
 use crate::policy::{DisabledReason, FlowState, LicenseEntry, LoadClass, Moment, Snapshot};
 use crate::store::{CountItem, Recorder};
 
@@ -35,6 +37,8 @@ pub struct Shared {
     pub recorder: Recorder,
     /// Warnings and limits reached, for the control plane to act on.
     pub events: UnboundedSender<MeterEvent>,
+    /// How long targets take to answer, for `/metrics`.
+    pub upstream_durations: DurationHistogram,
 }
 
 /// The header on allowed loads once the month's limit is reached (SPEC §1.1).
@@ -71,9 +75,21 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let snapshot = shared.snapshot.load_full();
     let now = shared.clock.now();
-    Ok(proxy(&snapshot, &shared, &role, now, req)
-        .await
-        .unwrap_or_else(Problem::into_response))
+    Ok(match proxy(&snapshot, &shared, &role, now, req).await {
+        Ok((response, flow, instance)) => {
+            snapshot
+                .request_counts(Some(flow), Some(instance))
+                .record("allowed");
+            response
+        }
+        Err(problem) => {
+            let label = |name: &str| problem.fields.get(name).and_then(Value::as_str);
+            let flow = label("flow").and_then(|id| snapshot.flow(id));
+            let instance = label("instance").and_then(|id| snapshot.instance(id));
+            snapshot.request_counts(flow, instance).record(problem.code);
+            problem.into_response()
+        }
+    })
 }
 
 /// Runs the decision phases on a request head: framing, route, identify, gate, classify.
@@ -102,7 +118,7 @@ async fn proxy(
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Problem> {
+) -> Result<(Response<ProxyBody>, u32, u32), Problem> {
     let decision = decide(snapshot, role, now, &req)?;
     let upstream = snapshot.instances[decision.instance as usize]
         .upstream
@@ -121,14 +137,17 @@ async fn proxy(
     let (flow, instance) = (decision.flow, decision.instance);
     let reservation = admit(snapshot, &decision, now)?;
     drop(decision);
+    let started = Instant::now();
     let response = forward(snapshot, flow, instance, upstream, req, path_and_query).await?;
-    match reservation {
+    shared.upstream_durations.observe(started.elapsed());
+    let response = match reservation {
         Some(reservation) if response.status().is_success() => {
-            count(snapshot, shared, flow, reservation, response, now).await
+            count(snapshot, shared, flow, instance, reservation, response, now).await?
         }
         // A refused or failed load gives its reservation back when it is dropped here.
-        _ => Ok(response),
-    }
+        _ => response,
+    };
+    Ok((response, flow, instance))
 }
 
 /// Reserves a record of the month's budget for a main-entity load (SPEC §1.1); 429 at the hard limit.
@@ -172,6 +191,7 @@ async fn count(
     snapshot: &Snapshot,
     shared: &Shared,
     flow: u32,
+    instance: u32,
     reservation: Reservation<'_>,
     mut response: Response<ProxyBody>,
     now: DateTime<Utc>,
@@ -201,6 +221,7 @@ async fn count(
             format!("the target accepted the load but its count could not be stored: {err}"),
         )
         .with("flow", &*entry.id)
+        .with("instance", &*snapshot.instances[instance as usize].id)
         .with(
             "license",
             license.map_or(Value::Null, |l| Value::from(l.id())),

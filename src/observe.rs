@@ -1,0 +1,159 @@
+//! Request statistics for `/metrics`: lock-free counters per (flow, instance, decision) and
+//! a histogram of upstream answer times. Handles are resolved when a snapshot is compiled;
+//! the request path only does atomic increments.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every decision a request can end in: `allowed` (forwarded) or a problem code (SPEC §5).
+pub const DECISIONS: [&str; 13] = [
+    "allowed",
+    "unknown-route",
+    "flow-required",
+    "unknown-flow",
+    "flow-instance-mismatch",
+    "flow-disabled",
+    "records-limit-exceeded",
+    "license-invalid",
+    "upstream-unavailable",
+    "upstream-timeout",
+    "store-unavailable",
+    "bad-request",
+    "header-too-large",
+];
+
+/// The label used for a flow or instance a request could not be tied to.
+pub const UNKNOWN: &str = "-";
+
+/// Requests per decision for one (flow, instance) label pair.
+#[derive(Debug)]
+pub struct DecisionCounts {
+    /// The `flow` label.
+    pub flow: Arc<str>,
+    /// The `instance` label.
+    pub instance: Arc<str>,
+    counts: [AtomicU64; DECISIONS.len()],
+}
+
+impl DecisionCounts {
+    /// Counts one request that ended in `decision` (a member of [`DECISIONS`]; others count as the last).
+    pub fn record(&self, decision: &str) {
+        let slot = DECISIONS
+            .iter()
+            .position(|d| *d == decision)
+            .unwrap_or(DECISIONS.len() - 1);
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(decision, count)` for every decision seen at least once.
+    pub fn seen(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DECISIONS
+            .iter()
+            .zip(&self.counts)
+            .map(|(d, c)| (*d, c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// Every label pair's counters, kept across snapshots so a swap never resets them.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    counts: HashMap<(String, String), Arc<DecisionCounts>>,
+}
+
+impl RequestStats {
+    /// The counters of a (flow, instance) label pair, created at zero when new.
+    pub fn counts(&mut self, flow: &str, instance: &str) -> Arc<DecisionCounts> {
+        self.counts
+            .entry((flow.to_owned(), instance.to_owned()))
+            .or_insert_with(|| {
+                Arc::new(DecisionCounts {
+                    flow: flow.into(),
+                    instance: instance.into(),
+                    counts: Default::default(),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Upper bounds of the upstream-duration buckets, in seconds.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A lock-free histogram of how long targets take to answer (until the response head).
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl DurationHistogram {
+    /// Records one upstream answer time.
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(slot) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// `(sum in seconds, count, per-bucket counts)`, the last bucket being `+Inf` (`f64::MAX`),
+    /// as prometheus-client's encoder takes them (it accumulates them itself).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let count = self.count.load(Ordering::Relaxed);
+        let mut buckets: Vec<(f64, u64)> = DURATION_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, n)| (*bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let within: u64 = buckets.iter().map(|(_, n)| n).sum();
+        buckets.push((f64::MAX, count.saturating_sub(within)));
+        (
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            count,
+            buckets,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_are_counted_per_label_pair_and_kept() {
+        let mut stats = RequestStats::default();
+        let counts = stats.counts("incidents", "jira-1");
+        counts.record("allowed");
+        counts.record("allowed");
+        counts.record("license-invalid");
+        assert!(Arc::ptr_eq(&counts, &stats.counts("incidents", "jira-1")));
+        let seen: Vec<_> = counts.seen().collect();
+        assert_eq!(seen, vec![("allowed", 2), ("license-invalid", 1)]);
+    }
+
+    #[test]
+    fn every_answer_falls_in_one_bucket() {
+        let histogram = DurationHistogram::default();
+        histogram.observe(Duration::from_millis(3));
+        histogram.observe(Duration::from_millis(40));
+        histogram.observe(Duration::from_secs(60));
+        let (sum, count, buckets) = histogram.snapshot();
+        assert_eq!(count, 3);
+        assert!((sum - 60.043).abs() < 1e-6);
+        assert_eq!(buckets[0], (0.001, 0));
+        assert_eq!(buckets[1], (0.005, 1));
+        assert_eq!(buckets[4], (0.05, 1));
+        assert_eq!(buckets[11], (10.0, 0));
+        assert_eq!(buckets[12], (f64::MAX, 1), "60 s falls in +Inf only");
+    }
+}
