@@ -3,6 +3,7 @@
 mod check;
 mod license_cmd;
 mod run;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ pub enum Command {
         /// The tollgate.toml to run.
         #[arg(long)]
         config: PathBuf,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
         /// Async worker threads (default: one per CPU).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         worker_threads: Option<u16>,
@@ -40,9 +44,30 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print licenses, flows, entitlements and this month's usage from a running sidecar.
+    Usage {
+        /// The admin API's base URL, e.g. http://127.0.0.1:9901.
+        #[arg(long)]
+        admin: String,
+        /// File holding the admin token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Issue, inspect and verify license files.
     #[command(subcommand)]
     License(LicenseCommand),
+}
+
+/// How `run` writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event, for log shippers.
+    Json,
 }
 
 /// `tollgate license …` verbs for issuers and operators.
@@ -99,11 +124,9 @@ impl CliError {
 /// Runs one parsed command line; `Ok` carries the exit code for verbs that decide it.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Run {
-            config,
-            worker_threads,
-        } => run::run(&config, worker_threads),
+        Command::Run { config, log_format, worker_threads } => run::run(&config, log_format, worker_threads),
         Command::Check { config } => check::run(&config),
+        Command::Usage { admin, token_file, json } => usage::run(&admin, token_file.as_deref(), json),
         Command::License(cmd) => match cmd {
             LicenseCommand::Keygen { out } => license_cmd::keygen(&out),
             LicenseCommand::Sign { key, input, out } => license_cmd::sign(&key, &input, &out),

@@ -9,14 +9,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::CliError;
+use super::{CliError, LogFormat};
 use crate::admin::{self, Admin, Token};
 use crate::control::{spawn_boundary_ticker, spawn_license_watcher, spawn_meter_listener, Control};
 use crate::proxy::{self, bind, serve, ListenerRole, ServeOptions};
 
 /// Runs the sidecar until SIGTERM or SIGINT.
-pub(super) fn run(config_path: &Path, worker_threads: Option<u16>) -> Result<ExitCode, CliError> {
-    init_logging();
+pub(super) fn run(config_path: &Path, log_format: LogFormat, worker_threads: Option<u16>) -> Result<ExitCode, CliError> {
+    init_logging(log_format);
     // One worker thread means one thread: no cross-thread wake-ups between connection tasks.
     let mut builder = match worker_threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -154,14 +154,12 @@ async fn wait_for_stop(control: &Arc<Control>) -> Result<(), String> {
     }
 }
 
-/// Human-readable logs on stderr; `RUST_LOG` overrides the default level (info).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Logs on stderr, human-readable or JSON; `RUST_LOG` overrides the default level (info).
+pub(super) fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
 }
