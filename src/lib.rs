@@ -15,5 +15,6 @@ pub mod meter;
 pub mod observe;
 pub mod policy;
 pub mod proxy;
+pub mod sidecar;
 pub mod store;
 pub mod tls;

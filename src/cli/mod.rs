@@ -1,6 +1,7 @@
 //! Command-line verbs (SPEC §4): thin wrappers that parse arguments and call the library.
 
 mod check;
+mod demo;
 mod license_cmd;
 mod run;
 mod usage;
@@ -55,6 +56,12 @@ pub enum Command {
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+    },
+    /// A self-contained live demonstration on loopback (simulated targets, sidecar, engine).
+    Demo {
+        /// Time between two records the engine moves (e.g. 50ms).
+        #[arg(long, default_value = "50ms", value_parser = parse_pace)]
+        pace: std::time::Duration,
     },
     /// Issue, inspect and verify license files.
     #[command(subcommand)]
@@ -126,6 +133,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Run { config, log_format, worker_threads } => run::run(&config, log_format, worker_threads),
         Command::Check { config } => check::run(&config),
+        Command::Demo { pace } => demo::run(pace),
         Command::Usage { admin, token_file, json } => usage::run(&admin, token_file.as_deref(), json),
         Command::License(cmd) => match cmd {
             LicenseCommand::Keygen { out } => license_cmd::keygen(&out),
@@ -134,4 +142,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             LicenseCommand::Show { json, file } => license_cmd::show(&file, json),
         },
     }
+}
+
+/// Parses `--pace` (`50ms`, `0s`; at most one second so the demo ends within a minute).
+fn parse_pace(text: &str) -> Result<std::time::Duration, String> {
+    let pace = humantime::parse_duration(text).map_err(|err| format!("{text:?}: {err}"))?;
+    if pace > std::time::Duration::from_millis(400) {
+        return Err("at most 400ms, so that the demo ends within a minute".to_owned());
+    }
+    Ok(pace)
 }
