@@ -45,13 +45,19 @@ impl Sidecar {
             header_read_timeout: config.server.header_read_timeout,
             tls,
         };
-        let admin_options = ServeOptions { tls: None, ..options.clone() };
+        let admin_options = ServeOptions {
+            tls: None,
+            ..options.clone()
+        };
 
         let engine = bind(config.server.listen, ListenerRole::Engine).await?;
         let mut dedicated = Vec::new();
         for instance in &config.instances {
             if let Some(addr) = instance.listen {
-                let role = ListenerRole::Instance { id: instance.id.as_str().into(), flow: instance.flow.as_deref().map(Into::into) };
+                let role = ListenerRole::Instance {
+                    id: instance.id.as_str().into(),
+                    flow: instance.flow.as_deref().map(Into::into),
+                };
                 dedicated.push(bind(addr, role).await?);
             }
         }
@@ -64,11 +70,23 @@ impl Sidecar {
         let shared = control.shared();
         let proxy_handler = move |role, req| proxy::handle(shared.clone(), role, req);
         for bound in std::iter::once(engine).chain(dedicated) {
-            servers.spawn(serve(bound, options.clone(), proxy_handler.clone(), graceful.clone(), stopped.clone()));
+            servers.spawn(serve(
+                bound,
+                options.clone(),
+                proxy_handler.clone(),
+                graceful.clone(),
+                stopped.clone(),
+            ));
         }
         let admin_state = Arc::new(Admin::new(control.clone(), token));
         let admin_handler = move |role, req| admin::handle(admin_state.clone(), role, req);
-        servers.spawn(serve(admin_listener, admin_options, admin_handler, graceful.clone(), stopped.clone()));
+        servers.spawn(serve(
+            admin_listener,
+            admin_options,
+            admin_handler,
+            graceful.clone(),
+            stopped.clone(),
+        ));
 
         let watcher = match spawn_license_watcher(control.clone()) {
             Ok(watcher) => Some(watcher),
@@ -81,7 +99,15 @@ impl Sidecar {
         spawn_meter_listener(control.clone(), meter_events);
         control.set_ready();
         tracing::info!(generation = snapshot.generation, "tollgate is ready");
-        Ok(Sidecar { control, engine: engine_addr, admin: admin_addr, stop, servers, graceful, _watcher: watcher })
+        Ok(Sidecar {
+            control,
+            engine: engine_addr,
+            admin: admin_addr,
+            stop,
+            servers,
+            graceful,
+            _watcher: watcher,
+        })
     }
 
     /// Stops accepting, drains requests in flight (bounded by `server.shutdown_grace`) and
@@ -93,8 +119,14 @@ impl Sidecar {
         let grace = self.control.snapshot().config.server.shutdown_grace;
         match Arc::try_unwrap(self.graceful) {
             Ok(graceful) => {
-                if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-                    tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still in flight after the grace period were cut off");
+                if tokio::time::timeout(grace, graceful.shutdown())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        grace_ms = grace.as_millis() as u64,
+                        "requests still in flight after the grace period were cut off"
+                    );
                 }
             }
             Err(_) => tracing::warn!("connections could not be drained"),

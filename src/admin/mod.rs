@@ -22,6 +22,11 @@ use crate::control::{Control, Refusal};
 use crate::license::MAX_LICENSE_BYTES;
 use crate::proxy::{ListenerRole, Problem};
 
+/// The web console (SPEC §6), embedded in the binary: no build step, no CDN.
+const CONSOLE_HTML: &str = include_str!("console/index.html");
+const CONSOLE_JS: &str = include_str!("console/console.js");
+const CONSOLE_CSS: &str = include_str!("console/console.css");
+
 /// What the admin handler needs.
 pub struct Admin {
     /// The control plane the API reads and changes.
@@ -68,6 +73,24 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<AdminResponse, P
             });
         }
         _ => {}
+    }
+    if method == Method::GET {
+        let page = match path.as_str() {
+            "/" | "/index.html" => Some((CONSOLE_HTML, "text/html; charset=utf-8")),
+            "/console.js" => Some((CONSOLE_JS, "text/javascript; charset=utf-8")),
+            "/console.css" => Some((CONSOLE_CSS, "text/css; charset=utf-8")),
+            _ => None,
+        };
+        if let Some((body, content_type)) = page {
+            let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+                .headers_mut()
+                .insert("cache-control", HeaderValue::from_static("no-cache"));
+            return Ok(response);
+        }
     }
     if method == Method::GET && path == "/metrics" {
         let body = metrics::render(&admin.metrics).map_err(|_| {

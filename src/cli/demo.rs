@@ -52,10 +52,16 @@ async fn demo(dir: &Path, pace: Duration) -> Result<ExitCode, CliError> {
     let servicenow = Target::start("servicenow").await?;
     let jira = Target::start("jira").await?;
     let config = write_setup(dir, servicenow.addr, jira.addr)?;
-    let sidecar = Sidecar::start(&config, Arc::new(SystemClock)).await.map_err(CliError)?;
+    let sidecar = Sidecar::start(&config, Arc::new(SystemClock))
+        .await
+        .map_err(CliError)?;
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap_or_default();
     println!("tollgate demo: a simulated ServiceNow and Jira on loopback, the sidecar between them and an engine");
-    println!("  console:   http://{}/   (admin token: {})", sidecar.admin, token.trim());
+    println!(
+        "  console:   http://{}/   (admin token: {})",
+        sidecar.admin,
+        token.trim()
+    );
     println!("  engine  -> http://{}/jira-1/rest/api/2/issue   (flow \"incidents\", license LIC-DEMO-LIVE: {LIMIT} records/month, hard limit {HARD_LIMIT})", sidecar.engine);
     println!();
 
@@ -65,27 +71,71 @@ async fn demo(dir: &Path, pace: Duration) -> Result<ExitCode, CliError> {
     sidecar.shutdown().await;
     let run = run?;
 
-    let recorded = usage.as_ref().ok().and_then(|u| u["licenses"][0]["used"].as_u64()).unwrap_or(0);
+    let recorded = usage
+        .as_ref()
+        .ok()
+        .and_then(|u| u["licenses"][0]["used"].as_u64())
+        .unwrap_or(0);
     let flow_state = flows
         .as_ref()
         .ok()
         .and_then(|f| f.as_array().and_then(|a| a.first()).cloned())
-        .map_or("unknown".to_owned(), |f| if f["enabled"] == true { "enabled".to_owned() } else { format!("disabled ({})", f["reason"].as_str().unwrap_or("-")) });
+        .map_or("unknown".to_owned(), |f| {
+            if f["enabled"] == true {
+                "enabled".to_owned()
+            } else {
+                format!("disabled ({})", f["reason"].as_str().unwrap_or("-"))
+            }
+        });
     let mut table = Table::new();
-    table.load_preset(presets::ASCII_MARKDOWN).set_header(["summary", "value"]);
-    table.add_row(["records accepted by Jira (2xx)".to_owned(), run.accepted.to_string()]);
-    table.add_row(["records counted by tollgate".to_owned(), recorded.to_string()]);
-    table.add_row(["monthly limit / hard limit".to_owned(), format!("{LIMIT} / {HARD_LIMIT}")]);
-    table.add_row(["warning first seen at record".to_owned(), run.warned_at.map_or("-".to_owned(), |n| n.to_string())]);
-    table.add_row(["loads refused (429 records-limit-exceeded)".to_owned(), run.refused.to_string()]);
-    table.add_row(["incidents read from ServiceNow".to_owned(), servicenow.hits().to_string()]);
+    table
+        .load_preset(presets::ASCII_MARKDOWN)
+        .set_header(["summary", "value"]);
+    table.add_row([
+        "records accepted by Jira (2xx)".to_owned(),
+        run.accepted.to_string(),
+    ]);
+    table.add_row([
+        "records counted by tollgate".to_owned(),
+        recorded.to_string(),
+    ]);
+    table.add_row([
+        "monthly limit / hard limit".to_owned(),
+        format!("{LIMIT} / {HARD_LIMIT}"),
+    ]);
+    table.add_row([
+        "warning first seen at record".to_owned(),
+        run.warned_at.map_or("-".to_owned(), |n| n.to_string()),
+    ]);
+    table.add_row([
+        "loads refused (429 records-limit-exceeded)".to_owned(),
+        run.refused.to_string(),
+    ]);
+    table.add_row([
+        "incidents read from ServiceNow".to_owned(),
+        servicenow.hits().to_string(),
+    ]);
     table.add_row(["Jira issues created".to_owned(), jira.hits().to_string()]);
     table.add_row(["flow \"incidents\" afterwards".to_owned(), flow_state]);
-    table.add_row(["elapsed".to_owned(), format!("{:.1} s", run.elapsed.as_secs_f64())]);
+    table.add_row([
+        "elapsed".to_owned(),
+        format!("{:.1} s", run.elapsed.as_secs_f64()),
+    ]);
     println!("{table}");
     let ok = run.accepted == HARD_LIMIT && recorded == HARD_LIMIT && run.refused > 0;
-    println!("{}", if ok { "demo complete: the hard limit held exactly" } else { "demo finished, but the counts are not what they should be" });
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    println!(
+        "{}",
+        if ok {
+            "demo complete: the hard limit held exactly"
+        } else {
+            "demo finished, but the counts are not what they should be"
+        }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Issuer key, demo license, admin token and config in `dir`; returns the config path.
@@ -94,10 +144,12 @@ fn write_setup(dir: &Path, servicenow: SocketAddr, jira: SocketAddr) -> Result<P
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(|err| CliError::at(path.display(), err))
     };
-    std::fs::create_dir_all(dir.join("licenses")).map_err(|err| CliError::at(dir.display(), err))?;
+    std::fs::create_dir_all(dir.join("licenses"))
+        .map_err(|err| CliError::at(dir.display(), err))?;
     let (private, public) = license::generate_keypair();
     write("issuer.pub", &public)?;
-    let key = license::signing_key_from_pem(&private).map_err(|err| CliError(format!("demo issuer key: {err}")))?;
+    let key = license::signing_key_from_pem(&private)
+        .map_err(|err| CliError(format!("demo issuer key: {err}")))?;
     let now = Utc::now();
     let payload = json!({
         "version": 1, "id": "LIC-DEMO-LIVE", "kind": "pair", "company": "Demo Corp",
@@ -105,9 +157,13 @@ fn write_setup(dir: &Path, servicenow: SocketAddr, jira: SocketAddr) -> Result<P
         "start": (now - TimeDelta::days(1)).to_rfc3339(), "expire": (now + TimeDelta::days(30)).to_rfc3339(),
         "system_a": "servicenow", "system_b": "jira", "points": 1, "transferred_records": LIMIT,
     });
-    let signed = license::sign(payload.to_string().as_bytes(), &key).map_err(|err| CliError(format!("demo license: {err}")))?;
+    let signed = license::sign(payload.to_string().as_bytes(), &key)
+        .map_err(|err| CliError(format!("demo license: {err}")))?;
     write("licenses/LIC-DEMO-LIVE.lic", &signed)?;
-    write("admin.token", &format!("demo-{:x}\n", now.timestamp_nanos_opt().unwrap_or(0)))?;
+    write(
+        "admin.token",
+        &format!("demo-{:x}\n", now.timestamp_nanos_opt().unwrap_or(0)),
+    )?;
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -156,8 +212,12 @@ struct Target {
 
 impl Target {
     async fn start(name: &'static str) -> Result<Target, CliError> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|err| CliError(format!("simulated {name}: {err}")))?;
-        let addr = listener.local_addr().map_err(|err| CliError(format!("simulated {name}: {err}")))?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|err| CliError(format!("simulated {name}: {err}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|err| CliError(format!("simulated {name}: {err}")))?;
         let hits = Arc::new(AtomicU64::new(0));
         let counter = hits.clone();
         tokio::spawn(async move {
@@ -168,7 +228,9 @@ impl Target {
                         let counter = counter.clone();
                         async move { Ok::<_, Infallible>(answer(name, &counter, req)) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -183,8 +245,14 @@ impl Target {
 fn answer(name: &str, hits: &AtomicU64, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let n = hits.fetch_add(1, Ordering::Relaxed) + 1;
     let (status, body) = match (name, req.method()) {
-        ("jira", &Method::POST) => (StatusCode::CREATED, json!({"id": n.to_string(), "key": format!("DEMO-{n}")})),
-        _ => (StatusCode::OK, json!({"result": [{"number": format!("INC{n:07}"), "short_description": "Printer on fire"}]})),
+        ("jira", &Method::POST) => (
+            StatusCode::CREATED,
+            json!({"id": n.to_string(), "key": format!("DEMO-{n}")}),
+        ),
+        _ => (
+            StatusCode::OK,
+            json!({"result": [{"number": format!("INC{n:07}"), "short_description": "Printer on fire"}]}),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
@@ -207,10 +275,18 @@ struct Engine {
 
 impl Engine {
     fn new(tollgate: SocketAddr) -> Engine {
-        Engine { tollgate, client: Client::builder(TokioExecutor::new()).build_http() }
+        Engine {
+            tollgate,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Value) -> Result<Response<Incoming>, CliError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Response<Incoming>, CliError> {
         let request = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.tollgate))
@@ -218,7 +294,10 @@ impl Engine {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|err| CliError(format!("engine: {err}")))?;
-        self.client.request(request).await.map_err(|err| CliError(format!("engine: cannot reach tollgate: {err}")))
+        self.client
+            .request(request)
+            .await
+            .map_err(|err| CliError(format!("engine: cannot reach tollgate: {err}")))
     }
 
     async fn drive(&self, pace: Duration) -> Result<EngineRun, CliError> {
@@ -229,27 +308,66 @@ impl Engine {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("#>-"),
         );
-        let mut run = EngineRun { accepted: 0, refused: 0, warned_at: None, elapsed: Duration::ZERO };
+        let mut run = EngineRun {
+            accepted: 0,
+            refused: 0,
+            warned_at: None,
+            elapsed: Duration::ZERO,
+        };
         while run.refused < REFUSALS_TO_STOP && started.elapsed() < Duration::from_secs(50) {
-            let read = self.send(Method::GET, "/servicenow-1/api/now/table/incident?sysparm_limit=1", Value::Null).await?;
+            let read = self
+                .send(
+                    Method::GET,
+                    "/servicenow-1/api/now/table/incident?sysparm_limit=1",
+                    Value::Null,
+                )
+                .await?;
             let _ = read.into_body().collect().await;
-            let load = self.send(Method::POST, "/jira-1/rest/api/2/issue", json!({"fields": {"summary": "Printer on fire"}})).await?;
+            let load = self
+                .send(
+                    Method::POST,
+                    "/jira-1/rest/api/2/issue",
+                    json!({"fields": {"summary": "Printer on fire"}}),
+                )
+                .await?;
             let status = load.status();
-            let warning = load.headers().get("tollgate-warning").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let reason = load.headers().get("tollgate-reason").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let warning = load
+                .headers()
+                .get("tollgate-warning")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let reason = load
+                .headers()
+                .get("tollgate-reason")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let _ = load.into_body().collect().await;
             if status.is_success() {
                 run.accepted += 1;
                 bar.set_position(run.accepted);
                 if let (Some(warning), None) = (warning, run.warned_at) {
                     run.warned_at = Some(run.accepted);
-                    say(&bar, format!("  warning at record {}: Tollgate-Warning: {warning}", run.accepted));
+                    say(
+                        &bar,
+                        format!(
+                            "  warning at record {}: Tollgate-Warning: {warning}",
+                            run.accepted
+                        ),
+                    );
                     bar.set_message("over the limit, inside the 10% buffer");
                 }
             } else {
                 run.refused += 1;
                 if run.refused == 1 {
-                    say(&bar, format!("  refused after record {}: {} {}", run.accepted, status.as_u16(), reason.as_deref().unwrap_or("-")));
+                    say(
+                        &bar,
+                        format!(
+                            "  refused after record {}: {} {}",
+                            run.accepted,
+                            status.as_u16(),
+                            reason.as_deref().unwrap_or("-")
+                        ),
+                    );
                     bar.set_message("refused");
                 }
             }
@@ -276,7 +394,15 @@ async fn admin_get(admin: SocketAddr, token: &str, path: &str) -> Result<Value, 
         .header("authorization", format!("Bearer {token}"))
         .body(Full::default())
         .map_err(|err| CliError(err.to_string()))?;
-    let response = client.request(request).await.map_err(|err| CliError(format!("admin API: {err}")))?;
-    let body = response.into_body().collect().await.map_err(|err| CliError(format!("admin API: {err}")))?.to_bytes();
+    let response = client
+        .request(request)
+        .await
+        .map_err(|err| CliError(format!("admin API: {err}")))?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| CliError(format!("admin API: {err}")))?
+        .to_bytes();
     serde_json::from_slice(&body).map_err(|err| CliError(format!("admin API: {err}")))
 }

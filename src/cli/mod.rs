@@ -131,10 +131,18 @@ impl CliError {
 /// Runs one parsed command line; `Ok` carries the exit code for verbs that decide it.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Run { config, log_format, worker_threads } => run::run(&config, log_format, worker_threads),
+        Command::Run {
+            config,
+            log_format,
+            worker_threads,
+        } => run::run(&config, log_format, worker_threads),
         Command::Check { config } => check::run(&config),
         Command::Demo { pace } => demo::run(pace),
-        Command::Usage { admin, token_file, json } => usage::run(&admin, token_file.as_deref(), json),
+        Command::Usage {
+            admin,
+            token_file,
+            json,
+        } => usage::run(&admin, token_file.as_deref(), json),
         Command::License(cmd) => match cmd {
             LicenseCommand::Keygen { out } => license_cmd::keygen(&out),
             LicenseCommand::Sign { key, input, out } => license_cmd::sign(&key, &input, &out),

@@ -11,7 +11,11 @@ use crate::control::Control;
 use crate::sidecar::Sidecar;
 
 /// Runs the sidecar until SIGTERM or SIGINT.
-pub(super) fn run(config_path: &Path, log_format: LogFormat, worker_threads: Option<u16>) -> Result<ExitCode, CliError> {
+pub(super) fn run(
+    config_path: &Path,
+    log_format: LogFormat,
+    worker_threads: Option<u16>,
+) -> Result<ExitCode, CliError> {
     init_logging(log_format);
     // One worker thread means one thread: no cross-thread wake-ups between connection tasks.
     let mut builder = match worker_threads {
@@ -67,9 +71,13 @@ pub(super) fn init_logging(format: LogFormat) {
 pub(super) fn init_logging_at(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
     };
 }

@@ -15,11 +15,23 @@ use serde_json::{json, Value};
 use super::CliError;
 
 /// Fetches licenses, flows, entitlements and this month's usage and prints them.
-pub(super) fn run(admin: &str, token_file: Option<&Path>, as_json: bool) -> Result<ExitCode, CliError> {
-    let base: Uri = admin.trim_end_matches('/').parse().map_err(|err| CliError(format!("--admin {admin:?} is not a URL: {err}")))?;
+pub(super) fn run(
+    admin: &str,
+    token_file: Option<&Path>,
+    as_json: bool,
+) -> Result<ExitCode, CliError> {
+    let base: Uri = admin
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|err| CliError(format!("--admin {admin:?} is not a URL: {err}")))?;
     let token = match token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path).map_err(|err| CliError::at(path.display(), format!("cannot read the token: {err}")))?.trim().to_owned(),
+            std::fs::read_to_string(path)
+                .map_err(|err| {
+                    CliError::at(path.display(), format!("cannot read the token: {err}"))
+                })?
+                .trim()
+                .to_owned(),
         ),
         None => None,
     };
@@ -38,7 +50,10 @@ pub(super) fn run(admin: &str, token_file: Option<&Path>, as_json: bool) -> Resu
         }))
     })?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         print_tables(&report);
     }
@@ -47,26 +62,52 @@ pub(super) fn run(admin: &str, token_file: Option<&Path>, as_json: bool) -> Resu
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
-async fn fetch(client: &HttpClient, base: &Uri, token: Option<&str>, path: &str) -> Result<Value, CliError> {
+async fn fetch(
+    client: &HttpClient,
+    base: &Uri,
+    token: Option<&str>,
+    path: &str,
+) -> Result<Value, CliError> {
     let (Some(scheme), Some(authority)) = (base.scheme_str(), base.authority()) else {
-        return Err(CliError(format!("--admin {base} must be an absolute http:// URL")));
+        return Err(CliError(format!(
+            "--admin {base} must be an absolute http:// URL"
+        )));
     };
-    let url = format!("{scheme}://{authority}{}{path}", base.path().trim_end_matches('/'));
+    let url = format!(
+        "{scheme}://{authority}{}{path}",
+        base.path().trim_end_matches('/')
+    );
     let mut request = Request::get(url.as_str());
     if let Some(token) = token {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = request.body(Empty::new()).map_err(|err| CliError(format!("{url}: {err}")))?;
-    let response = client.request(request).await.map_err(|err| CliError(format!("{url}: cannot reach the admin API: {err}")))?;
+    let request = request
+        .body(Empty::new())
+        .map_err(|err| CliError(format!("{url}: {err}")))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|err| CliError(format!("{url}: cannot reach the admin API: {err}")))?;
     let status = response.status();
-    let body = response.into_body().collect().await.map_err(|err| CliError(format!("{url}: {err}")))?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| CliError(format!("{url}: {err}")))?
+        .to_bytes();
     if status == StatusCode::UNAUTHORIZED {
-        return Err(CliError(format!("{url}: the admin API refused the token (pass the admin token with --token-file)")));
+        return Err(CliError(format!(
+            "{url}: the admin API refused the token (pass the admin token with --token-file)"
+        )));
     }
     if !status.is_success() {
-        return Err(CliError(format!("{url}: {status}: {}", String::from_utf8_lossy(&body))));
+        return Err(CliError(format!(
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
     }
-    serde_json::from_slice(&body).map_err(|err| CliError(format!("{url}: the answer is not JSON: {err}")))
+    serde_json::from_slice(&body)
+        .map_err(|err| CliError(format!("{url}: the answer is not JSON: {err}")))
 }
 
 /// `[#########+....]` — used against the limit, `+` inside the 10% buffer.
@@ -96,48 +137,114 @@ fn text(value: &Value) -> String {
 }
 
 fn print_tables(report: &Value) {
-    let mut licenses = table(["license", "kind", "state", "points used/total", "records this month", "usage"]);
+    let mut licenses = table([
+        "license",
+        "kind",
+        "state",
+        "points used/total",
+        "records this month",
+        "usage",
+    ]);
     for license in report["licenses"].as_array().into_iter().flatten() {
         let records = &license["records"];
-        let (used, limit, hard) = (records["used"].as_u64(), records["limit"].as_u64(), records["hard_limit"].as_u64());
+        let (used, limit, hard) = (
+            records["used"].as_u64(),
+            records["limit"].as_u64(),
+            records["hard_limit"].as_u64(),
+        );
         let (records_text, usage) = match (used, limit, hard) {
-            (Some(used), Some(limit), Some(hard)) => (format!("{used} / {limit} (hard {hard})"), bar(used, limit, hard)),
+            (Some(used), Some(limit), Some(hard)) => (
+                format!("{used} / {limit} (hard {hard})"),
+                bar(used, limit, hard),
+            ),
             (Some(used), _, _) => (format!("{used} (no limit)"), String::new()),
             _ => ("-".to_owned(), String::new()),
         };
-        let points = match (license["points"]["used"].as_u64(), license["points"]["total"].as_u64()) {
+        let points = match (
+            license["points"]["used"].as_u64(),
+            license["points"]["total"].as_u64(),
+        ) {
             (Some(used), Some(total)) => format!("{used}/{total}"),
             _ => "-".to_owned(),
         };
-        licenses.add_row([text(&license["id"]), text(&license["kind"]), text(&license["state"]), points, records_text, usage]);
+        licenses.add_row([
+            text(&license["id"]),
+            text(&license["kind"]),
+            text(&license["state"]),
+            points,
+            records_text,
+            usage,
+        ]);
     }
-    println!("Licenses ({})\n{licenses}\n", text(&report["usage"]["month"]));
+    println!(
+        "Licenses ({})\n{licenses}\n",
+        text(&report["usage"]["month"])
+    );
 
     let used_by_flow = |id: &Value| {
-        report["usage"]["flows"].as_array().into_iter().flatten().find(|f| f["id"] == *id).map_or("-".to_owned(), |f| text(&f["used"]))
+        report["usage"]["flows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["id"] == *id)
+            .map_or("-".to_owned(), |f| text(&f["used"]))
     };
-    let mut flows = table(["flow", "environment", "pair", "state", "license", "records this month"]);
+    let mut flows = table([
+        "flow",
+        "environment",
+        "pair",
+        "state",
+        "license",
+        "records this month",
+    ]);
     for flow in report["flows"].as_array().into_iter().flatten() {
-        let state = if flow["enabled"] == true { "enabled".to_owned() } else { format!("disabled ({})", text(&flow["reason"])) };
-        flows.add_row([text(&flow["id"]), text(&flow["environment"]), text(&flow["pair_key"]), state, text(&flow["license"]), used_by_flow(&flow["id"])]);
+        let state = if flow["enabled"] == true {
+            "enabled".to_owned()
+        } else {
+            format!("disabled ({})", text(&flow["reason"]))
+        };
+        flows.add_row([
+            text(&flow["id"]),
+            text(&flow["environment"]),
+            text(&flow["pair_key"]),
+            state,
+            text(&flow["license"]),
+            used_by_flow(&flow["id"]),
+        ]);
     }
     println!("Flows\n{flows}\n");
 
-    let mut entitlements = table(["environment", "active flows", "endpoint apps", "trading partners", "agents"]);
+    let mut entitlements = table([
+        "environment",
+        "active flows",
+        "endpoint apps",
+        "trading partners",
+        "agents",
+    ]);
     for environment in ["production", "sandbox"] {
         let env = &report["entitlements"][environment];
         let cell = |name: &str| {
-            let limit = env[name]["limit"].as_u64().map_or("no limit".to_owned(), |l| l.to_string());
+            let limit = env[name]["limit"]
+                .as_u64()
+                .map_or("no limit".to_owned(), |l| l.to_string());
             format!("{} / {limit}", text(&env[name]["used"]))
         };
-        entitlements.add_row([environment.to_owned(), cell("flows"), cell("endpoint_apps"), cell("trading_partners"), cell("agents")]);
+        entitlements.add_row([
+            environment.to_owned(),
+            cell("flows"),
+            cell("endpoint_apps"),
+            cell("trading_partners"),
+            cell("agents"),
+        ]);
     }
     println!("Entitlements in use / limit\n{entitlements}");
 }
 
 fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut table = Table::new();
-    table.load_preset(presets::ASCII_MARKDOWN).set_header(header);
+    table
+        .load_preset(presets::ASCII_MARKDOWN)
+        .set_header(header);
     table
 }
 

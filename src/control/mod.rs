@@ -518,8 +518,16 @@ impl Control {
                 json!({"id": &*flow.id, "used": used})
             })
             .collect();
+        let mut daily = serde_json::Map::new();
+        for entry in &snapshot.licenses {
+            let days = self
+                .store
+                .license_days(entry.id(), &label)
+                .map_err(|err| err.to_string())?;
+            daily.insert(entry.id().to_owned(), json!(days));
+        }
         Ok(
-            json!({"month": label, "timezone": snapshot.tz.name(), "licenses": licenses, "flows": flows}),
+            json!({"month": label, "timezone": snapshot.tz.name(), "licenses": licenses, "flows": flows, "daily": daily}),
         )
     }
 
