@@ -193,7 +193,10 @@ async fn points_are_allocated_and_released_through_the_api() {
         .get("/jira-1/x", Some("a"))
         .await
         .assert_problem(403, "flow-disabled");
-    assert_eq!(problem["reason"], "operator", "{problem}");
+    assert_eq!(
+        problem["reason"], "points-exhausted",
+        "a refused flow stays disabled with the refusal's reason: {problem}"
+    );
 
     // Enabling and disabling are idempotent and don't leak points.
     for _ in 0..3 {

@@ -367,8 +367,30 @@ impl Control {
             Err(refusal) => Some(refusal.clone()),
         };
         if let Some(refusal) = refusal {
+            // Nothing else changes, and the flow stays disabled with the refusal's reason.
             state.settings = saved;
             state.next_order -= 1;
+            let reason = match &refusal {
+                Refusal::Conflict {
+                    code: "points-exhausted",
+                    ..
+                } => Some(DisabledReason::PointsExhausted),
+                Refusal::Conflict {
+                    code: "entitlement-exceeded",
+                    ..
+                } => Some(DisabledReason::EntitlementExceeded),
+                Refusal::Conflict {
+                    code: "records-limit-exceeded",
+                    ..
+                } => Some(DisabledReason::RecordsLimit),
+                _ => None,
+            };
+            if let (Some(reason), Some(setting)) = (reason, state.settings.get_mut(id)) {
+                if setting.reason != reason {
+                    setting.reason = reason;
+                    self.rebuild(&mut state).map_err(Refusal::Failed)?;
+                }
+            }
             return Err(refusal);
         }
         if let Ok(snapshot) = candidate {

@@ -239,6 +239,8 @@ pub struct SubscriptionLimits {
     pub pricing: Pricing,
     /// A free period (`unlimited_until` in the future) lifts every limit.
     pub unlimited: bool,
+    /// When the free period ends (the latest `unlimited_until` still ahead).
+    pub free_until: Option<DateTime<Utc>>,
     /// Limits per environment, in `ENTITLEMENTS` order: production, sandbox.
     pub limits: [[u64; 4]; 2],
 }
@@ -592,14 +594,15 @@ fn subscription_limits(
             }
         }
     }
-    let unlimited = valid.iter().any(|(_, terms)| {
-        terms
-            .unlimited_until
-            .is_some_and(|until| moment.now < until)
-    });
+    let free_until = valid
+        .iter()
+        .filter_map(|(_, terms)| terms.unlimited_until)
+        .filter(|until| moment.now < *until)
+        .max();
     Ok(Some(SubscriptionLimits {
         pricing: last.1.pricing,
-        unlimited,
+        unlimited: free_until.is_some(),
+        free_until,
         limits,
     }))
 }
@@ -615,11 +618,19 @@ impl Snapshot {
         self.flow_ids.get(id).copied()
     }
 
-    /// Whether time has moved any license across its start or expiry since compilation.
+    /// Whether time has moved any license across its start or expiry, or ended a free
+    /// period, since compilation.
     pub fn is_stale(&self, moment: Moment) -> bool {
-        self.licenses
-            .iter()
-            .any(|license| license.usable_at(moment) != license.compiled_state)
+        let free_period_over = self
+            .entitlements
+            .limits
+            .and_then(|limits| limits.free_until)
+            .is_some_and(|until| moment.now >= until);
+        free_period_over
+            || self
+                .licenses
+                .iter()
+                .any(|license| license.usable_at(moment) != license.compiled_state)
     }
 
     /// The request counters for a request tied to `flow` and `instance` as far as it got.

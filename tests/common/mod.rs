@@ -1389,3 +1389,497 @@ impl Tollgate {
         matches!(self.process.child.try_wait(), Ok(None))
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Restarts, process environment and metering views (the `tests/metering_*.rs` suites)
+// ---------------------------------------------------------------------------------------
+
+/// Spawns `tollgate run --config config` in `dir` with `env` set; its stdout and stderr are
+/// collected into the returned log.
+fn spawn_tollgate(config: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, Arc<Mutex<String>>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("TOLLGATE_NOW")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Ok(level) = std::env::var("TOLLGATE_TEST_RUST_LOG") {
+        command.env("RUST_LOG", level);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("spawn tollgate run");
+    let log = Arc::new(Mutex::new(String::new()));
+    drain(child.stderr.take().unwrap(), log.clone());
+    drain(child.stdout.take().unwrap(), log.clone());
+    (child, log)
+}
+
+impl Builder {
+    /// Like [`Builder::start`], with `key = value` lines added to `[state]` (e.g.
+    /// `durability = "batched"`) and `env` set on the process (e.g. `TOLLGATE_NOW`, which
+    /// only a binary built with the `test-clock` feature reads).
+    pub async fn start_with(self, state: &[&str], env: &[(&str, &str)]) -> Tollgate {
+        let mut config_text = self.config_text();
+        let section = "\n[state]\ndir = \"state\"\n";
+        let mut lines = String::from(section);
+        for line in state {
+            lines.push_str(line);
+            lines.push('\n');
+        }
+        assert!(
+            config_text.contains(section),
+            "no [state] section in:\n{config_text}"
+        );
+        config_text = config_text.replacen(section, &lines, 1);
+        let config = self.dir.path().join("tollgate.toml");
+        std::fs::write(&config, &config_text).unwrap();
+        let mut roles = vec!["engine".to_owned(), "admin".to_owned()];
+        roles.extend(
+            self.instances
+                .iter()
+                .filter(|i| i.dedicated)
+                .map(|i| format!("instance:{}", i.id)),
+        );
+        let (child, log) = spawn_tollgate(&config, self.dir.path(), env);
+        let pid = child.id();
+        let mut tollgate = Tollgate {
+            process: ChildGuard { child },
+            pid,
+            engine: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            listeners: HashMap::new(),
+            token: self.token,
+            log,
+            client: http1_client(),
+            config_path: config,
+            config_text,
+            issuer: self.issuer,
+            dir: self.dir,
+        };
+        tollgate.await_listeners(&roles).await;
+        tollgate.await_ready().await;
+        tollgate
+    }
+}
+
+impl Tollgate {
+    /// Sends SIGKILL (`kill -9`) to the sidecar by pid.
+    pub fn kill9(&self) {
+        self.signal("KILL");
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; panics if it does not exit.
+    pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal("TERM");
+        match self.wait_exit(timeout).await {
+            Some(status) => status,
+            None => panic!(
+                "tollgate did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                self.logs()
+            ),
+        }
+    }
+
+    /// Starts `tollgate run` again on the same scratch directory, config and state, with
+    /// `env`, after the previous process has exited (it is killed if it has not). The log
+    /// starts afresh; listeners get new addresses, read from the new log.
+    pub async fn restart(&mut self, env: &[(&str, &str)]) {
+        if self.is_running() {
+            self.kill9();
+            self.wait_exit(Duration::from_secs(10)).await;
+        }
+        let mut roles: Vec<String> = self.listeners.keys().cloned().collect();
+        roles.sort();
+        let (child, log) = spawn_tollgate(&self.config_path, self.dir.path(), env);
+        self.pid = child.id();
+        self.process = ChildGuard { child };
+        self.log = log;
+        self.client = http1_client();
+        self.await_listeners(&roles).await;
+        self.await_ready().await;
+    }
+
+    /// `GET /v1/usage` (current month) or `GET /v1/usage?month=…`, as JSON, asserting 200.
+    pub async fn usage(&self, month: Option<&str>) -> Value {
+        let path = match month {
+            Some(month) => format!("/v1/usage?month={month}"),
+            None => "/v1/usage".to_owned(),
+        };
+        let resp = self.admin_get(&path).await;
+        assert_eq!(resp.status, StatusCode::OK, "GET {path}: {}", resp.text());
+        resp.json()
+    }
+
+    /// `used` of license `id` in a `/v1/usage` answer (panics if it is not listed).
+    pub async fn usage_of_license(&self, month: Option<&str>, id: &str) -> u64 {
+        let usage = self.usage(month).await;
+        usage["licenses"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["id"] == id))
+            .and_then(|l| l["used"].as_u64())
+            .unwrap_or_else(|| panic!("license {id} not in /v1/usage: {usage}"))
+    }
+
+    /// `used` of flow `id` in a `/v1/usage` answer (panics if it is not listed).
+    pub async fn usage_of_flow(&self, month: Option<&str>, id: &str) -> u64 {
+        let usage = self.usage(month).await;
+        usage["flows"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["id"] == id))
+            .and_then(|f| f["used"].as_u64())
+            .unwrap_or_else(|| panic!("flow {id} not in /v1/usage: {usage}"))
+    }
+
+    /// `records` of license `id` from `GET /v1/licenses`.
+    pub async fn records(&self, id: &str) -> Value {
+        let license = self
+            .license(id)
+            .await
+            .unwrap_or_else(|| panic!("license {id} not in /v1/licenses"));
+        license["records"].clone()
+    }
+
+    /// The newest `limit` audit events (`GET /v1/audit?limit=…`), newest first.
+    pub async fn audit(&self, limit: usize) -> Vec<Value> {
+        let path = format!("/v1/audit?limit={limit}");
+        let resp = self.admin_get(&path).await;
+        assert_eq!(resp.status, StatusCode::OK, "GET {path}: {}", resp.text());
+        resp.json()["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("GET {path}: no events array: {}", resp.text()))
+    }
+}
+
+/// A request with the flow header to `addr` (the engine listener), for load generators that
+/// run in their own tasks.
+pub async fn flow_request(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    flow: &str,
+    body: impl Into<Bytes>,
+) -> Result<Resp, String> {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("tollgate-flow", flow)
+        .body(Full::new(body.into()))
+        .unwrap();
+    send(client, req).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscription entitlements (the `tests/entitlements_*.rs` suites)
+// ---------------------------------------------------------------------------------------
+
+/// One environment's limits as a subscription payload spells them, from
+/// `[flows, endpoint_apps, trading_partners, agents]`.
+pub fn env_limits(limits: [u64; 4]) -> Value {
+    json!({
+        "flows": limits[0],
+        "endpoint_apps": limits[1],
+        "trading_partners": limits[2],
+        "agents": limits[3],
+    })
+}
+
+/// A valid, unbound subscription license payload (SPEC §3) with `pricing` (`endpoint` |
+/// `platform`) and the limits `[flows, endpoint_apps, trading_partners, agents]` of each
+/// environment.
+pub fn subscription_license(
+    id: &str,
+    pricing: &str,
+    production: [u64; 4],
+    sandbox: [u64; 4],
+) -> Value {
+    json!({
+        "version": 1,
+        "id": id,
+        "kind": "subscription",
+        "company": "Acme Corp",
+        "registered_to": "Jane Doe",
+        "email": "jane@acme.example",
+        "start": "2020-01-01T00:00:00Z",
+        "expire": "2099-01-01T00:00:00Z",
+        "pricing": pricing,
+        "production": env_limits(production),
+        "sandbox": env_limits(sandbox),
+    })
+}
+
+/// An `[[instances]]` table with `connector` and raw `key = value` attribute lines (values
+/// already in TOML syntax, e.g. `("host", "\"db.example\"")`, `("port", "2121")`).
+pub fn toml_instance(id: &str, connector: &str, attributes: &[(&str, &str)]) -> String {
+    let mut text = format!("[[instances]]\nid = \"{id}\"\nconnector = \"{connector}\"\n");
+    for (key, value) in attributes {
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    text.push('\n');
+    text
+}
+
+/// A `[[flows]]` table of `kind` in `environment` between `systems`, enabled at start or not.
+pub fn toml_flow(
+    id: &str,
+    kind: &str,
+    environment: &str,
+    systems: &[&str],
+    enabled: bool,
+) -> String {
+    let systems: Vec<String> = systems.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[[flows]]\nid = \"{id}\"\nkind = \"{kind}\"\nenvironment = \"{environment}\"\nsystems = [{}]\nenabled = {enabled}\n\n",
+        systems.join(", ")
+    )
+}
+
+/// Armors an envelope per SPEC §3 (base64 lines of at most 76 characters).
+fn armor_envelope(envelope: &Value) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    let encoded = STANDARD.encode(envelope.to_string());
+    let mut text = String::from("-----BEGIN TOLLGATE LICENSE-----\n");
+    for chunk in encoded.as_bytes().chunks(76) {
+        text.push_str(std::str::from_utf8(chunk).unwrap());
+        text.push('\n');
+    }
+    text.push_str("-----END TOLLGATE LICENSE-----\n");
+    text
+}
+
+impl Issuer {
+    /// Signs `payload_json` exactly as SPEC §3 describes, without checking the payload (for
+    /// payloads `tollgate license sign` rightly refuses); returns the armored license text.
+    pub fn sign_unchecked(&self, payload_json: &str) -> String {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        use ed25519_dalek::Signer;
+        use sha2::Digest;
+        let pem = std::fs::read_to_string(self.dir.join("issuer.key")).unwrap();
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).expect("issuer.key is PKCS#8");
+        let digest = sha2::Sha256::digest(key.verifying_key().as_bytes());
+        let kid: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let payload = STANDARD.encode(payload_json);
+        let signature = key.sign(format!("tollgate-license-v1.{payload}").as_bytes());
+        armor_envelope(&json!({
+            "alg": "ed25519",
+            "kid": kid,
+            "payload": payload,
+            "sig": STANDARD.encode(signature.to_bytes()),
+        }))
+    }
+}
+
+impl Builder {
+    /// The config this builder writes with `toml` appended: raw `[[instances]]` and
+    /// `[[flows]]` tables (any connector, kind and environment; see [`toml_instance`] and
+    /// [`toml_flow`]).
+    pub fn config_text_with(&self, toml: &str) -> String {
+        format!("{}\n{toml}", self.config_text())
+    }
+
+    /// Writes [`Builder::config_text_with`] as `tollgate.toml` and runs
+    /// `tollgate check --config` on it.
+    pub fn check_toml(&self, toml: &str) -> std::process::Output {
+        let config = self.dir.path().join("tollgate.toml");
+        std::fs::write(&config, self.config_text_with(toml)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("TOLLGATE_NOW")
+            .output()
+            .expect("run tollgate check")
+    }
+
+    /// Writes [`Builder::config_text_with`] and starts `tollgate run` with `env` set; returns
+    /// once the engine and admin listeners are logged and `/readyz` answers 200.
+    pub async fn start_toml(self, toml: &str, env: &[(&str, &str)]) -> Tollgate {
+        let config_text = self.config_text_with(toml);
+        let config = self.dir.path().join("tollgate.toml");
+        std::fs::write(&config, &config_text).unwrap();
+        let (child, log) = spawn_tollgate(&config, self.dir.path(), env);
+        let pid = child.id();
+        let mut tollgate = Tollgate {
+            process: ChildGuard { child },
+            pid,
+            engine: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            listeners: HashMap::new(),
+            token: self.token,
+            log,
+            client: http1_client(),
+            config_path: config,
+            config_text,
+            issuer: self.issuer,
+            dir: self.dir,
+        };
+        tollgate
+            .await_listeners(&["engine".to_owned(), "admin".to_owned()])
+            .await;
+        tollgate.await_ready().await;
+        tollgate
+    }
+}
+
+impl Tollgate {
+    /// Signs payload text with the trusted issuer key without checking it (see
+    /// [`Issuer::sign_unchecked`]).
+    pub fn sign_unchecked(&self, payload_json: &str) -> String {
+        self.issuer.sign_unchecked(payload_json)
+    }
+
+    /// `GET /v1/entitlements`, as JSON, asserting 200.
+    pub async fn entitlements(&self) -> Value {
+        let resp = self.admin_get("/v1/entitlements").await;
+        assert_eq!(
+            resp.status,
+            StatusCode::OK,
+            "GET /v1/entitlements: {}",
+            resp.text()
+        );
+        resp.json()
+    }
+
+    /// `POST /v1/flows/{id}/enable`.
+    pub async fn enable(&self, id: &str) -> Resp {
+        self.admin_post(&format!("/v1/flows/{id}/enable"), "").await
+    }
+
+    /// `POST /v1/flows/{id}/disable`, asserting 200.
+    pub async fn disable(&self, id: &str) {
+        let resp = self
+            .admin_post(&format!("/v1/flows/{id}/disable"), "")
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "disable {id}: {}", resp.text());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Operator experience (the `tests/operator_*.rs` and `tests/console_browser.rs` suites)
+// ---------------------------------------------------------------------------------------
+
+/// `role → addr` from `listening` events logged as JSON (`--log-format json`): one object
+/// per line with `fields.message == "listening"` and `fields.role`, `fields.addr`.
+fn json_listeners_in(log: &str) -> HashMap<String, SocketAddr> {
+    let mut found = HashMap::new();
+    for line in log.lines() {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let fields = &event["fields"];
+        if fields["message"] != "listening" {
+            continue;
+        }
+        if let (Some(role), Some(addr)) = (
+            fields["role"].as_str(),
+            fields["addr"].as_str().and_then(|a| a.parse().ok()),
+        ) {
+            found.insert(role.to_owned(), addr);
+        }
+    }
+    found
+}
+
+/// Every line of `log` that is a JSON object, parsed (other lines are skipped).
+pub fn json_log_events(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(Value::is_object)
+        .collect()
+}
+
+/// Runs the tollgate binary with `args` (no `RUST_LOG`, no colours) and returns its output.
+pub fn tollgate_output(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("TOLLGATE_NOW")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the tollgate binary")
+}
+
+impl Builder {
+    /// Like [`Builder::start`], with `extra` arguments after `run --config FILE` (e.g.
+    /// `["--log-format", "json"]`); the listeners are read from human or JSON log lines.
+    /// `RUST_LOG` is never set, so the log is at the default level.
+    pub async fn start_args(self, extra: &[&str]) -> Tollgate {
+        let config_text = self.config_text();
+        let config = self.dir.path().join("tollgate.toml");
+        std::fs::write(&config, &config_text).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("TOLLGATE_NOW")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn tollgate run");
+        let log = Arc::new(Mutex::new(String::new()));
+        drain(child.stderr.take().unwrap(), log.clone());
+        drain(child.stdout.take().unwrap(), log.clone());
+        let pid = child.id();
+        let mut tollgate = Tollgate {
+            process: ChildGuard { child },
+            pid,
+            engine: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            listeners: HashMap::new(),
+            token: self.token,
+            log,
+            client: http1_client(),
+            config_path: config,
+            config_text,
+            issuer: self.issuer,
+            dir: self.dir,
+        };
+        let start = Instant::now();
+        loop {
+            let log = tollgate.logs();
+            let mut found = listeners_in(&log);
+            found.extend(json_listeners_in(&log));
+            if found.contains_key("engine") && found.contains_key("admin") {
+                tollgate.engine = found["engine"];
+                tollgate.admin = found["admin"];
+                tollgate.listeners = found;
+                break;
+            }
+            if let Ok(Some(status)) = tollgate.process.child.try_wait() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                panic!(
+                    "tollgate exited ({status}) before logging its listeners; stderr:\n{}",
+                    tollgate.logs()
+                );
+            }
+            if start.elapsed() > START_TIMEOUT {
+                panic!(
+                    "tollgate did not log its engine and admin listeners within {START_TIMEOUT:?}; stderr:\n{log}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tollgate.await_ready().await;
+        tollgate
+    }
+}
