@@ -42,7 +42,7 @@ pub(super) fn check_rollback(state: &mut State, now: DateTime<Utc>) -> bool {
 
 /// Starts a new month: journals it and, with `resume_at_reset`, enables the flows the records
 /// limit stopped.
-fn roll_over(state: &mut State, month: u32, now: DateTime<Utc>) {
+pub(super) fn roll_over(state: &mut State, month: u32, now: DateTime<Utc>) {
     let resume = state.config.licensing.resume_at_reset;
     let mut resumed = Vec::new();
     if resume {
@@ -68,15 +68,18 @@ impl Control {
     pub async fn tick(&self) {
         let now = self.shared.clock.now();
         let mut state = self.state.lock().await;
-        let previous_high_water = state.high_water;
         let mut changed = check_rollback(&mut state, now);
-        if state.high_water - previous_high_water >= HIGH_WATER_EVERY || now.timestamp() % 10 == 0 {
+        if state.high_water - state.high_water_written >= HIGH_WATER_EVERY {
             self.shared.recorder.high_water(state.high_water);
+            state.high_water_written = state.high_water;
         }
         let snapshot = self.snapshot();
         let month = month_index(now, snapshot.tz);
         if month > state.month {
             roll_over(&mut state, month, now);
+            if let Err(err) = self.store.set_counted_month(month) {
+                tracing::error!(error = %err, "the new month could not be stored");
+            }
             changed = true;
         }
         if changed || snapshot.is_stale(moment(&state, now)) {

@@ -73,6 +73,8 @@ struct State {
     started: bool,
     /// The latest time seen (persisted), for clock-rollback detection.
     high_water: DateTime<Utc>,
+    /// The high-water mark last handed to the store.
+    high_water_written: DateTime<Utc>,
     /// Whether the clock is behind the high-water mark by more than `max_clock_skew`.
     rollback: bool,
     /// The month counted in, to notice rollovers.
@@ -173,15 +175,29 @@ impl Control {
             journal: Vec::new(),
             started: false,
             high_water,
+            high_water_written: high_water,
             rollback: false,
             month,
             entitlement_refusals: Vec::new(),
         };
         metering::check_rollback(&mut state, now);
+        // A month that turned while the sidecar was down is a rollover too.
+        let counted = store.counted_month().map_err(|err| err.to_string())?;
+        if let Some(counted) = counted.filter(|&counted| counted < month) {
+            state.month = counted;
+            metering::roll_over(&mut state, month, now);
+        }
+        if counted != Some(month) {
+            store
+                .set_counted_month(month)
+                .map_err(|err| err.to_string())?;
+        }
         read_licenses(&mut state, clock.as_ref())?;
         let at = moment(&state, now);
         let snapshot = build(&mut state, at, None)?;
         state.started = true;
+        recorder.high_water(state.high_water);
+        state.high_water_written = state.high_water;
         let (events, receiver) = unbounded_channel();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),

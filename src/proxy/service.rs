@@ -212,6 +212,7 @@ async fn count(
             .with_timezone(&snapshot.tz)
             .format("%Y-%m-%d")
             .to_string(),
+        at: now,
     };
     if let Err(err) = shared.recorder.record(item).await {
         tracing::error!(flow = %entry.id, error = %err, "a counted load could not be stored; answering 503");
@@ -441,10 +442,17 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
             let mut problem = refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 "records-limit-exceeded",
-                format!(
-                    "flow {:?} is stopped: its license reached the transferred-records hard limit for this month",
-                    entry.id
-                ),
+                if snapshot.config.licensing.resume_at_reset {
+                    format!(
+                        "flow {:?} is stopped: its license reached the transferred-records hard limit; it resumes when the month resets",
+                        entry.id
+                    )
+                } else {
+                    format!(
+                        "flow {:?} is stopped: its license reached the transferred-records hard limit; an operator must enable it again",
+                        entry.id
+                    )
+                },
                 None,
                 DisabledReason::RecordsLimit.as_str(),
             );

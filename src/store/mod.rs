@@ -35,6 +35,9 @@ const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 
 /// Key of the clock high-water mark in `META` (milliseconds since the epoch).
 const HIGH_WATER: &str = "clock_high_water_ms";
+/// Key of the month counts were last kept in (`year * 12 + month0`), to notice a month that
+/// turned while the sidecar was down.
+const COUNTED_MONTH: &str = "counted_month";
 
 /// Records per license or flow id.
 pub type Tally = BTreeMap<String, u64>;
@@ -329,6 +332,24 @@ impl Store {
             out.push(event);
         }
         Ok(out)
+    }
+
+    /// The month counts were last kept in, if any.
+    pub fn counted_month(&self) -> Result<Option<u32>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(META)?;
+        Ok(table
+            .get(COUNTED_MONTH)?
+            .and_then(|v| u32::try_from(v.value()).ok()))
+    }
+
+    /// Records the month counts are kept in (durably).
+    pub fn set_counted_month(&self, month: u32) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?
+            .insert(COUNTED_MONTH, i64::from(month))?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The latest time the sidecar has seen, if any.

@@ -24,6 +24,8 @@ pub struct CountItem {
     pub month: String,
     /// `YYYY-MM-DD` in the licensing time zone.
     pub day: String,
+    /// When the load was counted; commits raise the clock high-water mark to it.
+    pub at: DateTime<Utc>,
 }
 
 enum Message {
@@ -115,6 +117,7 @@ impl Pending {
                     .flow_months
                     .entry((item.flow.to_string(), item.month))
                     .or_default() += 1;
+                self.high_water = self.high_water.max(Some(item.at));
                 self.acks.extend(ack);
             }
             Message::HighWater(now) => self.high_water = self.high_water.max(Some(now)),
@@ -184,6 +187,9 @@ mod tests {
             flow: flow.into(),
             month: "2026-11".into(),
             day: "2026-11-26".into(),
+            at: DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
         }
     }
 
@@ -213,6 +219,11 @@ mod tests {
                 .unwrap()
                 .get("2026-11-26"),
             Some(&50)
+        );
+        assert_eq!(
+            store.high_water().unwrap(),
+            Some(item("a").at),
+            "count commits carry the high-water mark"
         );
     }
 
