@@ -1,0 +1,92 @@
+//! What the admin API reads from the control plane beyond the snapshot: status, usage per
+//! month (live counters or the store) and the audit trail.
+
+use serde_json::{json, Value};
+
+use super::Control;
+use crate::clock::month_index;
+
+impl Control {
+    /// The admin status: generation, rejected license files, the last config error.
+    pub async fn status(&self) -> Value {
+        let state = self.state.lock().await;
+        let rejected: Vec<Value> = state
+            .rejected
+            .iter()
+            .map(|r| json!({"path": r.path.display().to_string(), "reason": r.reason.to_string()}))
+            .collect();
+        json!({
+            "generation": self.snapshot().generation,
+            "config": self.config_path.display().to_string(),
+            "config_error": state.config_error,
+            "rejected": rejected,
+            "host": state.host.entries(),
+            "trusted_keys": state.keys.len(),
+            "clock_rollback": state.rollback,
+            "clock_high_water": state.high_water.to_rfc3339(),
+            "month": crate::clock::month_index_label(state.month),
+        })
+    }
+
+    /// Records for a month (`YYYY-MM`) per license and per flow: the live counters for the
+    /// current month, the store for any other.
+    pub fn usage(&self, month: u32) -> Result<Value, String> {
+        let snapshot = self.snapshot();
+        let label = crate::clock::month_index_label(month);
+        let current = month_index(self.shared.clock.now(), snapshot.tz);
+        let (stored_licenses, stored_flows) =
+            self.store.month(&label).map_err(|err| err.to_string())?;
+        let mut licenses: Vec<Value> = Vec::new();
+        for entry in &snapshot.licenses {
+            let used = if month == current {
+                entry.meter.committed(month)
+            } else {
+                stored_licenses.get(entry.id()).copied().unwrap_or(0)
+            };
+            licenses.push(json!({"id": entry.id(), "used": used, "limit": entry.limit, "hard_limit": entry.hard_limit}));
+        }
+        for (id, used) in &stored_licenses {
+            if snapshot.license(id).is_none() {
+                licenses.push(json!({"id": id, "used": used, "limit": null, "hard_limit": null, "installed": false}));
+            }
+        }
+        let flows: Vec<Value> = snapshot
+            .flows
+            .iter()
+            .map(|flow| {
+                let used = if month == current {
+                    flow.meter.committed(month)
+                } else {
+                    stored_flows.get(&*flow.id).copied().unwrap_or(0)
+                };
+                json!({"id": &*flow.id, "used": used})
+            })
+            .collect();
+        let mut daily = serde_json::Map::new();
+        for entry in &snapshot.licenses {
+            let days = self
+                .store
+                .license_days(entry.id(), &label)
+                .map_err(|err| err.to_string())?;
+            daily.insert(entry.id().to_owned(), json!(days));
+        }
+        Ok(
+            json!({"month": label, "timezone": snapshot.tz.name(), "licenses": licenses, "flows": flows, "daily": daily}),
+        )
+    }
+
+    /// A page of the audit trail, newest first: `{events, next}` where `next` is the cursor of
+    /// the following page.
+    pub fn audit(&self, limit: usize, before: Option<u64>) -> Result<Value, String> {
+        let events = self
+            .store
+            .audit_page(limit, before)
+            .map_err(|err| err.to_string())?;
+        let next = if events.len() == limit {
+            events.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        Ok(json!({"events": events, "next": next}))
+    }
+}
