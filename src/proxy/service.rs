@@ -176,6 +176,7 @@ fn admit<'s>(
             format!("license {license} has transferred its {hard} records for this month (limit plus 10%)"),
         )
         .with("flow", &*flow.id)
+        .with("instance", &*snapshot.instances[decision.instance as usize].id)
         .with("license", license)
         .with("reason", "hard-limit")
         .with("used", at.used)

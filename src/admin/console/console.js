@@ -95,15 +95,16 @@ async function renderFlows() {
   }));
 }
 
-function meter(label, used, limit, hard) {
+function meter(label, used, limit, hard, unit = "records") {
   const scale = Math.max(hard || limit || used, used, 1);
   const pct = (n) => `${Math.min(100, (n / scale) * 100)}%`;
-  const cls = hard && used >= hard ? "used limit" : limit && used >= limit ? "used warning" : "used";
+  const cls = unit === "points" ? "used" : hard && used >= hard ? "used limit" : limit && used >= limit ? "used warning" : "used";
   const bar = el("div", { class: "bar" });
   if (limit && hard) bar.append(el("div", { class: "buffer", style: `left:${pct(limit)};width:${pct(hard - limit)}` }));
   bar.append(el("div", { class: cls, style: `width:${pct(used)}` }));
   if (limit) bar.append(el("div", { class: "mark", style: `left:${pct(limit)}` }));
-  const right = limit ? `${used} / ${limit} (hard limit ${hard})` : `${used} (no limit)`;
+  const right = unit === "points" ? `${used} / ${limit} points used`
+    : limit ? `${used} / ${limit} (hard limit ${hard})` : `${used} (no limit)`;
   return el("div", { class: "meter" }, el("div", { class: "label" }, el("span", {}, label), el("span", {}, right)), bar);
 }
 
@@ -146,7 +147,7 @@ async function renderUsage() {
   document.getElementById("usage-month").textContent = `(${usage.month}, ${usage.timezone})`;
   document.getElementById("records").replaceChildren(...usage.licenses.map((l) => meter(l.id, l.used, l.limit, l.hard_limit)));
   document.getElementById("points").replaceChildren(...licenses.filter((l) => l.points)
-    .map((l) => meter(`${l.id} points`, l.points.used, l.points.total, l.points.total)));
+    .map((l) => meter(l.id, l.points.used, l.points.total, l.points.total, "points")));
   const body = document.querySelector("#entitlements tbody");
   body.replaceChildren(...["production", "sandbox"].map((env) => {
     const cell = (name) => {
@@ -166,19 +167,22 @@ async function render() {
   try { await renderers[state.page](); } catch (err) { show("error", err.message); }
 }
 
-async function act(work, success) {
+// Runs a change; `work` resolves to the message shown when it succeeds.
+async function act(work) {
   clearBanners();
-  try { await work(); show("notice", success); } catch (err) { show("error", err.message); }
+  let message = "";
+  try { message = await work(); } catch (err) { show("error", err.message); }
   await render().catch(() => {});
+  if (message) show("notice", message);
 }
 
 async function removeLicense(id) {
   if (!confirm(`Remove license ${id}? Flows holding its points are disabled.`)) return;
-  await act(() => api("DELETE", `/v1/licenses/${encodeURIComponent(id)}`), `License ${id} removed.`);
+  await act(async () => { await api("DELETE", `/v1/licenses/${encodeURIComponent(id)}`); return `License ${id} removed.`; });
 }
 
 async function toggleFlow(id, action) {
-  await act(() => api("POST", `/v1/flows/${encodeURIComponent(id)}/${action}`), `Flow ${id} ${action}d.`);
+  await act(async () => { await api("POST", `/v1/flows/${encodeURIComponent(id)}/${action}`); return `Flow ${id} ${action}d.`; });
 }
 
 async function upload() {
@@ -188,8 +192,9 @@ async function upload() {
   await act(async () => {
     const license = await api("POST", "/v1/licenses", text);
     const disabled = license.disabled_flows && license.disabled_flows.length ? ` Disabled: ${license.disabled_flows.join(", ")}.` : "";
-    show("notice", `License ${license.id} installed.${disabled}`);
-  }, `License from ${file.name} installed.`);
+    return `License ${license.id} installed from ${file.name}.${disabled}`;
+  });
+  document.getElementById("license-file").value = "";
 }
 
 function go(page) {
