@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use comfy_table::{presets, Table};
+use comfy_table::Table;
 
-use super::CliError;
+use super::{table, CliError};
 use crate::catalog::{canonical_endpoint, flow_pair};
 use crate::clock::{month_bounds, month_label};
 use crate::config::{Config, Environment, FlowKind, Model};
@@ -120,7 +120,7 @@ impl Report<'_> {
     }
 
     fn print_licenses(&self) {
-        let mut table = new_table([
+        let mut table = table([
             "license",
             "kind",
             "covers",
@@ -178,7 +178,7 @@ impl Report<'_> {
 
     fn print_flows(&self) {
         let snapshot = self.snapshot();
-        let mut table = new_table([
+        let mut table = table([
             "flow",
             "kind",
             "environment",
@@ -243,7 +243,7 @@ impl Report<'_> {
 
     fn print_endpoints(&self) {
         let snapshot = self.snapshot();
-        let mut table = new_table(["environment", "endpoint key", "instances"]);
+        let mut table = table(["environment", "endpoint key", "instances"]);
         for environment in Environment::ALL {
             // Instances that give the environment its endpoint apps: those of active flows
             // other than data loaders.
@@ -286,7 +286,7 @@ impl Report<'_> {
 
     fn print_entitlements(&self) {
         let entitlements = &self.snapshot().entitlements;
-        let mut table = new_table([
+        let mut table = table([
             "environment",
             "active flows",
             "endpoint apps",
@@ -315,7 +315,7 @@ impl Report<'_> {
         let tz = self.snapshot().tz;
         let now = self.now.now;
         let (start, end) = month_bounds(now, tz);
-        let mut table = new_table([
+        let mut table = table([
             "license",
             "monthly limit",
             "warning at",
@@ -348,14 +348,6 @@ impl Report<'_> {
             table.row_count() == 0,
         );
     }
-}
-
-fn new_table<const N: usize>(header: [&str; N]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(presets::ASCII_MARKDOWN)
-        .set_header(header);
-    table
 }
 
 fn print_section(title: &str, table: &Table, empty: bool) {

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{TimeDelta, Utc};
-use comfy_table::{presets, Table};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -23,7 +22,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use super::{CliError, LogFormat};
+use super::usage::{fetch, HttpClient};
+use super::{table, CliError, LogFormat};
 use crate::clock::SystemClock;
 use crate::license;
 use crate::sidecar::Sidecar;
@@ -66,8 +66,12 @@ async fn demo(dir: &Path, pace: Duration) -> Result<ExitCode, CliError> {
     println!();
 
     let run = Engine::new(sidecar.engine).drive(pace).await;
-    let usage = admin_get(sidecar.admin, token.trim(), "/v1/usage").await;
-    let flows = admin_get(sidecar.admin, token.trim(), "/v1/flows").await;
+    let admin: Uri = format!("http://{}", sidecar.admin)
+        .parse()
+        .map_err(|err| CliError(format!("admin address: {err}")))?;
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let usage = fetch(&client, &admin, Some(token.trim()), "/v1/usage").await;
+    let flows = fetch(&client, &admin, Some(token.trim()), "/v1/flows").await;
     sidecar.shutdown().await;
     let run = run?;
 
@@ -87,41 +91,38 @@ async fn demo(dir: &Path, pace: Duration) -> Result<ExitCode, CliError> {
                 format!("disabled ({})", f["reason"].as_str().unwrap_or("-"))
             }
         });
-    let mut table = Table::new();
-    table
-        .load_preset(presets::ASCII_MARKDOWN)
-        .set_header(["summary", "value"]);
-    table.add_row([
+    let mut summary = table(["summary", "value"]);
+    summary.add_row([
         "records accepted by Jira (2xx)".to_owned(),
         run.accepted.to_string(),
     ]);
-    table.add_row([
+    summary.add_row([
         "records counted by tollgate".to_owned(),
         recorded.to_string(),
     ]);
-    table.add_row([
+    summary.add_row([
         "monthly limit / hard limit".to_owned(),
         format!("{LIMIT} / {HARD_LIMIT}"),
     ]);
-    table.add_row([
+    summary.add_row([
         "warning first seen at record".to_owned(),
         run.warned_at.map_or("-".to_owned(), |n| n.to_string()),
     ]);
-    table.add_row([
+    summary.add_row([
         "loads refused (429 records-limit-exceeded)".to_owned(),
         run.refused.to_string(),
     ]);
-    table.add_row([
+    summary.add_row([
         "incidents read from ServiceNow".to_owned(),
         servicenow.hits().to_string(),
     ]);
-    table.add_row(["Jira issues created".to_owned(), jira.hits().to_string()]);
-    table.add_row(["flow \"incidents\" afterwards".to_owned(), flow_state]);
-    table.add_row([
+    summary.add_row(["Jira issues created".to_owned(), jira.hits().to_string()]);
+    summary.add_row(["flow \"incidents\" afterwards".to_owned(), flow_state]);
+    summary.add_row([
         "elapsed".to_owned(),
         format!("{:.1} s", run.elapsed.as_secs_f64()),
     ]);
-    println!("{table}");
+    println!("{summary}");
     let ok = run.accepted == HARD_LIMIT && recorded == HARD_LIMIT && run.refused > 0;
     println!(
         "{}",
@@ -386,23 +387,4 @@ fn say(bar: &ProgressBar, line: String) {
     } else {
         bar.println(line);
     }
-}
-
-async fn admin_get(admin: SocketAddr, token: &str, path: &str) -> Result<Value, CliError> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::get(format!("http://{admin}{path}"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::default())
-        .map_err(|err| CliError(err.to_string()))?;
-    let response = client
-        .request(request)
-        .await
-        .map_err(|err| CliError(format!("admin API: {err}")))?;
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|err| CliError(format!("admin API: {err}")))?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|err| CliError(format!("admin API: {err}")))
 }

@@ -116,6 +116,15 @@ pub enum LicenseCommand {
     },
 }
 
+/// A table in the plain ASCII style every verb prints (readable, and easy for scripts to cut).
+fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::ASCII_MARKDOWN)
+        .set_header(header);
+    table
+}
+
 /// An error a verb reports to the user as one sentence; the binary exits 1.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -4,7 +4,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use bytes::Bytes;
-use comfy_table::{presets, Table};
 use http::header::AUTHORIZATION;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
@@ -12,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-use super::CliError;
+use super::{table, CliError};
 
 /// Fetches licenses, flows, entitlements and this month's usage and prints them.
 pub(super) fn run(
@@ -60,9 +59,12 @@ pub(super) fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+/// The admin API client `usage` and `demo` read with.
+pub(super) type HttpClient =
+    Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
-async fn fetch(
+/// GETs one admin API path and parses its JSON; refusals become one-sentence errors.
+pub(super) async fn fetch(
     client: &HttpClient,
     base: &Uri,
     token: Option<&str>,
@@ -238,14 +240,6 @@ fn print_tables(report: &Value) {
         ]);
     }
     println!("Entitlements in use / limit\n{entitlements}");
-}
-
-fn table<const N: usize>(header: [&str; N]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(presets::ASCII_MARKDOWN)
-        .set_header(header);
-    table
 }
 
 #[cfg(test)]
