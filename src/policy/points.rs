@@ -110,12 +110,23 @@ impl PointLedger {
     /// Disables one flow of `pair`; the point is released with the pair's last enabled flow.
     pub fn disable(&mut self, pair: &InstancePair) {
         if let Some(holding) = self.holdings.get_mut(pair) {
-            holding.flows -= 1;
+            holding.flows = holding.flows.saturating_sub(1);
             if holding.flows == 0 {
                 self.used[holding.license] -= 1;
                 self.holdings.remove(pair);
             }
         }
+    }
+
+    /// Releases the points of pairs seated by [`PointLedger::keep`] that no flow enabled.
+    pub fn release_idle(&mut self) {
+        let used = &mut self.used;
+        self.holdings.retain(|_, holding| {
+            if holding.flows == 0 {
+                used[holding.license] -= 1;
+            }
+            holding.flows > 0
+        });
     }
 
     /// The license whose point this pair holds, if any.
@@ -264,6 +275,16 @@ mod tests {
             !ledger.keep(&InstancePair::new("a", "b"), &SystemPair::new("x", "y"), 0),
             "does not cover"
         );
+        ledger.disable(&kept);
+        assert_eq!(ledger.used(1), 0);
+        assert!(ledger.keep(&InstancePair::new("idle", "pair"), &sn_jira(), 1));
+        ledger.release_idle();
+        assert_eq!(
+            ledger.used(1),
+            0,
+            "a kept pair no flow enabled gives its point back"
+        );
+        assert_eq!(ledger.holder(&new), Some(0));
     }
 
     #[test]

@@ -403,6 +403,8 @@ pub fn compile(
         };
     }
 
+    ledger.release_idle();
+
     // Entitlements: tally the active flows; where an environment is over a limit, disable
     // the most recently enabled flows that use the exceeded entitlement until it fits.
     let limits = subscription.ok().flatten();
@@ -1058,6 +1060,42 @@ systems = ["loader-src"]
             "2031-01-01T00:00:00Z",
         );
         assert_eq!(states(&expired), vec![FlowState::Unlicensed("expired"); 4]);
+    }
+
+    #[test]
+    fn a_pair_whose_flows_lose_their_subscription_gives_its_point_back() {
+        let first = compile_with(
+            config("both"),
+            &[subscription("S", 9, None), pair(1)],
+            [0, 1, 2, 3],
+            "2026-06-01T00:00:00Z",
+        );
+        assert!(matches!(
+            states(&first)[0],
+            FlowState::Active { license: Some(_) }
+        ));
+        let settings: Vec<FlowSetting> = (0..4)
+            .map(|order| FlowSetting {
+                enabled: true,
+                reason: DisabledReason::Operator,
+                order,
+            })
+            .collect();
+        let moment = Moment::at(at("2026-06-01T00:00:00Z"));
+        let second = compile(
+            config("both"),
+            &[pair(1)],
+            &settings,
+            &mut Resources::default(),
+            moment,
+            Some(&first.snapshot),
+        )
+        .unwrap();
+        assert_eq!(states(&second)[0], FlowState::Unlicensed("missing"));
+        assert_eq!(
+            second.snapshot.licenses[0].points_used, 0,
+            "no flow of the pair runs, so no point is held"
+        );
     }
 
     #[test]
