@@ -299,6 +299,9 @@ impl Control {
             }
         }
         state.next_order += state.config.flows.len() as u64;
+        // Flows taken out of the config are forgotten (and dropped from the store).
+        let previous_settings = state.settings.clone();
+        state.settings.retain(|id, _| config.flow(id).is_some());
         match self.reload_licenses_locked(&mut state) {
             Ok(()) => {
                 state.config_error = None;
@@ -309,6 +312,7 @@ impl Control {
                 state.config = previous;
                 state.keys = previous_keys;
                 state.host = previous_host;
+                state.settings = previous_settings;
                 state.config_error = Some(err);
             }
         }
