@@ -190,16 +190,21 @@ async fn disabled_flows_say_why() {
 async fn flows_without_a_valid_license_say_why() {
     let (target, tg) = world().await;
 
-    for (flow, instance, reason) in [
-        ("erp", "netsuite-1", "missing"),
-        ("support", "zendesk-1", "expired"),
-        ("marketing", "hubspot-1", "not-yet-valid"),
-        ("code", "github-1", "wrong-host"),
+    for (flow, instance, reason, license) in [
+        ("erp", "netsuite-1", "missing", None),
+        ("support", "zendesk-1", "expired", Some("LIC-ZDJ")),
+        ("marketing", "hubspot-1", "not-yet-valid", Some("LIC-HSJ")),
+        ("code", "github-1", "wrong-host", Some("LIC-GHJ")),
     ] {
         for path in [format!("/{instance}/api/x"), "/jira-1/rest/x".to_owned()] {
             let resp = tg.post(&path, Some(flow), "{\"a\":1}").await;
             let problem = refused(&resp, 403, "license-invalid", &target, 0);
             assert_eq!(problem["reason"], reason, "{flow}: {problem}");
+            assert_eq!(
+                problem["license"].as_str(),
+                license,
+                "the refusal names the license that is not valid: {problem}"
+            );
             assert_eq!(problem["flow"], flow, "{problem}");
             assert!(problem["detail"].is_string(), "{problem}");
         }

@@ -162,18 +162,24 @@ impl PointLedger {
         if covering.iter().any(|&i| self.sources[i].invalid.is_none()) {
             return Err(PointRefusal::PointsExhausted);
         }
-        // Every covering license is invalid: report the one that would matter most, the latest to expire.
-        let reason = covering
-            .iter()
-            .max_by_key(|&&i| {
+        let reason = self
+            .invalid_cover(systems)
+            .and_then(|i| self.sources[i].invalid)
+            .unwrap_or("missing");
+        Err(PointRefusal::LicenseInvalid(reason))
+    }
+
+    /// Where every license covering `systems` is invalid, the one a refusal names: the latest
+    /// to expire (ties: lowest id), the one the operator most likely meant. `None` where none covers.
+    pub fn invalid_cover(&self, systems: &SystemPair) -> Option<usize> {
+        (0..self.sources.len())
+            .filter(|&i| self.sources[i].systems == *systems)
+            .max_by_key(|&i| {
                 (
                     self.sources[i].expire,
                     std::cmp::Reverse(self.sources[i].id.clone()),
                 )
             })
-            .and_then(|&i| self.sources[i].invalid)
-            .unwrap_or("missing");
-        Err(PointRefusal::LicenseInvalid(reason))
     }
 }
 

@@ -105,6 +105,9 @@ pub struct FlowEntry {
     pub state: FlowState,
     /// The pair of instances holding the point (`a+b`), if the flow has two systems.
     pub pair_key: Option<String>,
+    /// For a flow no valid license covers: the (invalid) license that would have, which its
+    /// refusals name. Index into [`Snapshot::licenses`].
+    pub unlicensed_by: Option<u32>,
     /// The flow's record counter.
     pub meter: Arc<FlowMeter>,
     /// Request counters per instance of the flow.
@@ -343,6 +346,7 @@ pub fn compile(
     order.sort_by_key(|&i| (settings[i].order, i));
     let mut refused = Vec::new();
     let subscription = subscription_limits(&config, &sorted, moment);
+    let mut unlicensed_by: Vec<Option<u32>> = vec![None; config.flows.len()];
     for (index, setting) in settings.iter().enumerate().take(config.flows.len()) {
         if !setting.enabled {
             states[index] = FlowState::Disabled(setting.reason);
@@ -383,9 +387,10 @@ pub fn compile(
         }
     }
     for &index in &order {
-        if let Err(reason) = subscription {
+        if let Err((reason, license)) = subscription {
             // Subscription licensing is required and no subscription is valid.
             states[index] = FlowState::Unlicensed(reason);
+            unlicensed_by[index] = license;
             continue;
         }
         states[index] = match &pairs[index] {
@@ -397,7 +402,12 @@ pub fn compile(
                     refused.push((index as u32, DisabledReason::PointsExhausted));
                     FlowState::Disabled(DisabledReason::PointsExhausted)
                 }
-                Err(PointRefusal::LicenseInvalid(reason)) => FlowState::Unlicensed(reason),
+                Err(PointRefusal::LicenseInvalid(reason)) => {
+                    unlicensed_by[index] = ledger
+                        .invalid_cover(systems)
+                        .map(|source| source_license[source]);
+                    FlowState::Unlicensed(reason)
+                }
             },
             _ => FlowState::Active { license: None },
         };
@@ -495,6 +505,7 @@ pub fn compile(
             systems,
             state: states[index],
             pair_key: pairs[index].as_ref().map(|(pair, _)| pair.key()),
+            unlicensed_by: unlicensed_by[index],
             meter: resources.meters.flow(&flow.id),
             requests,
             classifiers,
@@ -559,7 +570,7 @@ fn subscription_limits(
     config: &Config,
     licenses: &[Arc<Installed>],
     moment: Moment,
-) -> Result<Option<SubscriptionLimits>, &'static str> {
+) -> Result<Option<SubscriptionLimits>, (&'static str, Option<u32>)> {
     if !config.requires(Model::Subscription) {
         return Ok(None);
     }
@@ -570,6 +581,12 @@ fn subscription_limits(
             Terms::Pair(_) => None,
         })
         .collect();
+    // The subscription a refusal names when none is valid: the latest to expire.
+    let latest = licenses
+        .iter()
+        .enumerate()
+        .filter(|(_, installed)| matches!(installed.file.payload.terms, Terms::Subscription(_)))
+        .max_by_key(|(_, installed)| installed.file.payload.common.expire);
     let valid: Vec<&(&Installed, &SubscriptionTerms)> = subscriptions
         .iter()
         .filter(|(installed, _)| usable_at(installed, moment).is_ok())
@@ -578,12 +595,10 @@ fn subscription_limits(
         .iter()
         .max_by_key(|(installed, _)| installed.file.payload.common.expire)
     else {
-        let reason = subscriptions
-            .iter()
-            .max_by_key(|(installed, _)| installed.file.payload.common.expire)
-            .and_then(|(installed, _)| usable_at(installed, moment).err())
+        let reason = latest
+            .and_then(|(_, installed)| usable_at(installed, moment).err())
             .unwrap_or("missing");
-        return Err(reason);
+        return Err((reason, latest.map(|(index, _)| index as u32)));
     };
     let mut limits = [[0u64; 4]; 2];
     for (_, terms) in &valid {
@@ -850,6 +865,11 @@ systems = ["sn-1", "jira-1"]
         .unwrap()
         .snapshot;
         assert_eq!(expired.flows[0].state, FlowState::Unlicensed("expired"));
+        assert_eq!(
+            expired.flows[0].unlicensed_by,
+            Some(0),
+            "the refusal names the expired license"
+        );
         assert_eq!(expired.licenses[0].points_used, 0);
     }
 }

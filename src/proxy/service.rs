@@ -467,13 +467,25 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
             None,
             reason.as_str(),
         )),
-        FlowState::Unlicensed(reason) => Err(refuse(
-            StatusCode::FORBIDDEN,
-            "license-invalid",
-            format!("no valid license covers flow {:?} ({reason})", entry.id),
-            None,
-            reason,
-        )),
+        FlowState::Unlicensed(reason) => {
+            let license = entry
+                .unlicensed_by
+                .map(|index| snapshot.licenses[index as usize].id());
+            let detail = match license {
+                Some(id) => format!(
+                    "no valid license covers flow {:?}: license {id} is {reason}",
+                    entry.id
+                ),
+                None => format!("no valid license covers flow {:?} ({reason})", entry.id),
+            };
+            Err(refuse(
+                StatusCode::FORBIDDEN,
+                "license-invalid",
+                detail,
+                license,
+                reason,
+            ))
+        }
         FlowState::Active {
             license: Some(license),
         } => {
