@@ -306,6 +306,10 @@ async fn limit_20_with_32_concurrent_loaders_counts_exactly_22() {
     let problem = assert_over_limit(&resp);
     assert_eq!(problem["reason"], "records-limit", "{problem}");
     assert_eq!(problem["flow"], "incidents", "{problem}");
+    assert_eq!(
+        problem["license"], "LIC-REC",
+        "the refusal names the license at its limit: {problem}"
+    );
     let resp = tg
         .post(
             "/jira-1/rest/api/2/issue/ABC-1/comment",

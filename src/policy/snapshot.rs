@@ -105,9 +105,10 @@ pub struct FlowEntry {
     pub state: FlowState,
     /// The pair of instances holding the point (`a+b`), if the flow has two systems.
     pub pair_key: Option<String>,
-    /// For a flow no valid license covers: the (invalid) license that would have, which its
-    /// refusals name. Index into [`Snapshot::licenses`].
-    pub unlicensed_by: Option<u32>,
+    /// The license this flow's refusals name (index into [`Snapshot::licenses`]): for a flow no
+    /// valid license covers, the invalid one that would have; for a flow stopped by the records
+    /// limit, the covering license at its hard limit.
+    pub refusal_license: Option<u32>,
     /// The flow's record counter.
     pub meter: Arc<FlowMeter>,
     /// Request counters per instance of the flow.
@@ -346,10 +347,37 @@ pub fn compile(
     order.sort_by_key(|&i| (settings[i].order, i));
     let mut refused = Vec::new();
     let subscription = subscription_limits(&config, &sorted, moment);
-    let mut unlicensed_by: Vec<Option<u32>> = vec![None; config.flows.len()];
+    let mut refusal_license: Vec<Option<u32>> = vec![None; config.flows.len()];
+    // The timezone was validated with the config.
+    let tz: chrono_tz::Tz = config
+        .licensing
+        .timezone
+        .parse()
+        .unwrap_or(chrono_tz::Tz::UTC);
+    let month = crate::clock::month_index(moment.now, tz);
     for (index, setting) in settings.iter().enumerate().take(config.flows.len()) {
-        if !setting.enabled {
-            states[index] = FlowState::Disabled(setting.reason);
+        if setting.enabled {
+            continue;
+        }
+        states[index] = FlowState::Disabled(setting.reason);
+        if let (DisabledReason::RecordsLimit, Some((_, systems))) = (setting.reason, &pairs[index])
+        {
+            let mut at_hard_limit = |source: usize| {
+                let license = &sorted[source_license[source] as usize];
+                let hard = match &license.file.payload.terms {
+                    Terms::Pair(terms) => terms.transferred_records.map(|limit| limit + limit / 10),
+                    Terms::Subscription(_) => None,
+                };
+                let used = resources
+                    .meters
+                    .license(&license.file.payload.common.id)
+                    .committed(month);
+                ledger.sources()[source].systems == *systems
+                    && hard.is_some_and(|hard| used >= hard)
+            };
+            refusal_license[index] = (0..ledger.sources().len())
+                .find(|&s| at_hard_limit(s))
+                .map(|s| source_license[s]);
         }
     }
     // Pairs keep the license they held in the previous snapshot where it still can lend them
@@ -390,7 +418,7 @@ pub fn compile(
         if let Err((reason, license)) = subscription {
             // Subscription licensing is required and no subscription is valid.
             states[index] = FlowState::Unlicensed(reason);
-            unlicensed_by[index] = license;
+            refusal_license[index] = license;
             continue;
         }
         states[index] = match &pairs[index] {
@@ -403,7 +431,7 @@ pub fn compile(
                     FlowState::Disabled(DisabledReason::PointsExhausted)
                 }
                 Err(PointRefusal::LicenseInvalid(reason)) => {
-                    unlicensed_by[index] = ledger
+                    refusal_license[index] = ledger
                         .invalid_cover(systems)
                         .map(|source| source_license[source]);
                     FlowState::Unlicensed(reason)
@@ -505,7 +533,7 @@ pub fn compile(
             systems,
             state: states[index],
             pair_key: pairs[index].as_ref().map(|(pair, _)| pair.key()),
-            unlicensed_by: unlicensed_by[index],
+            refusal_license: refusal_license[index],
             meter: resources.meters.flow(&flow.id),
             requests,
             classifiers,
@@ -537,12 +565,6 @@ pub fn compile(
         })
         .collect();
     resources.upstreams.retain_used();
-    // The timezone was validated with the config.
-    let tz = config
-        .licensing
-        .timezone
-        .parse()
-        .unwrap_or(chrono_tz::Tz::UTC);
     let snapshot = Snapshot {
         generation,
         config,
@@ -866,7 +888,7 @@ systems = ["sn-1", "jira-1"]
         .snapshot;
         assert_eq!(expired.flows[0].state, FlowState::Unlicensed("expired"));
         assert_eq!(
-            expired.flows[0].unlicensed_by,
+            expired.flows[0].refusal_license,
             Some(0),
             "the refusal names the expired license"
         );

@@ -454,7 +454,9 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
                         entry.id
                     )
                 },
-                None,
+                entry
+                    .refusal_license
+                    .map(|index| snapshot.licenses[index as usize].id()),
                 DisabledReason::RecordsLimit.as_str(),
             );
             problem.retry_after = Some(seconds_to_reset(snapshot, now));
@@ -469,7 +471,7 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
         )),
         FlowState::Unlicensed(reason) => {
             let license = entry
-                .unlicensed_by
+                .refusal_license
                 .map(|index| snapshot.licenses[index as usize].id());
             let detail = match license {
                 Some(id) => format!(
