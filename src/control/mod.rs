@@ -279,6 +279,9 @@ impl Control {
         {
             tracing::warn!("listen addresses change only on restart");
         }
+        if config.licensing.license_dir != state.config.licensing.license_dir {
+            tracing::warn!("the new license_dir is read now, but the directory watch follows it only after a restart");
+        }
         let previous = std::mem::replace(&mut state.config, Arc::new(config));
         let (previous_keys, previous_host) = (
             std::mem::replace(&mut state.keys, keys),

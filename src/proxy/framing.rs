@@ -84,6 +84,15 @@ impl Scanner {
             match &mut self.state {
                 State::Lost => return,
                 State::Head(buffer) => {
+                    // The usual case: a whole head in one read, parsed where it lies, no copy.
+                    if buffer.is_empty() {
+                        if let Some(i) = find(data, b"\r\n\r\n") {
+                            let (head, rest) = data.split_at(i + 4);
+                            data = rest;
+                            self.state = self.after_head(head);
+                            continue;
+                        }
+                    }
                     let searched = buffer.len().saturating_sub(3);
                     buffer.extend_from_slice(data);
                     let Some(end) =
