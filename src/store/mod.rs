@@ -9,6 +9,7 @@ pub use writer::{CountItem, Recorder};
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
@@ -121,10 +122,19 @@ pub struct AuditEvent {
     pub detail: Value,
 }
 
+/// Opens the database again after an I/O failure (redb refuses every transaction after one
+/// until it is reopened; opening repairs it).
+type Reopen = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
 /// The embedded store.
 pub struct Store {
-    db: Database,
+    /// The open database; `None` only while it is being reopened after an I/O failure.
+    db: RwLock<Option<Arc<Database>>>,
+    reopen: Reopen,
 }
+
+/// How long recovery waits for readers of the failed database to finish.
+const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Store {
     /// Opens (or creates) the store in `dir`; a corrupt or unreadable store is an error, never reset.
@@ -138,9 +148,16 @@ impl Store {
                 path.display()
             ))
         })?;
-        let store = Store { db };
-        // Create every table so that readers never meet a missing one.
-        let tx = store.db.begin_write()?;
+        Store::with_database(db, Box::new(move || Database::create(&path)))
+    }
+
+    /// A store over an open database, creating every table so that readers never meet a missing one.
+    fn with_database(db: Database, reopen: Reopen) -> Result<Store, StoreError> {
+        let store = Store {
+            db: RwLock::new(Some(Arc::new(db))),
+            reopen,
+        };
+        let tx = store.database()?.begin_write()?;
         tx.open_table(LICENSE_MONTHS)?;
         tx.open_table(FLOW_MONTHS)?;
         tx.open_table(LICENSE_DAYS)?;
@@ -152,6 +169,71 @@ impl Store {
         Ok(store)
     }
 
+    /// The open database (reopened first if an earlier I/O failure closed it).
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        let poisoned = || StoreError("the store's lock is poisoned".into());
+        if let Some(db) = self.db.read().map_err(|_| poisoned())?.as_ref() {
+            return Ok(db.clone());
+        }
+        let mut slot = self.db.write().map_err(|_| poisoned())?;
+        if slot.is_none() {
+            let db = (self.reopen)()
+                .map_err(|err| StoreError(format!("cannot reopen the store: {err}")))?;
+            tracing::info!("the store was reopened after an I/O failure");
+            *slot = Some(Arc::new(db));
+        }
+        slot.as_ref()
+            .cloned()
+            .ok_or_else(|| StoreError("the store is not open".into()))
+    }
+
+    /// Runs a write; where it failed on I/O (disk full, write error), closes the database so that
+    /// the next operation reopens (and repairs) it instead of failing forever.
+    fn write<T>(&self, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let result = work();
+        if result.is_err() {
+            self.close_if_failed();
+        }
+        result
+    }
+
+    fn close_if_failed(&self) {
+        let failed = self.database().is_ok_and(|db| {
+            matches!(
+                db.begin_write(),
+                Err(redb::TransactionError::Storage(
+                    redb::StorageError::PreviousIo
+                ))
+            )
+        });
+        let Ok(mut slot) = self.db.write() else {
+            return;
+        };
+        if !failed {
+            return;
+        }
+        let Some(mut db) = slot.take() else { return };
+        // Readers hold the old database only for one short transaction.
+        let deadline = std::time::Instant::now() + RECOVERY_WAIT;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(closed) => {
+                    drop(closed);
+                    tracing::warn!("the store failed on I/O; it is reopened for the next commit");
+                    return;
+                }
+                Err(still_shared) if std::time::Instant::now() < deadline => {
+                    db = still_shared;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(still_shared) => {
+                    *slot = Some(still_shared);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Adds counts (and raises the high-water mark) in one transaction; `durable` waits for fsync.
     pub fn commit_counts(
         &self,
@@ -159,7 +241,16 @@ impl Store {
         high_water: Option<DateTime<Utc>>,
         durable: bool,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write()?;
+        self.write(|| self.commit_counts_once(batch, high_water, durable))
+    }
+
+    fn commit_counts_once(
+        &self,
+        batch: &CountBatch,
+        high_water: Option<DateTime<Utc>>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.database()?.begin_write()?;
         tx.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -183,7 +274,7 @@ impl Store {
 
     /// Committed records of a license in a month.
     pub fn license_month(&self, license: &str, month: &str) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database()?.begin_read()?;
         let table = tx.open_table(LICENSE_MONTHS)?;
         Ok(table
             .get(key(license, month).as_str())?
@@ -192,7 +283,7 @@ impl Store {
 
     /// Committed records of a flow in a month.
     pub fn flow_month(&self, flow: &str, month: &str) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database()?.begin_read()?;
         let table = tx.open_table(FLOW_MONTHS)?;
         Ok(table
             .get(key(flow, month).as_str())?
@@ -201,7 +292,7 @@ impl Store {
 
     /// Every license's and every flow's records in a month: `(licenses, flows)`.
     pub fn month(&self, month: &str) -> Result<(Tally, Tally), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database()?.begin_read()?;
         let pick =
             |table: redb::ReadOnlyTable<&str, u64>| -> Result<BTreeMap<String, u64>, StoreError> {
                 let mut out = BTreeMap::new();
@@ -227,7 +318,7 @@ impl Store {
         license: &str,
         month: &str,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database()?.begin_read()?;
         let table = tx.open_table(LICENSE_DAYS)?;
         let prefix = format!("{license}|{month}-");
         let mut out = BTreeMap::new();
@@ -243,7 +334,7 @@ impl Store {
 
     /// The marks raised for a license in a month.
     pub fn marks(&self, license: &str, month: &str) -> Result<Marks, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database()?.begin_read()?;
         let table = tx.open_table(MARKS)?;
         Ok(table
             .get(key(license, month).as_str())?
@@ -253,17 +344,19 @@ impl Store {
 
     /// Records the marks raised for a license in a month (durably).
     pub fn set_marks(&self, license: &str, month: &str, marks: &Marks) -> Result<(), StoreError> {
-        let json = serde_json::to_string(marks).map_err(|err| StoreError(err.to_string()))?;
-        let tx = self.db.begin_write()?;
-        tx.open_table(MARKS)?
-            .insert(key(license, month).as_str(), json.as_str())?;
-        tx.commit()?;
-        Ok(())
+        self.write(|| {
+            let json = serde_json::to_string(marks).map_err(|err| StoreError(err.to_string()))?;
+            let tx = self.database()?.begin_write()?;
+            tx.open_table(MARKS)?
+                .insert(key(license, month).as_str(), json.as_str())?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Every stored flow state, by flow id.
     pub fn flows(&self) -> Result<BTreeMap<String, StoredFlow>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database()?.begin_read()?;
         let table = tx.open_table(FLOWS)?;
         let mut out = BTreeMap::new();
         for entry in table.iter()? {
@@ -281,38 +374,42 @@ impl Store {
         flows: &BTreeMap<String, StoredFlow>,
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut table = tx.open_table(FLOWS)?;
-            let stale: Vec<String> = table
-                .iter()?
-                .filter_map(Result::ok)
-                .map(|(k, _)| k.value().to_owned())
-                .filter(|id| !flows.contains_key(id))
-                .collect();
-            for id in stale {
-                table.remove(id.as_str())?;
+        self.write(|| {
+            let tx = self.database()?.begin_write()?;
+            {
+                let mut table = tx.open_table(FLOWS)?;
+                let stale: Vec<String> = table
+                    .iter()?
+                    .filter_map(Result::ok)
+                    .map(|(k, _)| k.value().to_owned())
+                    .filter(|id| !flows.contains_key(id))
+                    .collect();
+                for id in stale {
+                    table.remove(id.as_str())?;
+                }
+                for (id, flow) in flows {
+                    let json =
+                        serde_json::to_string(flow).map_err(|err| StoreError(err.to_string()))?;
+                    table.insert(id.as_str(), json.as_str())?;
+                }
+                append(&mut tx.open_table(AUDIT)?, events)?;
             }
-            for (id, flow) in flows {
-                let json =
-                    serde_json::to_string(flow).map_err(|err| StoreError(err.to_string()))?;
-                table.insert(id.as_str(), json.as_str())?;
-            }
-            append(&mut tx.open_table(AUDIT)?, events)?;
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Appends audit events (durably).
     pub fn audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let tx = self.db.begin_write()?;
-        append(&mut tx.open_table(AUDIT)?, events)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|| {
+            if events.is_empty() {
+                return Ok(());
+            }
+            let tx = self.database()?.begin_write()?;
+            append(&mut tx.open_table(AUDIT)?, events)?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Up to `limit` audit events older than `before` (a sequence number), newest first.
@@ -321,7 +418,7 @@ impl Store {
         limit: usize,
         before: Option<u64>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database()?.begin_read()?;
         let table = tx.open_table(AUDIT)?;
         let mut out = Vec::new();
         for entry in table.range(..before.unwrap_or(u64::MAX))?.rev().take(limit) {
@@ -336,7 +433,7 @@ impl Store {
 
     /// The month counts were last kept in, if any.
     pub fn counted_month(&self) -> Result<Option<u32>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database()?.begin_read()?;
         let table = tx.open_table(META)?;
         Ok(table
             .get(COUNTED_MONTH)?
@@ -345,16 +442,18 @@ impl Store {
 
     /// Records the month counts are kept in (durably).
     pub fn set_counted_month(&self, month: u32) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(META)?
-            .insert(COUNTED_MONTH, i64::from(month))?;
-        tx.commit()?;
-        Ok(())
+        self.write(|| {
+            let tx = self.database()?.begin_write()?;
+            tx.open_table(META)?
+                .insert(COUNTED_MONTH, i64::from(month))?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// The latest time the sidecar has seen, if any.
     pub fn high_water(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database()?.begin_read()?;
         let table = tx.open_table(META)?;
         Ok(table
             .get(HIGH_WATER)?
@@ -532,5 +631,139 @@ mod tests {
             std::fs::read(dir.path().join(FILE)).unwrap(),
             b"this is not a redb file, and it must stay as it is"
         );
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use std::io;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use redb::backends::InMemoryBackend;
+    use redb::StorageBackend;
+
+    use super::*;
+
+    /// An in-memory disk that can be made to fail every write and sync, like a full disk.
+    #[derive(Debug)]
+    struct FlakyDisk {
+        bytes: Arc<InMemoryBackend>,
+        full: Arc<AtomicBool>,
+    }
+
+    impl FlakyDisk {
+        fn check(&self) -> io::Result<()> {
+            if self.full.load(Ordering::SeqCst) {
+                Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "no space left on device",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl StorageBackend for FlakyDisk {
+        fn len(&self) -> io::Result<u64> {
+            self.bytes.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+            self.bytes.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.check()?;
+            self.bytes.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> io::Result<()> {
+            self.check()?;
+            self.bytes.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.check()?;
+            self.bytes.write(offset, data)
+        }
+    }
+
+    fn one(count: u64) -> CountBatch {
+        let mut batch = CountBatch::default();
+        batch
+            .license_months
+            .insert(("L".into(), "2026-11".into()), count);
+        batch
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_commit_and_the_store_recovers_when_space_returns() {
+        let bytes = Arc::new(InMemoryBackend::new());
+        let full = Arc::new(AtomicBool::new(false));
+        let open = {
+            let (bytes, full) = (bytes.clone(), full.clone());
+            move || {
+                Database::builder().create_with_backend(FlakyDisk {
+                    bytes: bytes.clone(),
+                    full: full.clone(),
+                })
+            }
+        };
+        let store = Store::with_database(open().unwrap(), Box::new(open)).unwrap();
+        store.commit_counts(&one(2), None, true).unwrap();
+
+        full.store(true, Ordering::SeqCst);
+        let err = store
+            .commit_counts(&one(3), None, true)
+            .expect_err("a full disk fails the commit");
+        assert!(err.to_string().contains("no space left"), "{err}");
+        assert!(
+            store.commit_counts(&one(3), None, true).is_err(),
+            "still full"
+        );
+
+        // Space returns: the store reopens (repairing) and the retried counts land.
+        full.store(false, Ordering::SeqCst);
+        store.commit_counts(&one(3), None, true).unwrap();
+        assert_eq!(
+            store.license_month("L", "2026-11").unwrap(),
+            5,
+            "nothing lost, nothing counted twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_load_whose_count_cannot_be_stored_fails_and_its_count_is_kept_for_later() {
+        let bytes = Arc::new(InMemoryBackend::new());
+        let full = Arc::new(AtomicBool::new(false));
+        let open = {
+            let (bytes, full) = (bytes.clone(), full.clone());
+            move || {
+                Database::builder().create_with_backend(FlakyDisk {
+                    bytes: bytes.clone(),
+                    full: full.clone(),
+                })
+            }
+        };
+        let store = Arc::new(Store::with_database(open().unwrap(), Box::new(open)).unwrap());
+        let recorder =
+            Recorder::start(store.clone(), true, std::time::Duration::from_millis(200)).unwrap();
+        let item = || CountItem {
+            license: Some("L".into()),
+            flow: "f".into(),
+            month: "2026-11".into(),
+            day: "2026-11-26".into(),
+            at: Utc::now(),
+        };
+        full.store(true, Ordering::SeqCst);
+        assert!(
+            recorder.record(item()).await.is_err(),
+            "strict: the load is not answered as counted"
+        );
+        full.store(false, Ordering::SeqCst);
+        recorder.record(item()).await.unwrap();
+        assert_eq!(
+            store.license_month("L", "2026-11").unwrap(),
+            2,
+            "the failed load's count was kept and stored"
+        );
+        assert_eq!(store.flow_month("f", "2026-11").unwrap(), 2);
     }
 }
