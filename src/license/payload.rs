@@ -260,6 +260,17 @@ impl Payload {
         Value::Object(m)
     }
 
+    /// The monthly transferred-records limit and its hard limit (`limit + limit / 10`, SPEC
+    /// §1.1), for a pair license that sets one.
+    pub fn records_limits(&self) -> Option<(u64, u64)> {
+        match &self.terms {
+            Terms::Pair(terms) => terms
+                .transferred_records
+                .map(|limit| (limit, limit + limit / 10)),
+            Terms::Subscription(_) => None,
+        }
+    }
+
     /// The payload's `kind`: `"pair"` or `"subscription"`.
     pub fn kind(&self) -> &'static str {
         match self.terms {

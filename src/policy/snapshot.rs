@@ -364,10 +364,7 @@ pub fn compile(
         {
             let mut at_hard_limit = |source: usize| {
                 let license = &sorted[source_license[source] as usize];
-                let hard = match &license.file.payload.terms {
-                    Terms::Pair(terms) => terms.transferred_records.map(|limit| limit + limit / 10),
-                    Terms::Subscription(_) => None,
-                };
+                let hard = license.file.payload.records_limits().map(|(_, hard)| hard);
                 let used = resources
                     .meters
                     .license(&license.file.payload.common.id)
@@ -549,17 +546,14 @@ pub fn compile(
         .zip(points_used)
         .map(|(installed, points_used)| {
             let compiled_state = usable_at(&installed, moment);
-            let limit = match &installed.file.payload.terms {
-                Terms::Pair(terms) => terms.transferred_records,
-                Terms::Subscription(_) => None,
-            };
+            let limits = installed.file.payload.records_limits();
             let meter = resources.meters.license(&installed.file.payload.common.id);
             LicenseEntry {
                 installed,
                 points_used,
                 compiled_state,
-                limit,
-                hard_limit: limit.map(|limit| limit + limit / 10),
+                limit: limits.map(|(limit, _)| limit),
+                hard_limit: limits.map(|(_, hard)| hard),
                 meter,
             }
         })

@@ -967,6 +967,20 @@ impl Builder {
     /// and `/readyz` answers 200.
     pub async fn start(self) -> Tollgate {
         let config_text = self.config_text();
+        self.launch(config_text, &[], &[], true).await
+    }
+
+    /// Writes `config_text` and starts `tollgate run --config FILE <args>` with `env` set;
+    /// returns once every listener (engine, admin, dedicated instances) is logged, in the human
+    /// or the JSON format, and `/readyz` answers 200. `debug_override` lets
+    /// `TOLLGATE_TEST_RUST_LOG` raise the log level.
+    async fn launch(
+        self,
+        config_text: String,
+        env: &[(&str, &str)],
+        args: &[&str],
+        debug_override: bool,
+    ) -> Tollgate {
         let config = self.dir.path().join("tollgate.toml");
         std::fs::write(&config, &config_text).unwrap();
         let mut roles = vec!["engine".to_owned(), "admin".to_owned()];
@@ -976,25 +990,7 @@ impl Builder {
                 .filter(|i| i.dedicated)
                 .map(|i| format!("instance:{}", i.id)),
         );
-
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Ok(level) = std::env::var("TOLLGATE_TEST_RUST_LOG") {
-            command.env("RUST_LOG", level);
-        }
-        let mut child = command.spawn().expect("spawn tollgate run");
-        let log = Arc::new(Mutex::new(String::new()));
-        drain(child.stderr.take().unwrap(), log.clone());
-        drain(child.stdout.take().unwrap(), log.clone());
+        let (child, log) = spawn_tollgate(&config, self.dir.path(), env, args, debug_override);
         let pid = child.id();
         let mut tollgate = Tollgate {
             process: ChildGuard { child },
@@ -1126,7 +1122,9 @@ impl Tollgate {
     async fn await_listeners(&mut self, roles: &[String]) {
         let start = Instant::now();
         loop {
-            let found = listeners_in(&self.logs());
+            let log = self.logs();
+            let mut found = listeners_in(&log);
+            found.extend(json_listeners_in(&log));
             if roles.iter().all(|r| found.contains_key(r)) {
                 self.engine = found["engine"];
                 self.admin = found["admin"];
@@ -1394,14 +1392,22 @@ impl Tollgate {
 // Restarts, process environment and metering views (the `tests/metering_*.rs` suites)
 // ---------------------------------------------------------------------------------------
 
-/// Spawns `tollgate run --config config` in `dir` with `env` set; its stdout and stderr are
-/// collected into the returned log.
-fn spawn_tollgate(config: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, Arc<Mutex<String>>) {
+/// Spawns `tollgate run --config config <args>` in `dir` with `env` set; its stdout and
+/// stderr are collected into the returned log. With `debug_override`, `TOLLGATE_TEST_RUST_LOG`
+/// (if set) becomes the child's `RUST_LOG`; otherwise the log stays at the default level.
+fn spawn_tollgate(
+    config: &Path,
+    dir: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+    debug_override: bool,
+) -> (Child, Arc<Mutex<String>>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     command
         .arg("run")
         .arg("--config")
         .arg(config)
+        .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
@@ -1409,7 +1415,7 @@ fn spawn_tollgate(config: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, Ar
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Ok(level) = std::env::var("TOLLGATE_TEST_RUST_LOG") {
+    if let (true, Ok(level)) = (debug_override, std::env::var("TOLLGATE_TEST_RUST_LOG")) {
         command.env("RUST_LOG", level);
     }
     for (name, value) in env {
@@ -1439,34 +1445,7 @@ impl Builder {
             "no [state] section in:\n{config_text}"
         );
         config_text = config_text.replacen(section, &lines, 1);
-        let config = self.dir.path().join("tollgate.toml");
-        std::fs::write(&config, &config_text).unwrap();
-        let mut roles = vec!["engine".to_owned(), "admin".to_owned()];
-        roles.extend(
-            self.instances
-                .iter()
-                .filter(|i| i.dedicated)
-                .map(|i| format!("instance:{}", i.id)),
-        );
-        let (child, log) = spawn_tollgate(&config, self.dir.path(), env);
-        let pid = child.id();
-        let mut tollgate = Tollgate {
-            process: ChildGuard { child },
-            pid,
-            engine: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
-            listeners: HashMap::new(),
-            token: self.token,
-            log,
-            client: http1_client(),
-            config_path: config,
-            config_text,
-            issuer: self.issuer,
-            dir: self.dir,
-        };
-        tollgate.await_listeners(&roles).await;
-        tollgate.await_ready().await;
-        tollgate
+        self.launch(config_text, env, &[], true).await
     }
 }
 
@@ -1498,7 +1477,7 @@ impl Tollgate {
         }
         let mut roles: Vec<String> = self.listeners.keys().cloned().collect();
         roles.sort();
-        let (child, log) = spawn_tollgate(&self.config_path, self.dir.path(), env);
+        let (child, log) = spawn_tollgate(&self.config_path, self.dir.path(), env, &[], true);
         self.pid = child.id();
         self.process = ChildGuard { child };
         self.log = log;
@@ -1709,29 +1688,7 @@ impl Builder {
     /// once the engine and admin listeners are logged and `/readyz` answers 200.
     pub async fn start_toml(self, toml: &str, env: &[(&str, &str)]) -> Tollgate {
         let config_text = self.config_text_with(toml);
-        let config = self.dir.path().join("tollgate.toml");
-        std::fs::write(&config, &config_text).unwrap();
-        let (child, log) = spawn_tollgate(&config, self.dir.path(), env);
-        let pid = child.id();
-        let mut tollgate = Tollgate {
-            process: ChildGuard { child },
-            pid,
-            engine: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
-            listeners: HashMap::new(),
-            token: self.token,
-            log,
-            client: http1_client(),
-            config_path: config,
-            config_text,
-            issuer: self.issuer,
-            dir: self.dir,
-        };
-        tollgate
-            .await_listeners(&["engine".to_owned(), "admin".to_owned()])
-            .await;
-        tollgate.await_ready().await;
-        tollgate
+        self.launch(config_text, env, &[], true).await
     }
 }
 
@@ -1820,66 +1777,6 @@ impl Builder {
     /// `RUST_LOG` is never set, so the log is at the default level.
     pub async fn start_args(self, extra: &[&str]) -> Tollgate {
         let config_text = self.config_text();
-        let config = self.dir.path().join("tollgate.toml");
-        std::fs::write(&config, &config_text).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(extra)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .env_remove("TOLLGATE_NOW")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn tollgate run");
-        let log = Arc::new(Mutex::new(String::new()));
-        drain(child.stderr.take().unwrap(), log.clone());
-        drain(child.stdout.take().unwrap(), log.clone());
-        let pid = child.id();
-        let mut tollgate = Tollgate {
-            process: ChildGuard { child },
-            pid,
-            engine: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
-            listeners: HashMap::new(),
-            token: self.token,
-            log,
-            client: http1_client(),
-            config_path: config,
-            config_text,
-            issuer: self.issuer,
-            dir: self.dir,
-        };
-        let start = Instant::now();
-        loop {
-            let log = tollgate.logs();
-            let mut found = listeners_in(&log);
-            found.extend(json_listeners_in(&log));
-            if found.contains_key("engine") && found.contains_key("admin") {
-                tollgate.engine = found["engine"];
-                tollgate.admin = found["admin"];
-                tollgate.listeners = found;
-                break;
-            }
-            if let Ok(Some(status)) = tollgate.process.child.try_wait() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                panic!(
-                    "tollgate exited ({status}) before logging its listeners; stderr:\n{}",
-                    tollgate.logs()
-                );
-            }
-            if start.elapsed() > START_TIMEOUT {
-                panic!(
-                    "tollgate did not log its engine and admin listeners within {START_TIMEOUT:?}; stderr:\n{log}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tollgate.await_ready().await;
-        tollgate
+        self.launch(config_text, &[], extra, false).await
     }
 }
