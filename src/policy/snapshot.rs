@@ -590,34 +590,32 @@ fn subscription_limits(
     if !config.requires(Model::Subscription) {
         return Ok(None);
     }
-    let subscriptions: Vec<(&Installed, &SubscriptionTerms)> = licenses
+    // Subscription licenses with their index in `licenses`.
+    let subscriptions: Vec<(u32, &Installed, &SubscriptionTerms)> = licenses
         .iter()
-        .filter_map(|installed| match &installed.file.payload.terms {
-            Terms::Subscription(terms) => Some((&**installed, terms)),
+        .enumerate()
+        .filter_map(|(index, installed)| match &installed.file.payload.terms {
+            Terms::Subscription(terms) => Some((index as u32, &**installed, terms)),
             Terms::Pair(_) => None,
         })
         .collect();
-    // The subscription a refusal names when none is valid: the latest to expire.
-    let latest = licenses
+    let expire = |(_, installed, _): &&(u32, &Installed, &SubscriptionTerms)| {
+        installed.file.payload.common.expire
+    };
+    let valid: Vec<&(u32, &Installed, &SubscriptionTerms)> = subscriptions
         .iter()
-        .enumerate()
-        .filter(|(_, installed)| matches!(installed.file.payload.terms, Terms::Subscription(_)))
-        .max_by_key(|(_, installed)| installed.file.payload.common.expire);
-    let valid: Vec<&(&Installed, &SubscriptionTerms)> = subscriptions
-        .iter()
-        .filter(|(installed, _)| usable_at(installed, moment).is_ok())
+        .filter(|(_, installed, _)| usable_at(installed, moment).is_ok())
         .collect();
-    let Some(last) = valid
-        .iter()
-        .max_by_key(|(installed, _)| installed.file.payload.common.expire)
-    else {
+    let Some(last) = valid.iter().copied().max_by_key(expire) else {
+        // None is valid: a refusal names the subscription that expires last.
+        let latest = subscriptions.iter().max_by_key(expire);
         let reason = latest
-            .and_then(|(_, installed)| usable_at(installed, moment).err())
+            .and_then(|(_, installed, _)| usable_at(installed, moment).err())
             .unwrap_or("missing");
-        return Err((reason, latest.map(|(index, _)| index as u32)));
+        return Err((reason, latest.map(|(index, _, _)| *index)));
     };
     let mut limits = [[0u64; 4]; 2];
-    for (_, terms) in &valid {
+    for (_, _, terms) in &valid {
         for (total, add) in limits
             .iter_mut()
             .zip([limits_of(&terms.production), limits_of(&terms.sandbox)])
@@ -629,11 +627,11 @@ fn subscription_limits(
     }
     let free_until = valid
         .iter()
-        .filter_map(|(_, terms)| terms.unlimited_until)
+        .filter_map(|(_, _, terms)| terms.unlimited_until)
         .filter(|until| moment.now < *until)
         .max();
     Ok(Some(SubscriptionLimits {
-        pricing: last.1.pricing,
+        pricing: last.2.pricing,
         unlimited: free_until.is_some(),
         free_until,
         limits,
