@@ -37,6 +37,7 @@ pub(crate) mod testing {
             flow: None,
             agent: None,
             trading_partner: false,
+            paths_case_insensitive: false,
         }
     }
 }

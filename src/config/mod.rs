@@ -63,6 +63,15 @@ pub struct Server {
         deserialize_with = "duration::deserialize"
     )]
     pub header_read_timeout: Duration,
+    /// Longest pause in a request body the engine is sending before the request is 408.
+    #[serde(
+        default = "default_body_read_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub body_read_timeout: Duration,
+    /// Open engine connections at most; further ones wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// How long shutdown waits for in-flight requests before closing their connections.
     #[serde(
         default = "default_shutdown_grace",
@@ -313,6 +322,9 @@ pub struct Instance {
     /// Whether this instance is a trading partner (FTP/SFTP/FTPS/AS2 only).
     #[serde(default)]
     pub trading_partner: bool,
+    /// Match entity patterns without regard to case (targets such as IIS that ignore it).
+    #[serde(default)]
+    pub paths_case_insensitive: bool,
 }
 
 /// What a flow is, which decides how it is licensed.
@@ -540,6 +552,12 @@ fn default_max_header_bytes() -> usize {
 }
 fn default_header_read_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)

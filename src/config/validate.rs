@@ -67,6 +67,12 @@ fn server(config: &Config, problems: &mut Problems) {
     if server.header_read_timeout.is_zero() {
         problems.add("server.header_read_timeout", "must be longer than zero");
     }
+    if server.body_read_timeout.is_zero() {
+        problems.add("server.body_read_timeout", "must be longer than zero");
+    }
+    if server.max_connections == 0 {
+        problems.add("server.max_connections", "must be at least 1");
+    }
     if let Some(tls) = &server.tls {
         readable_file("server.tls.cert", &tls.cert, problems);
         readable_file("server.tls.key", &tls.key, problems);
