@@ -62,9 +62,8 @@ fn snapshot() -> Snapshot {
         .with_ymd_and_hms(2026, 6, 1, 0, 0, 0)
         .single()
         .expect("date");
-    let host = HostIdentity::from_entries(&["bench.example".to_owned()]);
-    let listing =
-        license::read_dir(&dir.path().join("licenses"), &keys, &host, now).expect("licenses");
+    let host = Arc::new(HostIdentity::from_entries(&["bench.example".to_owned()]));
+    let listing = license::read_dir(&dir.path().join("licenses"), &keys).expect("licenses");
     assert_eq!(
         listing.installed.len(),
         LICENSES,
@@ -84,6 +83,7 @@ fn snapshot() -> Snapshot {
         &installed,
         &settings,
         &mut Resources::default(),
+        &host,
         Moment::at(now),
         None,
     )

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Every decision a request can end in: `allowed` (forwarded) or a problem code (SPEC §5).
-pub const DECISIONS: [&str; 13] = [
+pub const DECISIONS: [&str; 16] = [
     "allowed",
     "unknown-route",
     "flow-required",
@@ -21,6 +21,9 @@ pub const DECISIONS: [&str; 13] = [
     "upstream-timeout",
     "store-unavailable",
     "bad-request",
+    "request-timeout",
+    "not-implemented",
+    "internal-error",
     "header-too-large",
 ];
 

@@ -6,13 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin, Token};
 use crate::clock::Clock;
 use crate::control::{spawn_boundary_ticker, spawn_license_watcher, spawn_meter_listener, Control};
 use crate::proxy::{self, bind, serve, ListenerRole, ServeOptions};
+
+/// Open admin connections at most (the console, scrapers, scripts: a handful in practice).
+const ADMIN_CONNECTIONS: usize = 256;
 
 /// A started sidecar.
 pub struct Sidecar {
@@ -44,9 +47,13 @@ impl Sidecar {
             max_header_bytes: config.server.max_header_bytes,
             header_read_timeout: config.server.header_read_timeout,
             tls,
+            connections: Arc::new(Semaphore::new(config.server.max_connections)),
         };
+        // The admin listener has connections of its own: a flood of engine connections must
+        // never take the operator's API (or /healthz) down with it.
         let admin_options = ServeOptions {
             tls: None,
+            connections: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
             ..options.clone()
         };
 
@@ -130,6 +137,15 @@ impl Sidecar {
                 }
             }
             Err(_) => tracing::warn!("connections could not be drained"),
+        }
+        // Counted exchanges whose engine went away still finish and count before the flush.
+        let exchanges = &self.control.shared().exchanges;
+        exchanges.close();
+        if tokio::time::timeout(grace, exchanges.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = exchanges.len(),
+                "counted exchanges still waiting for their targets after the grace period were cut off"
+            );
         }
         match self.control.flush().await {
             Ok(()) => tracing::info!("counts flushed; stopped"),

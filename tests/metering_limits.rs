@@ -416,23 +416,6 @@ async fn only_main_loads_answered_2xx_are_counted() {
         let resp = tg.post("/slow-1/slow/2000/issue", Some("slow"), "{}").await;
         resp.assert_problem(504, "upstream-timeout");
     }
-    // The client gives up before the target answers.
-    let gone_before = hits_on(&target, "POST", "/slow/1500/issue");
-    let abandoned = tokio::time::timeout(
-        Duration::from_millis(300),
-        tg.post("/jira-1/slow/1500/issue", Some("incidents"), "{}"),
-    )
-    .await;
-    assert!(abandoned.is_err(), "the slow load answered early");
-    eventually(
-        "the abandoned load to reach the target",
-        Duration::from_secs(5),
-        || async { (hits_on(&target, "POST", "/slow/1500/issue") > gone_before).then_some(()) },
-    )
-    .await;
-    // Let the target's answer arrive at tollgate, which must not count it.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-
     assert_eq!(used().await, 0, "nothing so far is a counted load");
     assert_eq!(tg.usage_of_license(None, "LIC-REC").await, 0);
     for flow in ["incidents", "unreachable", "slow"] {

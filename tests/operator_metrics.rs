@@ -603,7 +603,12 @@ async fn the_warning_and_the_hard_limit_show_in_metrics_and_are_logged_once() {
         11.0,
         "{text}"
     );
-    assert_eq!(tg.flow("incidents").await["reason"], "records-limit");
+    assert_eq!(
+        tg.flow("incidents").await["reason"],
+        "records-limit",
+        "{}",
+        tg.logs()
+    );
 
     // One warning event, one limit event, one flow event; no line per request.
     let events = settled_events(&tg).await;

@@ -29,7 +29,6 @@ async fn world() -> (Upstream, Tollgate) {
     let uri = target.base_uri();
     let dead = format!("http://{}", closed_port());
     let tg = tollgate()
-        .licensing_option("host = [\"tollgate-test.invalid\"]")
         .instance("servicenow-1", "servicenow", &uri)
         .instance("jira-1", "jira", &uri)
         .instance("jira-2", "jira", &uri)

@@ -385,10 +385,10 @@ async fn forward_proxy_accepts_configured_authorities_only() {
     assert_eq!(seen.query.as_deref(), Some("expand=names"));
     assert_eq!(seen.header("tollgate-flow"), None);
 
-    // The path of an absolute-form request goes as it is, even where the instance's
-    // base_uri has a path of its own.
+    // The path of an absolute-form request goes as it is where the instance's base_uri has
+    // a path of its own: it must lie under that path (outside it is no route).
     let request = format!(
-        "GET http://{0}/v2/items?page=3 HTTP/1.1\r\nHost: {0}\r\n\
+        "GET http://{0}/api/v2/items?page=3 HTTP/1.1\r\nHost: {0}\r\n\
          Tollgate-Flow: legacy\r\nConnection: close\r\n\r\n",
         legacy.addr
     );
@@ -400,8 +400,25 @@ async fn forward_proxy_accepts_configured_authorities_only() {
         String::from_utf8_lossy(&resp.bytes)
     );
     assert_eq!(resp.header("x-upstream").as_deref(), Some("legacy"));
-    assert_eq!(legacy.last().path, "/v2/items");
+    assert_eq!(legacy.last().path, "/api/v2/items");
     assert_eq!(legacy.last().query.as_deref(), Some("page=3"));
+    let outside = format!(
+        "GET http://{0}/v2/items HTTP/1.1\r\nHost: {0}\r\n\
+         Tollgate-Flow: legacy\r\nConnection: close\r\n\r\n",
+        legacy.addr
+    );
+    let resp = raw(tg.engine, outside.as_bytes(), RAW_DEADLINE).await;
+    assert_eq!(
+        resp.status,
+        Some(404),
+        "{}",
+        String::from_utf8_lossy(&resp.bytes)
+    );
+    assert_eq!(
+        legacy.last().path,
+        "/api/v2/items",
+        "nothing reached the target"
+    );
 
     // The gate still applies to absolute-form requests.
     let request = format!(

@@ -26,13 +26,18 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         keys.load_pem_file(path)
             .map_err(|err| CliError::at(path.display(), err))?;
     }
-    let host = match &config.licensing.host {
-        Some(entries) => HostIdentity::from_entries(entries),
-        None => HostIdentity::detect(),
-    };
+    let host = HostIdentity::detect()
+        .with_claims(config.licensing.host.as_deref().unwrap_or_default())
+        .map(Arc::new)
+        .map_err(|err| {
+            CliError::at(
+                config_path.display(),
+                format!("licensing.host[{}]: {err}", err.index),
+            )
+        })?;
     let now = crate::clock::from_env().map_err(CliError)?.now();
     let dir = &config.licensing.license_dir;
-    let listing = license::read_dir(dir, &keys, &host, now).map_err(|err| {
+    let listing = license::read_dir(dir, &keys).map_err(|err| {
         CliError::at(
             dir.display(),
             format!("cannot read the license directory: {err}"),
@@ -54,6 +59,7 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         &installed,
         &settings,
         &mut Resources::default(),
+        &host,
         Moment::at(now),
         None,
     )

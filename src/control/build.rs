@@ -27,7 +27,7 @@ pub(super) fn event(now: DateTime<Utc>, kind: &str, detail: serde_json::Value) -
 pub(super) fn read_licenses(state: &mut State, clock: &dyn Clock) -> Result<(), String> {
     let dir = &state.config.licensing.license_dir;
     let now = clock.now();
-    let listing = license::read_dir(dir, &state.keys, &state.host, now).map_err(|err| {
+    let listing = license::read_dir(dir, &state.keys).map_err(|err| {
         format!(
             "{}: cannot read the license directory: {err}",
             dir.display()
@@ -123,6 +123,7 @@ pub(super) fn build(
         &state.licenses,
         &settings,
         &mut state.resources,
+        &state.host,
         moment,
         previous,
     )?;

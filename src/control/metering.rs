@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::build::event;
 use super::{moment, Control, State};
 use crate::clock::{month_index, month_index_label};
-use crate::meter::{MeterEvent, MeterEventKind};
+use crate::meter::{MeterEvent, MeterEventKind, MeterReport};
 use crate::policy::{DisabledReason, FlowState};
 
 /// How often the high-water mark is written while time moves on normally.
@@ -118,16 +118,15 @@ impl Control {
                 state.journal.push(event(now, "records-limit", detail));
                 marks.limit = true;
                 let snapshot = self.snapshot();
+                // Every flow whose loads count against the license: those its points cover
+                // and the single-system data loaders that draw on its budget.
                 for flow in &snapshot.flows {
-                    if let FlowState::Active {
-                        license: Some(index),
-                    } = flow.state
-                    {
-                        if *snapshot.licenses[index as usize].meter.id == *reported.license {
-                            if let Some(setting) = state.settings.get_mut(&*flow.id) {
-                                setting.enabled = false;
-                                setting.reason = DisabledReason::RecordsLimit;
-                            }
+                    let Some(index) = flow.budget else { continue };
+                    let active = matches!(flow.state, FlowState::Active { .. });
+                    if active && *snapshot.licenses[index as usize].meter.id == *reported.license {
+                        if let Some(setting) = state.settings.get_mut(&*flow.id) {
+                            setting.enabled = false;
+                            setting.reason = DisabledReason::RecordsLimit;
                         }
                     }
                 }
@@ -143,10 +142,13 @@ impl Control {
 }
 
 /// Hands warnings and limits from the request path to the control plane.
-pub fn spawn_meter_listener(control: Arc<Control>, mut events: UnboundedReceiver<MeterEvent>) {
+pub fn spawn_meter_listener(control: Arc<Control>, mut events: UnboundedReceiver<MeterReport>) {
     tokio::spawn(async move {
-        while let Some(reported) = events.recv().await {
-            control.on_meter_event(reported).await;
+        while let Some(report) = events.recv().await {
+            control.on_meter_event(report.event).await;
+            if let Some(acted) = report.acted {
+                let _ = acted.send(());
+            }
         }
     });
 }

@@ -25,7 +25,7 @@ pub use watch::{spawn_boundary_ticker, spawn_license_watcher};
 use crate::clock::{month_index, Clock};
 use crate::config::{Config, Durability};
 use crate::license::{HostIdentity, Installed, LicenseFile, Rejected, TrustedKeys};
-use crate::meter::{MeterEvent, Meters};
+use crate::meter::{MeterReport, Meters};
 use crate::policy::{
     DisabledReason, EntitlementRefusal, FlowSetting, FlowState, Moment, Resources, Snapshot,
 };
@@ -59,7 +59,7 @@ pub enum Refusal {
 struct State {
     config: Arc<Config>,
     keys: TrustedKeys,
-    host: HostIdentity,
+    host: Arc<HostIdentity>,
     licenses: Vec<Arc<Installed>>,
     rejected: Vec<Rejected>,
     /// What is wanted of each flow, by flow id.
@@ -99,9 +99,9 @@ impl Control {
     pub fn start(
         config_path: &Path,
         clock: Arc<dyn Clock>,
-    ) -> Result<(Arc<Control>, UnboundedReceiver<MeterEvent>), String> {
+    ) -> Result<(Arc<Control>, UnboundedReceiver<MeterReport>), String> {
         let config = Arc::new(Config::load(config_path).map_err(|err| err.to_string())?);
-        let (keys, host) = trust(&config)?;
+        let (keys, host) = trust(&config, config_path)?;
         let dir = &config.licensing.license_dir;
         std::fs::create_dir_all(dir).map_err(|err| {
             format!(
@@ -206,6 +206,7 @@ impl Control {
             recorder,
             events,
             upstream_durations: Default::default(),
+            exchanges: tokio_util::task::TaskTracker::new(),
         });
         let control = Arc::new(Control {
             config_path: config_path.to_owned(),
@@ -263,7 +264,7 @@ impl Control {
         let loaded = Config::load(&self.config_path)
             .map_err(|err| err.to_string())
             .and_then(|config| {
-                let (keys, host) = trust(&config)?;
+                let (keys, host) = trust(&config, &self.config_path)?;
                 Ok((config, keys, host))
             });
         let (config, keys, host) = match loaded {
@@ -370,21 +371,21 @@ impl Control {
                         .iter()
                         .find(|refusal| snapshot.flows[refusal.flow as usize].id.as_ref() == id)
                         .map(|refusal| entitlement_conflict(id, refusal)),
-                    Some(FlowState::Active {
-                        license: Some(license),
-                    }) => {
-                        let license = &snapshot.licenses[license as usize];
-                        let used = license.meter.committed(month_index(now, snapshot.tz));
-                        license.hard_limit.filter(|&hard| used >= hard).map(|hard| Refusal::Conflict {
-                            code: "records-limit-exceeded",
-                            reason: Some("records-limit"),
-                            detail: format!(
-                                "license {} has transferred {used} of its {hard} records this month; flow {id:?} can run again after the reset",
-                                license.id()
-                            ),
-                            fields: serde_json::Map::new(),
-                        })
-                    }
+                    Some(FlowState::Active { .. }) => index
+                        .and_then(|i| snapshot.flows[i].budget)
+                        .map(|l| &snapshot.licenses[l as usize])
+                        .and_then(|license| {
+                            let used = license.meter.committed(month_index(now, snapshot.tz));
+                            license.hard_limit.filter(|&hard| used >= hard).map(|hard| Refusal::Conflict {
+                                code: "records-limit-exceeded",
+                                reason: Some("records-limit"),
+                                detail: format!(
+                                    "license {} has transferred {used} of its {hard} records this month; flow {id:?} can run again after the reset",
+                                    license.id()
+                                ),
+                                fields: serde_json::Map::new(),
+                            })
+                        }),
                     _ => None,
                 }
             }
@@ -584,18 +585,24 @@ fn moment(state: &State, now: DateTime<Utc>) -> Moment {
     }
 }
 
-/// Loads the trusted keys and the host identity a config names.
-fn trust(config: &Config) -> Result<(TrustedKeys, HostIdentity), String> {
+/// Loads the trusted keys and the host identity a config names; a `licensing.host` entry that
+/// is not this machine's is refused, naming the config file and the entry.
+fn trust(config: &Config, config_path: &Path) -> Result<(TrustedKeys, Arc<HostIdentity>), String> {
     let mut keys = TrustedKeys::new();
     for path in &config.licensing.public_keys {
         keys.load_pem_file(path)
             .map_err(|err| format!("{}: {err}", path.display()))?;
     }
-    let host = match &config.licensing.host {
-        Some(entries) => HostIdentity::from_entries(entries),
-        None => HostIdentity::detect(),
-    };
-    Ok((keys, host))
+    let host = HostIdentity::detect()
+        .with_claims(config.licensing.host.as_deref().unwrap_or_default())
+        .map_err(|err| {
+            format!(
+                "{}: licensing.host[{}]: {err}",
+                config_path.display(),
+                err.index
+            )
+        })?;
+    Ok((keys, Arc::new(host)))
 }
 
 /// Writes `bytes` to `target` through a temporary file in `dir` and a rename.

@@ -1,27 +1,23 @@
 //! Reading a license directory (`licensing.license_dir`, SPEC §2/§3): every `*.lic` file,
-//! each either installed with its validity state or rejected with its reason.
+//! each either installed (parsed and verified) or rejected with its reason. Whether an
+//! installed license is in force is judged later, afresh, at every use.
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-use super::{
-    validity, HostIdentity, LicenseError, LicenseFile, SignatureError, TrustedKeys, Validity,
-};
+use super::{LicenseError, LicenseFile, SignatureError, TrustedKeys};
 
 /// File extension of license files in the directory.
 const EXTENSION: &str = "lic";
 
-/// A license file that parsed and verified; its state may still be other than valid.
+/// A license file that parsed and verified; whether it is in force is judged at each use.
 #[derive(Debug, Clone)]
 pub struct Installed {
     /// Where it was read from (what an admin removal deletes).
     pub path: PathBuf,
     /// The parsed, signature-checked file.
     pub file: LicenseFile,
-    /// Its state at the instant the directory was read.
-    pub validity: Validity,
 }
 
 /// A license file that is never installed, and why.
@@ -63,12 +59,7 @@ pub struct Listing {
 
 /// Reads every `*.lic` file of `dir` in file-name order (a missing directory holds none);
 /// only listing the directory can fail.
-pub fn read_dir(
-    dir: &Path,
-    keys: &TrustedKeys,
-    host: &HostIdentity,
-    now: DateTime<Utc>,
-) -> std::io::Result<Listing> {
+pub fn read_dir(dir: &Path, keys: &TrustedKeys) -> std::io::Result<Listing> {
     let entries = match std::fs::read_dir(dir) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
         entries => entries?,
@@ -83,7 +74,7 @@ pub fn read_dir(
     paths.sort();
     let mut listing = Listing::default();
     for path in paths {
-        match install(&path, keys, host, now, &listing.installed) {
+        match install(&path, keys, &listing.installed) {
             Ok(installed) => listing.installed.push(installed),
             Err(reason) => listing.rejected.push(Rejected { path, reason }),
         }
@@ -94,8 +85,6 @@ pub fn read_dir(
 fn install(
     path: &Path,
     keys: &TrustedKeys,
-    host: &HostIdentity,
-    now: DateTime<Utc>,
     installed: &[Installed],
 ) -> Result<Installed, Rejection> {
     let file = LicenseFile::read(path)?;
@@ -109,7 +98,6 @@ fn install(
     }
     Ok(Installed {
         path: path.to_path_buf(),
-        validity: validity(&file, keys, host, now),
         file,
     })
 }
@@ -117,7 +105,7 @@ fn install(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::license::fixtures::{at, edit_json, key, trusting, PAIR_JSON, SUBSCRIPTION_JSON};
+    use crate::license::fixtures::{edit_json, key, trusting, PAIR_JSON, SUBSCRIPTION_JSON};
     use crate::license::sign;
 
     #[test]
@@ -141,26 +129,13 @@ mod tests {
         write("notes.txt", "ignored");
         std::fs::create_dir(dir.path().join("f-dir.lic")).unwrap();
 
-        let host = HostIdentity::default();
-        let listing = read_dir(
-            dir.path(),
-            &trusting(&key(1)),
-            &host,
-            at("2030-01-01T00:00:00Z"),
-        )
-        .unwrap();
-        let installed: Vec<(&str, Validity)> = listing
+        let listing = read_dir(dir.path(), &trusting(&key(1))).unwrap();
+        let installed: Vec<&str> = listing
             .installed
             .iter()
-            .map(|i| (i.file.payload.common.id.as_str(), i.validity))
+            .map(|i| i.file.payload.common.id.as_str())
             .collect();
-        assert_eq!(
-            installed,
-            [
-                ("LIC-0001", Validity::Expired),
-                ("SUB-0001", Validity::Expired)
-            ]
-        );
+        assert_eq!(installed, ["LIC-0001", "SUB-0001"]);
         assert_eq!(listing.installed[0].path, dir.path().join("a-pair.lic"));
         let rejected: Vec<(String, String)> = listing
             .rejected
@@ -191,12 +166,10 @@ mod tests {
     #[test]
     fn a_missing_directory_holds_no_licenses_but_a_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let host = HostIdentity::default();
-        let now = at("2026-06-01T00:00:00Z");
-        let listing = read_dir(&dir.path().join("none"), &TrustedKeys::new(), &host, now).unwrap();
+        let listing = read_dir(&dir.path().join("none"), &TrustedKeys::new()).unwrap();
         assert!(listing.installed.is_empty() && listing.rejected.is_empty());
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
-        assert!(read_dir(&file, &TrustedKeys::new(), &host, now).is_err());
+        assert!(read_dir(&file, &TrustedKeys::new()).is_err());
     }
 }

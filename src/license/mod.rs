@@ -2,7 +2,8 @@
 //! keys, and the validity of a license on this host at a given instant.
 //!
 //! Reading a file ([`LicenseFile::parse`]) only checks its form; trust comes from
-//! [`LicenseFile::verify`] or, with time and host, from [`validity`].
+//! [`LicenseFile::verify`]; whether a verified license is in force now, on this host, from
+//! [`judge`].
 
 mod armor;
 mod dir;
@@ -21,13 +22,13 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use dir::{read_dir, Installed, Listing, Rejected, Rejection};
 pub use error::LicenseError;
 pub use file::{sign, LicenseFile, SignatureError};
-pub use host::HostIdentity;
+pub use host::{ForeignHost, HostIdentity};
 pub use keys::{
     generate_keypair, kid, read_signing_key, read_verifying_key, signing_key_from_pem,
     verifying_key_from_pem, KeyError, TrustedKeys,
 };
 pub use payload::{Common, EnvLimits, PairTerms, Payload, Pricing, SubscriptionTerms, Terms};
-pub use validity::{validity, Validity};
+pub use validity::{judge, Moment, Validity};
 
 pub(crate) use payload::format_time;
 pub(crate) use read::{read_capped, Capped};

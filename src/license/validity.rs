@@ -1,42 +1,49 @@
-//! Whether a license is in force (SPEC §1.1 "Validity"), as a pure function of its inputs.
+//! Whether a verified license is in force: one pure function of the license, the host
+//! identity, the instant and the clock high-water mark, judged afresh every time. Nothing
+//! here remembers an earlier verdict, so no verdict can go stale as time moves on.
 
 use chrono::{DateTime, Utc};
 
-use super::{HostIdentity, LicenseFile, SignatureError, TrustedKeys};
+use super::{Common, HostIdentity};
 
-/// Validity state of a license at one instant, on one host.
+/// The state of a verified license at one instant, on one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Validity {
-    /// Signed by a trusted key, within its time window, on its host.
+    /// Within its time window, on its host, with a trustworthy clock.
     Valid,
-    /// `now >= expire`.
-    Expired,
+    /// Bound to a host this one is not (whatever its dates).
+    WrongHost,
+    /// The clock is further behind the latest time seen than `max_clock_skew` allows.
+    ClockRollback,
     /// `now < start`.
     NotYetValid,
-    /// Bound to a host this one is not.
-    WrongHost,
-    /// Altered, or not signed by the key it names.
-    InvalidSignature,
-    /// Names an issuer key that is not trusted.
-    UnknownIssuer,
+    /// `now >= expire`.
+    Expired,
 }
 
 impl Validity {
     /// The state's name as status output and the admin API spell it.
-    pub fn as_str(&self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Validity::Valid => "valid",
-            Validity::Expired => "expired",
-            Validity::NotYetValid => "not-yet-valid",
             Validity::WrongHost => "wrong-host",
-            Validity::InvalidSignature => "invalid-signature",
-            Validity::UnknownIssuer => "unknown-issuer",
+            Validity::ClockRollback => "clock-rollback",
+            Validity::NotYetValid => "not-yet-valid",
+            Validity::Expired => "expired",
         }
     }
 
     /// Whether the license may cover transfers.
-    pub fn is_valid(&self) -> bool {
-        matches!(self, Validity::Valid)
+    pub fn is_valid(self) -> bool {
+        self == Validity::Valid
+    }
+
+    /// `Ok` when valid, else the `license-invalid` reason.
+    pub fn as_result(self) -> Result<(), &'static str> {
+        match self {
+            Validity::Valid => Ok(()),
+            invalid => Err(invalid.as_str()),
+        }
     }
 }
 
@@ -46,50 +53,74 @@ impl std::fmt::Display for Validity {
     }
 }
 
-/// The license's state: signature first, then the window `start <= now < expire`, then the host.
-pub fn validity(
-    file: &LicenseFile,
-    keys: &TrustedKeys,
-    host: &HostIdentity,
-    now: DateTime<Utc>,
-) -> Validity {
-    match file.verify(keys) {
-        Err(SignatureError::UnknownIssuer { .. }) => return Validity::UnknownIssuer,
-        Err(SignatureError::InvalidSignature) => return Validity::InvalidSignature,
-        Ok(()) => {}
+/// The instant a license is judged at, with the clock-rollback floor: before the floor the
+/// clock has gone back further than `max_clock_skew` and no license is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moment {
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// The latest time seen minus `max_clock_skew`, if any time was seen.
+    pub floor: Option<DateTime<Utc>>,
+}
+
+impl Moment {
+    /// A moment without a rollback floor.
+    pub fn at(now: DateTime<Utc>) -> Moment {
+        Moment { now, floor: None }
     }
-    let common = &file.payload.common;
-    if now < common.start {
-        return Validity::NotYetValid;
-    }
-    if now >= common.expire {
-        return Validity::Expired;
-    }
-    match &common.bound_to {
-        Some(bound_to) if !host.matches(bound_to) => Validity::WrongHost,
-        _ => Validity::Valid,
+}
+
+/// The state of a verified license: the host binding first (a license for another host is
+/// `wrong-host` before, during and after its window), then the clock, then the window
+/// `start <= now < expire`. The signature is checked before a license is ever installed.
+pub fn judge(license: &Common, host: &HostIdentity, moment: Moment) -> Validity {
+    if license
+        .bound_to
+        .as_deref()
+        .is_some_and(|bound_to| !host.matches(bound_to))
+    {
+        Validity::WrongHost
+    } else if moment.floor.is_some_and(|floor| moment.now < floor) {
+        Validity::ClockRollback
+    } else if moment.now < license.start {
+        Validity::NotYetValid
+    } else if moment.now >= license.expire {
+        Validity::Expired
+    } else {
+        Validity::Valid
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::license::fixtures::{at, edit_envelope, edit_json, key, trusting, PAIR_JSON};
-    use crate::license::sign;
+    use proptest::prelude::*;
 
-    fn license(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> LicenseFile {
+    use super::*;
+    use crate::license::fixtures::{at, edit_json, key, PAIR_JSON};
+    use crate::license::{sign, LicenseFile};
+
+    fn license(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Common {
         let json = edit_json(PAIR_JSON, edit);
-        LicenseFile::parse(sign(json.as_bytes(), &key(1)).unwrap().as_bytes()).unwrap()
+        LicenseFile::parse(sign(json.as_bytes(), &key(1)).unwrap().as_bytes())
+            .unwrap()
+            .payload
+            .common
     }
 
-    fn unbound() -> LicenseFile {
+    fn bound(to: &str) -> Common {
+        license(|m| {
+            m.insert("bound_to".into(), to.into());
+        })
+    }
+
+    fn unbound() -> Common {
         license(|m| {
             m.remove("bound_to");
         })
     }
 
-    fn state(file: &LicenseFile, host: &HostIdentity, now: &str) -> Validity {
-        validity(file, &trusting(&key(1)), host, at(now))
+    fn state(license: &Common, host: &HostIdentity, now: &str) -> Validity {
+        judge(license, host, Moment::at(at(now)))
     }
 
     fn host(entries: &[&str]) -> HostIdentity {
@@ -113,6 +144,24 @@ mod tests {
     }
 
     #[test]
+    fn a_license_for_another_host_is_wrong_host_before_during_and_after_its_window() {
+        let file = bound("other-host.example");
+        let here = host(&["integration-host.acme.example", "10.0.0.1"]);
+        for now in [
+            "2025-06-01T00:00:00Z",
+            "2026-06-01T00:00:00Z",
+            "2030-01-01T00:00:00Z",
+        ] {
+            assert_eq!(state(&file, &here, now), Validity::WrongHost, "{now}");
+        }
+        let rolled_back = Moment {
+            now: at("2026-06-01T00:00:00Z"),
+            floor: Some(at("2026-07-01T00:00:00Z")),
+        };
+        assert_eq!(judge(&file, &here, rolled_back), Validity::WrongHost);
+    }
+
+    #[test]
     fn bound_to_matches_a_name_case_insensitively() {
         let file = license(|_| {});
         let named = host(&["Integration-Host.ACME.example.", "10.0.0.1"]);
@@ -128,71 +177,58 @@ mod tests {
     }
 
     #[test]
-    fn bound_to_matches_an_ip_address() {
-        let file = license(|m| {
-            m.insert("bound_to".into(), "10.1.2.3".into());
-        });
+    fn bound_to_matches_an_ip_address_or_a_fleet_domain() {
+        let here = host(&["sidecar-b.engines.acme.example", "10.1.2.3"]);
+        let june = "2026-06-01T00:00:00Z";
+        assert_eq!(state(&bound("10.1.2.3"), &here, june), Validity::Valid);
+        assert_eq!(state(&bound("10.1.2.4"), &here, june), Validity::WrongHost);
         assert_eq!(
-            state(
-                &file,
-                &host(&["somehost", "10.1.2.3"]),
-                "2026-06-01T00:00:00Z"
-            ),
+            state(&bound("*.engines.acme.example"), &here, june),
             Validity::Valid
         );
         assert_eq!(
-            state(
-                &file,
-                &host(&["somehost", "10.1.2.4"]),
-                "2026-06-01T00:00:00Z"
-            ),
+            state(&bound("*.engines.other.example"), &here, june),
             Validity::WrongHost
         );
-        let v6 = license(|m| {
-            m.insert("bound_to".into(), "2001:db8::1".into());
-        });
+        let v6 = bound("2001:db8::1");
         assert_eq!(
-            state(&v6, &host(&["2001:0db8:0:0::1"]), "2026-06-01T00:00:00Z"),
+            state(&v6, &host(&["2001:0db8:0:0::1"]), june),
             Validity::Valid
         );
     }
 
     #[test]
-    fn signature_comes_before_time_and_host() {
-        let file = license(|_| {});
-        let nowhere = HostIdentity::default();
-        let expired = "2030-01-01T00:00:00Z";
+    fn a_clock_behind_the_floor_invalidates_every_license_on_its_host() {
+        let file = unbound();
+        let moment = Moment {
+            now: at("2026-06-01T00:00:00Z"),
+            floor: Some(at("2026-06-01T00:00:01Z")),
+        };
         assert_eq!(
-            validity(&file, &trusting(&key(2)), &nowhere, at(expired)),
-            Validity::UnknownIssuer
+            judge(&file, &HostIdentity::default(), moment),
+            Validity::ClockRollback
         );
-        let forged = edit_envelope(&sign(PAIR_JSON.as_bytes(), &key(2)).unwrap(), |env| {
-            env.insert(
-                "kid".into(),
-                crate::license::kid(&key(1).verifying_key()).into(),
-            );
-        });
-        let forged = LicenseFile::parse(forged.as_bytes()).unwrap();
+        let caught_up = Moment {
+            floor: Some(at("2026-06-01T00:00:00Z")),
+            ..moment
+        };
         assert_eq!(
-            state(&forged, &nowhere, expired),
-            Validity::InvalidSignature
+            judge(&file, &HostIdentity::default(), caught_up),
+            Validity::Valid
         );
-        // Time comes before host.
-        assert_eq!(state(&file, &nowhere, expired), Validity::Expired);
     }
 
     #[test]
-    fn state_names_match_the_spec() {
+    fn state_names_match_the_contract() {
         let names: Vec<&str> = [
             Validity::Valid,
             Validity::Expired,
             Validity::NotYetValid,
             Validity::WrongHost,
-            Validity::InvalidSignature,
-            Validity::UnknownIssuer,
+            Validity::ClockRollback,
         ]
         .iter()
-        .map(Validity::as_str)
+        .map(|v| v.as_str())
         .collect();
         assert_eq!(
             names,
@@ -201,12 +237,42 @@ mod tests {
                 "expired",
                 "not-yet-valid",
                 "wrong-host",
-                "invalid-signature",
-                "unknown-issuer"
+                "clock-rollback"
             ]
         );
         assert!(Validity::Valid.is_valid());
         assert!(!Validity::WrongHost.is_valid());
         assert_eq!(Validity::NotYetValid.to_string(), "not-yet-valid");
+        assert_eq!(Validity::Expired.as_result(), Err("expired"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Judging twice, or at any instant, never turns a license of another host valid.
+        #[test]
+        fn validity_is_a_pure_function_and_another_host_is_never_valid(
+            start in 0i64..4_000_000_000,
+            length in 1i64..400_000_000,
+            now in 0i64..4_500_000_000,
+            skew in proptest::option::of(0i64..100_000_000),
+        ) {
+            let mut file = bound("other-host.example");
+            file.start = DateTime::from_timestamp(start, 0).unwrap();
+            file.expire = DateTime::from_timestamp(start + length, 0).unwrap();
+            let moment = Moment {
+                now: DateTime::from_timestamp(now, 0).unwrap(),
+                floor: skew.and_then(|s| DateTime::from_timestamp(now + s - 50_000_000, 0)),
+            };
+            let here = host(&["integration-host.acme.example"]);
+            prop_assert_eq!(judge(&file, &here, moment), Validity::WrongHost);
+            let mut unbound = file.clone();
+            unbound.bound_to = None;
+            let first = judge(&unbound, &here, moment);
+            prop_assert_eq!(first, judge(&unbound, &here, moment));
+            let in_window = moment.now >= unbound.start && moment.now < unbound.expire;
+            let rolled_back = moment.floor.is_some_and(|floor| moment.now < floor);
+            prop_assert_eq!(first.is_valid(), in_window && !rolled_back);
+        }
     }
 }

@@ -150,11 +150,12 @@ impl LicenseMeter {
 }
 
 /// A reserved record: committed with [`Reservation::commit`], released when dropped otherwise
-/// (non-2xx answer, upstream failure, client gone).
+/// (non-2xx answer, upstream failure). It owns its meters, so the exchange it belongs to can
+/// outlive the request that started it (an engine that hangs up does not cancel a count).
 #[derive(Debug)]
-pub struct Reservation<'a> {
-    license: Option<&'a LicenseMeter>,
-    flow: &'a FlowMeter,
+pub struct Reservation {
+    license: Option<Arc<LicenseMeter>>,
+    flow: Arc<FlowMeter>,
     month: u32,
     done: bool,
 }
@@ -170,20 +171,21 @@ pub struct Committed {
     pub after: u64,
 }
 
-impl<'a> Reservation<'a> {
-    /// Reserves a record for `flow`, against `license`'s budget where the flow's pair holds one.
+impl Reservation {
+    /// Reserves a record for `flow`, against `license`'s budget where the flow's loads count
+    /// against one.
     pub fn take(
-        license: Option<(&'a LicenseMeter, Option<u64>)>,
-        flow: &'a FlowMeter,
+        license: Option<(&Arc<LicenseMeter>, Option<u64>)>,
+        flow: &Arc<FlowMeter>,
         month: u32,
-    ) -> Result<Reservation<'a>, AtLimit> {
+    ) -> Result<Reservation, AtLimit> {
         let (license, month) = match license {
-            Some((meter, hard)) => (Some(meter), meter.reserve(month, hard)?),
+            Some((meter, hard)) => (Some(meter.clone()), meter.reserve(month, hard)?),
             None => (None, month),
         };
         Ok(Reservation {
             license,
-            flow,
+            flow: flow.clone(),
             month,
             done: false,
         })
@@ -195,6 +197,7 @@ impl<'a> Reservation<'a> {
         let _ = self.flow.committed.increment(self.month);
         let (before, after) = self
             .license
+            .as_ref()
             .map_or((0, 0), |meter| meter.commit(self.month));
         Committed {
             month: self.month,
@@ -204,10 +207,10 @@ impl<'a> Reservation<'a> {
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
-            if let Some(meter) = self.license {
+            if let Some(meter) = &self.license {
                 meter.release(self.month);
             }
         }
@@ -238,6 +241,16 @@ pub struct MeterEvent {
     pub limit: u64,
     /// The hard limit.
     pub hard_limit: u64,
+}
+
+/// A meter event on its way to the control plane; where the load that raised it must not be
+/// answered before the control plane has acted (the hard limit stops flows), `acted` says so.
+#[derive(Debug)]
+pub struct MeterReport {
+    /// What was crossed.
+    pub event: MeterEvent,
+    /// Signalled once the control plane has acted on the event.
+    pub acted: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Every meter by id, kept across snapshots (and across a license's removal and return).

@@ -12,7 +12,8 @@ use super::entitlements::{contribution, limits_of, Contribution, InUse, ENTITLEM
 use super::points::{PointLedger, PointRefusal, PointSource};
 use crate::catalog::flow_pair;
 use crate::config::{Config, Environment, Model};
-use crate::license::{Installed, Pricing, SubscriptionTerms, Terms, Validity};
+pub use crate::license::Moment;
+use crate::license::{judge, HostIdentity, Installed, Pricing, SubscriptionTerms, Terms};
 use crate::meter::{FlowMeter, LicenseMeter, Meters};
 use crate::observe::{DecisionCounts, RequestStats, UNKNOWN};
 use crate::proxy::{Upstream, UpstreamCache};
@@ -92,6 +93,8 @@ pub struct InstanceEntry {
     pub upstream: Option<Arc<Upstream>>,
     /// Requests to it that no flow of it claimed (`flow="-"`).
     pub unclaimed: Arc<DecisionCounts>,
+    /// The entity patterns of every flow on this instance.
+    pub classifier: Classifier,
 }
 
 /// A flow in the snapshot.
@@ -109,12 +112,14 @@ pub struct FlowEntry {
     /// valid license covers, the invalid one that would have; for a flow stopped by the records
     /// limit, the covering license at its hard limit.
     pub refusal_license: Option<u32>,
+    /// The license whose monthly records budget the flow's main loads count against (index
+    /// into [`Snapshot::licenses`]): the license lending its pair a point, or, for a
+    /// single-system data loader, the valid pair license covering its system that expires first.
+    pub budget: Option<u32>,
     /// The flow's record counter.
     pub meter: Arc<FlowMeter>,
     /// Request counters per instance of the flow.
     pub requests: Vec<(u32, Arc<DecisionCounts>)>,
-    /// Classifiers per instance of the flow.
-    classifiers: Vec<(u32, Classifier)>,
 }
 
 /// An installed license in the snapshot.
@@ -126,6 +131,8 @@ pub struct LicenseEntry {
     pub points_used: u32,
     /// Its validity when the snapshot was compiled; a change means the snapshot is stale.
     pub compiled_state: Result<(), &'static str>,
+    /// The host identity it is judged on.
+    pub host: Arc<HostIdentity>,
     /// The monthly transferred-records limit (pair licenses that set one).
     pub limit: Option<u64>,
     /// `limit + limit / 10`: loads are admitted only below it.
@@ -140,44 +147,19 @@ impl LicenseEntry {
         &self.installed.file.payload.common.id
     }
 
-    /// Whether the license is valid at `moment`; else the `license-invalid` reason.
+    /// Whether the license is valid at `moment` on this host; else the `license-invalid` reason.
     pub fn usable_at(&self, moment: Moment) -> Result<(), &'static str> {
-        usable_at(&self.installed, moment)
+        usable_at(&self.installed, &self.host, moment)
     }
 }
 
-/// The time a snapshot is judged at, with the clock-rollback floor (SPEC §1.1): before the
-/// floor the clock has gone back further than `max_clock_skew` and no license is valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Moment {
-    /// Now.
-    pub now: DateTime<Utc>,
-    /// The latest time seen minus `max_clock_skew`, if any time was seen.
-    pub floor: Option<DateTime<Utc>>,
-}
-
-impl Moment {
-    /// A moment without a rollback floor.
-    pub fn at(now: DateTime<Utc>) -> Moment {
-        Moment { now, floor: None }
-    }
-}
-
-/// Whether a verified license is valid at `moment` (its host binding was checked when it was read).
-pub fn usable_at(installed: &Installed, moment: Moment) -> Result<(), &'static str> {
-    let common = &installed.file.payload.common;
-    let now = moment.now;
-    if moment.floor.is_some_and(|floor| now < floor) {
-        Err("clock-rollback")
-    } else if installed.validity == Validity::WrongHost {
-        Err("wrong-host")
-    } else if now < common.start {
-        Err("not-yet-valid")
-    } else if now >= common.expire {
-        Err("expired")
-    } else {
-        Ok(())
-    }
+/// Whether a verified license is valid on `host` at `moment`; else the `license-invalid` reason.
+pub fn usable_at(
+    installed: &Installed,
+    host: &HostIdentity,
+    moment: Moment,
+) -> Result<(), &'static str> {
+    judge(&installed.file.payload.common, host, moment).as_result()
 }
 
 /// Everything a request is decided on, immutable once built.
@@ -205,6 +187,8 @@ pub struct Snapshot {
     pub unrouted: Arc<DecisionCounts>,
     instance_ids: HashMap<Box<str>, u32>,
     flow_ids: HashMap<Box<str>, u32>,
+    /// Instances by the lowercased host of their base URI: `(port, instance)` each.
+    authorities: HashMap<Box<str>, Vec<(u16, u32)>>,
 }
 
 /// The outcome of compiling: the snapshot and the flows it had to refuse.
@@ -292,6 +276,7 @@ pub fn compile(
     licenses: &[Arc<Installed>],
     settings: &[FlowSetting],
     resources: &mut Resources,
+    host: &Arc<HostIdentity>,
     moment: Moment,
     previous: Option<&Snapshot>,
 ) -> Result<Compiled, String> {
@@ -301,15 +286,29 @@ pub fn compile(
         .map_err(|err| format!("server.flow_header: {err}"))?;
     let mut instances = Vec::with_capacity(config.instances.len());
     let mut instance_ids = HashMap::with_capacity(config.instances.len());
+    let mut authorities: HashMap<Box<str>, Vec<(u16, u32)>> = HashMap::new();
     for (index, instance) in config.instances.iter().enumerate() {
         let upstream = upstreams
             .get(instance)
             .map_err(|err| format!("instance {:?}: {err}", instance.id))?;
         instance_ids.insert(instance.id.as_str().into(), index as u32);
+        if let Some(upstream) = &upstream {
+            let (host, port) = upstream.host_and_port();
+            authorities
+                .entry(host.into_boxed_str())
+                .or_default()
+                .push((port, index as u32));
+        }
+        let entities = config
+            .flows
+            .iter()
+            .flat_map(|flow| &flow.entities)
+            .filter(|entity| entity.instance == instance.id);
         instances.push(InstanceEntry {
             id: instance.id.as_str().into(),
             upstream,
             unclaimed: resources.stats.counts(UNKNOWN, &instance.id),
+            classifier: Classifier::new(entities, instance.paths_case_insensitive),
         });
     }
 
@@ -325,7 +324,7 @@ pub fn compile(
                     systems: crate::catalog::SystemPair::new(&terms.system_a, &terms.system_b),
                     points: terms.points,
                     expire: installed.file.payload.common.expire,
-                    invalid: usable_at(installed, moment).err(),
+                    invalid: usable_at(installed, host, moment).err(),
                 },
                 index as u32,
             )),
@@ -346,7 +345,7 @@ pub fn compile(
         .collect();
     order.sort_by_key(|&i| (settings[i].order, i));
     let mut refused = Vec::new();
-    let subscription = subscription_limits(&config, &sorted, moment);
+    let subscription = subscription_limits(&config, &sorted, host, moment);
     let mut refusal_license: Vec<Option<u32>> = vec![None; config.flows.len()];
     // The timezone was validated with the config.
     let tz: chrono_tz::Tz = config
@@ -495,6 +494,54 @@ pub fn compile(
         }
     }
 
+    // Which records budget each flow's main loads count against.
+    let mut loader_budget = |flow: &crate::config::Flow, at_hard_limit: bool| -> Option<u32> {
+        let [system] = flow.systems.as_slice() else {
+            return None;
+        };
+        let system = crate::catalog::system_type(config.instance(system)?);
+        ledger
+            .sources()
+            .iter()
+            .enumerate()
+            .filter(|(_, source)| {
+                let (a, b) = source.systems.types();
+                source.invalid.is_none() && (a == system || b == system)
+            })
+            .filter(|&(s, _)| {
+                !at_hard_limit || {
+                    let license = &sorted[source_license[s] as usize];
+                    let hard = license.file.payload.records_limits().map(|(_, hard)| hard);
+                    let used = resources
+                        .meters
+                        .license(&license.file.payload.common.id)
+                        .committed(month);
+                    hard.is_some_and(|hard| used >= hard)
+                }
+            })
+            .min_by_key(|(_, source)| source.expire)
+            .map(|(s, _)| source_license[s])
+    };
+    let budgets: Vec<Option<u32>> = config
+        .flows
+        .iter()
+        .zip(&states)
+        .map(|(flow, state)| match *state {
+            FlowState::Active { license: Some(l) } => Some(l),
+            FlowState::Active { license: None } if pair_model => loader_budget(flow, false),
+            _ => None,
+        })
+        .collect();
+    for (index, flow) in config.flows.iter().enumerate() {
+        let stopped = matches!(
+            states[index],
+            FlowState::Disabled(DisabledReason::RecordsLimit)
+        );
+        if stopped && pairs[index].is_none() && refusal_license[index].is_none() {
+            refusal_license[index] = loader_budget(flow, true);
+        }
+    }
+
     let mut flows = Vec::with_capacity(config.flows.len());
     let mut flow_ids = HashMap::with_capacity(config.flows.len());
     for (index, flow) in config.flows.iter().enumerate() {
@@ -502,16 +549,6 @@ pub fn compile(
             .systems
             .iter()
             .filter_map(|id| instance_ids.get(id.as_str()).copied())
-            .collect();
-        let classifiers = systems
-            .iter()
-            .map(|&instance| {
-                let id = &config.instances[instance as usize].id;
-                (
-                    instance,
-                    Classifier::new(flow.entities.iter().filter(|entity| entity.instance == *id)),
-                )
-            })
             .collect();
         flow_ids.insert(flow.id.as_str().into(), index as u32);
         let requests = systems
@@ -531,9 +568,9 @@ pub fn compile(
             state: states[index],
             pair_key: pairs[index].as_ref().map(|(pair, _)| pair.key()),
             refusal_license: refusal_license[index],
+            budget: budgets[index],
             meter: resources.meters.flow(&flow.id),
             requests,
-            classifiers,
         });
     }
 
@@ -545,13 +582,14 @@ pub fn compile(
         .into_iter()
         .zip(points_used)
         .map(|(installed, points_used)| {
-            let compiled_state = usable_at(&installed, moment);
+            let compiled_state = usable_at(&installed, host, moment);
             let limits = installed.file.payload.records_limits();
             let meter = resources.meters.license(&installed.file.payload.common.id);
             LicenseEntry {
                 installed,
                 points_used,
                 compiled_state,
+                host: host.clone(),
                 limit: limits.map(|(limit, _)| limit),
                 hard_limit: limits.map(|(_, hard)| hard),
                 meter,
@@ -572,6 +610,7 @@ pub fn compile(
         unrouted: resources.stats.counts(UNKNOWN, UNKNOWN),
         instance_ids,
         flow_ids,
+        authorities,
     };
     Ok(Compiled {
         snapshot,
@@ -585,6 +624,7 @@ pub fn compile(
 fn subscription_limits(
     config: &Config,
     licenses: &[Arc<Installed>],
+    host: &HostIdentity,
     moment: Moment,
 ) -> Result<Option<SubscriptionLimits>, (&'static str, Option<u32>)> {
     if !config.requires(Model::Subscription) {
@@ -604,13 +644,13 @@ fn subscription_limits(
     };
     let valid: Vec<&(u32, &Installed, &SubscriptionTerms)> = subscriptions
         .iter()
-        .filter(|(_, installed, _)| usable_at(installed, moment).is_ok())
+        .filter(|(_, installed, _)| usable_at(installed, host, moment).is_ok())
         .collect();
     let Some(last) = valid.iter().copied().max_by_key(expire) else {
         // None is valid: a refusal names the subscription that expires last.
         let latest = subscriptions.iter().max_by_key(expire);
         let reason = latest
-            .and_then(|(_, installed, _)| usable_at(installed, moment).err())
+            .and_then(|(_, installed, _)| usable_at(installed, host, moment).err())
             .unwrap_or("missing");
         return Err((reason, latest.map(|(index, _, _)| *index)));
     };
@@ -647,6 +687,20 @@ impl Snapshot {
     /// The index of the flow with this id.
     pub fn flow(&self, id: &str) -> Option<u32> {
         self.flow_ids.get(id).copied()
+    }
+
+    /// The instances whose base URI has this host (any case) and port.
+    pub fn instances_at(&self, host: &str, port: u16) -> impl Iterator<Item = u32> + '_ {
+        let entries = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.authorities.get(host.to_ascii_lowercase().as_str())
+        } else {
+            self.authorities.get(host)
+        };
+        entries
+            .into_iter()
+            .flatten()
+            .filter(move |(p, _)| *p == port)
+            .map(|(_, instance)| *instance)
     }
 
     /// Whether time has moved any license across its start or expiry, or ended a free
@@ -689,15 +743,17 @@ impl Snapshot {
             .map(|i| i as u32)
     }
 
-    /// Classifies a request of `flow` to `instance` by method and path (relative to the base URI).
-    pub fn classify(&self, flow: u32, instance: u32, method: &Method, path: &str) -> LoadClass {
-        self.flows[flow as usize]
-            .classifiers
-            .iter()
-            .find(|(i, _)| *i == instance)
-            .map_or(LoadClass::Other, |(_, classifier)| {
-                classifier.classify(method, path)
-            })
+    /// Classifies a request to `instance` by the methods it may mean and the spellings of its
+    /// path (relative to the base URI): main if any flow's main pattern on the instance matches.
+    pub fn classify<'m>(
+        &self,
+        instance: u32,
+        methods: impl IntoIterator<Item = &'m Method> + Clone,
+        paths: &[&str],
+    ) -> LoadClass {
+        self.instances[instance as usize]
+            .classifier
+            .classify(methods, paths)
     }
 }
 
@@ -757,7 +813,6 @@ systems = ["sn-1", "jira-1"]
         Arc::new(Installed {
             path: PathBuf::from(format!("{id}.lic")),
             file,
-            validity: Validity::Valid,
         })
     }
 
@@ -781,6 +836,7 @@ systems = ["sn-1", "jira-1"]
             &licenses,
             &settings,
             &mut Resources::default(),
+            &Arc::default(),
             Moment::at(now),
             None,
         )
@@ -815,22 +871,24 @@ systems = ["sn-1", "jira-1"]
             &licenses,
             &settings,
             &mut Resources::default(),
+            &Arc::default(),
             Moment::at(now),
             None,
         )
         .unwrap()
         .snapshot;
-        let (flow, jira, sn) = (
-            snapshot.flow("first").unwrap(),
+        let (jira, sn) = (
             snapshot.instance("jira-1").unwrap(),
             snapshot.instance("sn-1").unwrap(),
         );
+        assert!(snapshot.flow("first").is_some());
+        // The pattern is the first flow's, but it applies to every request to jira-1.
         assert_eq!(
-            snapshot.classify(flow, jira, &Method::POST, "/rest/api/2/issue"),
+            snapshot.classify(jira, [&Method::POST], &["/rest/api/2/issue"]),
             LoadClass::Main
         );
         assert_eq!(
-            snapshot.classify(flow, sn, &Method::POST, "/rest/api/2/issue"),
+            snapshot.classify(sn, [&Method::POST], &["/rest/api/2/issue"]),
             LoadClass::Other
         );
         assert_eq!(
@@ -857,6 +915,7 @@ systems = ["sn-1", "jira-1"]
             &licenses,
             &settings,
             &mut Resources::default(),
+            &Arc::default(),
             Moment::at(before),
             None,
         )
@@ -873,6 +932,7 @@ systems = ["sn-1", "jira-1"]
             &licenses,
             &settings,
             &mut Resources::default(),
+            &Arc::default(),
             Moment::at(after),
             None,
         )
@@ -909,7 +969,6 @@ mod subscription_tests {
         Arc::new(Installed {
             path: PathBuf::from("x.lic"),
             file,
-            validity: Validity::Valid,
         })
     }
 
@@ -993,6 +1052,7 @@ systems = ["loader-src"]
             licenses,
             &settings,
             &mut Resources::default(),
+            &Arc::default(),
             Moment::at(at(now)),
             None,
         )
@@ -1121,6 +1181,7 @@ systems = ["loader-src"]
             &[pair(1)],
             &settings,
             &mut Resources::default(),
+            &Arc::default(),
             moment,
             Some(&first.snapshot),
         )

@@ -19,6 +19,7 @@ use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use super::body::{EngineBody, EngineBodyError};
 use crate::config::Instance;
 
 /// How long an idle pooled upstream connection is kept.
@@ -31,6 +32,8 @@ pub enum ForwardError {
     Unavailable(String),
     /// No response head within the instance's `response_timeout`: 504.
     Timeout(Duration),
+    /// The engine's request body failed (malformed: 400, stalled: 408): not the target's fault.
+    EngineBody(String, bool),
 }
 
 /// A target system: where its requests go and the client pool that takes them there.
@@ -40,7 +43,7 @@ pub struct Upstream {
     /// The base URI's path without its trailing `/`; requests' paths are appended to it.
     base_path: Box<str>,
     response_timeout: Duration,
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, EngineBody>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -64,17 +67,15 @@ impl Upstream {
         &self.base_path
     }
 
-    /// Whether an absolute-form request's authority names this upstream (case-insensitive,
-    /// default ports implied).
-    pub fn serves_authority(&self, scheme: Option<&Scheme>, authority: &Authority) -> bool {
-        let scheme = scheme.unwrap_or(&Scheme::HTTP);
-        let default_port = |s: &Scheme| if *s == Scheme::HTTPS { 443 } else { 80 };
-        authority.host().eq_ignore_ascii_case(self.authority.host())
-            && authority.port_u16().unwrap_or(default_port(scheme))
-                == self
-                    .authority
-                    .port_u16()
-                    .unwrap_or(default_port(&self.scheme))
+    /// The host requests go to, lowercased, and the port (the scheme's default where the
+    /// base URI names none): how absolute-form requests find their instance.
+    pub fn host_and_port(&self) -> (String, u16) {
+        (
+            self.authority.host().to_ascii_lowercase(),
+            self.authority
+                .port_u16()
+                .unwrap_or(default_port(Some(&self.scheme))),
+        )
     }
 
     /// Sends `req` to `path_and_query` (the whole target path, base path included) and waits
@@ -83,7 +84,7 @@ impl Upstream {
     /// The request body streams; hop-by-hop headers and `strip` (the flow header) are removed.
     pub async fn send(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<EngineBody>,
         path_and_query: String,
         strip: &HeaderName,
     ) -> Result<Response<Incoming>, ForwardError> {
@@ -104,7 +105,7 @@ impl Upstream {
         let response = tokio::time::timeout(self.response_timeout, self.client.request(req))
             .await
             .map_err(|_| ForwardError::Timeout(self.response_timeout))?
-            .map_err(|err| ForwardError::Unavailable(describe_client_error(&err)))?;
+            .map_err(|err| classify_client_error(&err))?;
         let (mut parts, body) = response.into_parts();
         // The engine talks to tollgate, not to the target: answer in tollgate's own protocol.
         parts.version = Version::HTTP_11;
@@ -113,16 +114,30 @@ impl Upstream {
     }
 }
 
-/// The error chain of a client error as one line (hyper's top-level message alone says little).
-fn describe_client_error(err: &hyper_util::client::legacy::Error) -> String {
+/// The port a scheme implies (443 for https, else 80).
+pub fn default_port(scheme: Option<&Scheme>) -> u16 {
+    if scheme == Some(&Scheme::HTTPS) {
+        443
+    } else {
+        80
+    }
+}
+
+/// Tells an engine-body failure from an upstream failure, with the error chain as one line
+/// (hyper's top-level message alone says little).
+fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ForwardError {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
+        if let Some(body) = cause.downcast_ref::<EngineBodyError>() {
+            let stalled = matches!(body, EngineBodyError::Stalled(_));
+            return ForwardError::EngineBody(body.to_string(), stalled);
+        }
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    text
+    ForwardError::Unavailable(text)
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, including those `Connection` names.
@@ -323,8 +338,7 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(first.origin(), "https://API.example:8443");
         assert_eq!(first.base_path(), "/base");
-        assert!(first.serves_authority(Some(&Scheme::HTTPS), &"api.example:8443".parse().unwrap()));
-        assert!(!first.serves_authority(Some(&Scheme::HTTPS), &"api.example".parse().unwrap()));
+        assert_eq!(first.host_and_port(), ("api.example".to_owned(), 8443));
         drop((first, second));
         cache.retain_used();
         assert!(cache.upstreams.is_empty());

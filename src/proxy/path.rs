@@ -1,17 +1,32 @@
-//! Path normalisation before routing and classification (RFC 3986 §6.2.2): percent-encoded
-//! unreserved characters are decoded, other escapes upper-cased, empty segments collapsed and
-//! dot segments resolved, so that `%2e%2e`, `..` or `//` can neither climb out of an
-//! instance's root nor disguise a counted path.
+//! Path normalisation for routing, classification and forwarding alike (RFC 3986 §6.2.2
+//! plus the ways real targets read paths):
+//!
+//! - escapes of unreserved characters are decoded, other escapes upper-cased;
+//! - empty, `.` and `..` segments are resolved within the instance's root, and a `..` above
+//!   that root is refused;
+//! - encoded separators (`%2F`, `%5C`) stay as sent (identifiers such as `group%2Fproject`
+//!   work), but a segment that, split at an encoded separator or a backslash, or with its
+//!   `;parameters` removed, has a `.` or `..` part (`..%2F`, `%2e%2e%5c`, `..\`, `..;`) is
+//!   refused, so no target, however it decodes, is reached outside the instance's base path;
+//! - `%00` is refused (targets that stop at a NUL would see another path).
+//!
+//! What is forwarded is the normalised path; what is classified is the same path without
+//! `;parameters` (Tomcat strips them), plus, when the path carries encoded separators or
+//! backslashes, the spelling a target that decodes them would see ([`Normal::variant`]).
 
 use std::borrow::Cow;
 
-/// Why a path cannot be routed.
+/// Why a path is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
-    /// A `..` segment would climb above the root it is resolved in.
+    /// A `..` segment would climb above the root it is resolved in: 404.
     AboveRoot,
-    /// A `%` not followed by two hex digits.
+    /// A `%` not followed by two hex digits: 400.
     BadEscape,
+    /// A dot segment hidden behind an encoded separator, a backslash or parameters: 400.
+    HiddenDotSegment,
+    /// An encoded NUL: 400.
+    Nul,
 }
 
 impl PathError {
@@ -20,43 +35,70 @@ impl PathError {
         match self {
             PathError::AboveRoot => "the path climbs above the instance's root with '..'",
             PathError::BadEscape => "the path has a '%' that is not followed by two hex digits",
+            PathError::HiddenDotSegment => "the path has a '.' or '..' segment hidden behind an encoded separator, a backslash or ';' parameters",
+            PathError::Nul => "the path has an encoded NUL (%00)",
         }
     }
 }
 
+/// A normalised path relative to an instance's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normal<'a> {
+    /// What the target receives (after the base path).
+    pub forward: Cow<'a, str>,
+    /// What entity patterns are matched against: `forward` without `;parameters`.
+    pub classify: Cow<'a, str>,
+    /// `classify` as a target that decodes `%2F`/`%5C` and reads `\` as `/` would see it,
+    /// when that differs.
+    pub variant: Option<String>,
+}
+
 /// Normalises an absolute path (without query); borrows when it is already normal.
-pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+pub fn normalize(path: &str) -> Result<Normal<'_>, PathError> {
     if is_normal(path) {
-        return Ok(Cow::Borrowed(path));
+        return Ok(Normal {
+            forward: Cow::Borrowed(path),
+            classify: Cow::Borrowed(path),
+            variant: None,
+        });
     }
-    let mut decoded = decode_unreserved(path)?;
-    if !decoded.starts_with('/') {
-        decoded.insert(0, '/');
-    }
+    let decoded = decode_unreserved(path)?;
+    let decoded = if decoded.starts_with('/') {
+        decoded
+    } else {
+        format!("/{decoded}")
+    };
     let mut out: Vec<&str> = Vec::new();
+    let mut separators = false;
     for segment in decoded.split('/').skip(1) {
         match segment {
             "" | "." => {}
             ".." => {
                 out.pop().ok_or(PathError::AboveRoot)?;
             }
-            _ => out.push(segment),
+            _ => {
+                separators |= check_segment(segment)?;
+                out.push(segment);
+            }
         }
     }
     let trailing = decoded.len() > 1
         && (decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/.."));
-    let mut normal = String::with_capacity(decoded.len());
-    for segment in &out {
-        normal.push('/');
-        normal.push_str(segment);
-    }
-    if normal.is_empty() || (trailing && !out.is_empty()) {
-        normal.push('/');
-    }
-    Ok(Cow::Owned(normal))
+    let forward = join(out.iter().copied(), trailing);
+    let classify = if forward.contains(';') {
+        Cow::Owned(join(out.iter().map(|s| strip_params(s)), trailing))
+    } else {
+        Cow::Owned(forward.clone())
+    };
+    let variant = separators.then(|| decoded_separators(&out, trailing));
+    Ok(Normal {
+        forward: Cow::Owned(forward),
+        classify,
+        variant,
+    })
 }
 
-/// Splits a normal path into its first segment and the rest (`/a/b?` → `a`, `/b`).
+/// Splits a path into its first segment and the rest (`/a/b` → `a`, `/b`).
 pub fn split_first(path: &str) -> (&str, &str) {
     let tail = path.strip_prefix('/').unwrap_or(path);
     match tail.find('/') {
@@ -75,14 +117,69 @@ pub fn decode_segment(segment: &str) -> Option<Cow<'_, str>> {
     (!decoded.contains('%')).then_some(Cow::Owned(decoded))
 }
 
-/// Fast check: no escapes, no empty or dot segments.
+/// Fast check: nothing to decode, resolve, strip or refuse.
 fn is_normal(path: &str) -> bool {
     path.starts_with('/')
-        && !path.contains('%')
+        && !path.contains(['%', ';', '\\'])
         && !path.contains("//")
         && !path
             .split('/')
             .any(|segment| segment == "." || segment == "..")
+}
+
+/// Refuses a segment that hides a dot segment; returns whether it holds an encoded separator
+/// or a backslash (so the decoded-separator spelling must be classified too).
+fn check_segment(segment: &str) -> Result<bool, PathError> {
+    let separators = segment.contains("%2F") || segment.contains("%5C") || segment.contains('\\');
+    if !separators && !segment.contains(';') && !segment.contains("%3B") {
+        return Ok(false);
+    }
+    for part in separator_parts(segment) {
+        let bare = strip_params(part);
+        let bare = bare.split("%3B").next().unwrap_or(bare);
+        if bare == "." || bare == ".." {
+            return Err(PathError::HiddenDotSegment);
+        }
+    }
+    Ok(separators)
+}
+
+/// The parts of a segment between encoded separators and backslashes.
+fn separator_parts(segment: &str) -> impl Iterator<Item = &str> {
+    segment
+        .split('\\')
+        .flat_map(|part| part.split("%2F"))
+        .flat_map(|part| part.split("%5C"))
+}
+
+/// A segment without its `;parameters`.
+fn strip_params(segment: &str) -> &str {
+    segment.split(';').next().unwrap_or(segment)
+}
+
+/// Joins segments into an absolute path, with a trailing `/` where the original had one.
+fn join<'s>(segments: impl Iterator<Item = &'s str>, trailing: bool) -> String {
+    let mut path = String::new();
+    let mut any = false;
+    for segment in segments {
+        path.push('/');
+        path.push_str(segment);
+        any = true;
+    }
+    if !any || trailing {
+        path.push('/');
+    }
+    path
+}
+
+/// The classification path a target that decodes encoded separators would see.
+fn decoded_separators(segments: &[&str], trailing: bool) -> String {
+    let parts = segments
+        .iter()
+        .flat_map(|segment| separator_parts(segment))
+        .map(strip_params)
+        .filter(|part| !part.is_empty());
+    join(parts, trailing)
 }
 
 /// Decodes `%XX` for unreserved characters and upper-cases the hex of every other escape.
@@ -102,6 +199,9 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
             (Some(high), Some(low)) => high << 4 | low,
             _ => return Err(PathError::BadEscape),
         };
+        if value == 0 {
+            return Err(PathError::Nul);
+        }
         if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(value));
         } else {
@@ -122,15 +222,27 @@ fn hex_value(digit: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn forward(path: &str) -> Result<String, PathError> {
+        normalize(path).map(|n| n.forward.into_owned())
+    }
 
     #[test]
     fn normal_paths_are_borrowed_unchanged() {
         for path in ["/", "/jira-1/rest/api/2/issue", "/a/b/", "/a.b/c..d/.e"] {
+            let normal = normalize(path).unwrap();
             assert!(
-                matches!(normalize(path), Ok(Cow::Borrowed(p)) if p == path),
+                matches!(normal.forward, Cow::Borrowed(p) if p == path),
                 "{path}"
             );
+            assert!(
+                matches!(normal.classify, Cow::Borrowed(p) if p == path),
+                "{path}"
+            );
+            assert_eq!(normal.variant, None);
         }
     }
 
@@ -145,41 +257,82 @@ mod tests {
             ("/a/.", "/a/"),
             ("/a/b/../../c", "/c"),
             ("/a/..", "/"),
+            ("/a;x/../b", "/b"),
         ];
         for (path, expected) in cases {
-            assert_eq!(normalize(path).as_deref(), Ok(expected), "{path}");
+            assert_eq!(forward(path).as_deref(), Ok(expected), "{path}");
         }
     }
 
     #[test]
     fn encoded_dots_and_unreserved_characters_are_decoded() {
-        assert_eq!(normalize("/a/%2e%2E/b").as_deref(), Ok("/b"));
+        assert_eq!(forward("/a/%2e%2E/b").as_deref(), Ok("/b"));
+        assert_eq!(forward("/a/.%2e/b").as_deref(), Ok("/b"));
         assert_eq!(
-            normalize("/rest/api/2/%69ssue").as_deref(),
+            forward("/rest/api/2/%69ssue").as_deref(),
             Ok("/rest/api/2/issue")
         );
-        assert_eq!(normalize("/a/%7Euser").as_deref(), Ok("/a/~user"));
+        assert_eq!(forward("/a/%7Euser").as_deref(), Ok("/a/~user"));
     }
 
     #[test]
-    fn encoded_separators_stay_encoded_inside_their_segment() {
-        assert_eq!(normalize("/jira-1%2fx").as_deref(), Ok("/jira-1%2Fx"));
-        assert_eq!(split_first("/jira-1%2Fx"), ("jira-1%2Fx", "/"));
-        assert_eq!(normalize("/a/%2e%2e%2fb").as_deref(), Ok("/a/..%2Fb"));
-        assert_eq!(normalize("/a/b%5c..").as_deref(), Ok("/a/b%5C.."));
+    fn encoded_separators_stay_encoded_and_are_classified_both_ways() {
+        let normal = normalize("/api/v4/projects/group%2fproject/issues").unwrap();
+        assert_eq!(normal.forward, "/api/v4/projects/group%2Fproject/issues");
+        assert_eq!(normal.classify, "/api/v4/projects/group%2Fproject/issues");
+        assert_eq!(
+            normal.variant.as_deref(),
+            Some("/api/v4/projects/group/project/issues")
+        );
+        let spelled = normalize("/rest%2Fapi%5C2\\issue").unwrap();
+        assert_eq!(spelled.variant.as_deref(), Some("/rest/api/2/issue"));
+    }
+
+    #[test]
+    fn dot_segments_hidden_behind_separators_or_parameters_are_refused() {
+        for path in [
+            "/..%2Fservicenow-1%2Fsecret",
+            "/a/%2e%2e%2fb",
+            "/a/..%5Cb",
+            "/a/%2e%2e%5cb",
+            "/a/..\\b",
+            "/a/.\\b",
+            "/a/b%2F..",
+            "/a/..;/b",
+            "/a/.;x/b",
+            "/a/..;jsessionid=1/b",
+            "/a/..%3B/b",
+            "/a/b%2F..;x",
+        ] {
+            assert_eq!(
+                normalize(path).map(|n| n.forward.into_owned()),
+                Err(PathError::HiddenDotSegment),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn parameters_are_kept_for_the_target_and_ignored_for_classification() {
+        let normal = normalize("/rest/api/2/issue;jsessionid=ABC").unwrap();
+        assert_eq!(normal.forward, "/rest/api/2/issue;jsessionid=ABC");
+        assert_eq!(normal.classify, "/rest/api/2/issue");
+        let inner = normalize("/rest;x=1/api/2/issue/").unwrap();
+        assert_eq!(inner.classify, "/rest/api/2/issue/");
     }
 
     #[test]
     fn climbing_above_the_root_is_refused() {
-        assert_eq!(normalize("/.."), Err(PathError::AboveRoot));
-        assert_eq!(normalize("/a/../../b"), Err(PathError::AboveRoot));
-        assert_eq!(normalize("/%2e%2e/jira-1/x"), Err(PathError::AboveRoot));
+        assert_eq!(forward("/.."), Err(PathError::AboveRoot));
+        assert_eq!(forward("/a/../../b"), Err(PathError::AboveRoot));
+        assert_eq!(forward("/%2e%2e/jira-1/x"), Err(PathError::AboveRoot));
     }
 
     #[test]
-    fn broken_escapes_are_refused() {
-        assert_eq!(normalize("/a%2"), Err(PathError::BadEscape));
-        assert_eq!(normalize("/a%zz"), Err(PathError::BadEscape));
+    fn broken_escapes_and_nul_are_refused() {
+        assert_eq!(forward("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(forward("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(forward("/a%00b"), Err(PathError::Nul));
     }
 
     #[test]
@@ -196,5 +349,84 @@ mod tests {
         assert_eq!(split_first("/jira-1/rest/api"), ("jira-1", "/rest/api"));
         assert_eq!(split_first("/jira-1"), ("jira-1", "/"));
         assert_eq!(split_first("/"), ("", "/"));
+    }
+
+    /// How a target that decodes once, reads `\` as `/` and strips `;parameters` resolves a
+    /// path it receives: the segments it ends up at, or `None` where it climbs above its root.
+    fn as_a_lenient_target_resolves(path: &str) -> Option<Vec<String>> {
+        let mut bytes = Vec::new();
+        let raw = path.as_bytes();
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'%' && i + 2 < raw.len() {
+                let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            } else {
+                bytes.push(raw[i]);
+                i += 1;
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
+        let mut out: Vec<String> = Vec::new();
+        for segment in text.split('/') {
+            match segment.split(';').next().unwrap_or("") {
+                "" | "." => {}
+                ".." => {
+                    out.pop()?;
+                }
+                other => out.push(other.to_owned()),
+            }
+        }
+        Some(out)
+    }
+
+    /// Path pieces that hostile requests combine.
+    fn piece() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "/", "a", "b", "..", ".", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "\\", ";", ";x=1",
+            "%3b", "%25", "%2e%2e", "issue", "%20", "~", "%7e", "//",
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        /// Whatever is forwarded resolves under the instance's root for a target that
+        /// decodes once, treats `\` as `/` and strips `;` parameters.
+        #[test]
+        fn what_is_forwarded_never_resolves_above_the_root(pieces in prop::collection::vec(piece(), 0..12)) {
+            let path = format!("/{}", pieces.concat());
+            if let Ok(normal) = normalize(&path) {
+                prop_assert!(
+                    as_a_lenient_target_resolves(&normal.forward).is_some(),
+                    "{path} was forwarded as {} which climbs out", normal.forward
+                );
+            }
+        }
+
+        /// A counted path under any spelling that reaches the target is classified as that
+        /// path: the classification spelling (or its decoded-separator variant) resolves to
+        /// the segments the target ends up at.
+        #[test]
+        fn every_spelling_that_reaches_the_target_is_classified_as_what_it_resolves_to(
+            pieces in prop::collection::vec(piece(), 0..12)
+        ) {
+            let path = format!("/{}", pieces.concat());
+            if let Ok(normal) = normalize(&path) {
+                let target = as_a_lenient_target_resolves(&normal.forward).unwrap_or_default();
+                let seen = |p: &str| as_a_lenient_target_resolves(p).unwrap_or_default();
+                let classified = normal.variant.as_deref().unwrap_or(&normal.classify);
+                prop_assert_eq!(seen(classified), target, "{} classified as {}", path, classified);
+            }
+        }
+
+        /// Arbitrary text never panics the normaliser.
+        #[test]
+        fn arbitrary_paths_never_panic(path in "\\PC{0,64}") {
+            let _ = normalize(&path);
+            let _ = decode_segment(&path);
+            let _ = split_first(&path);
+        }
     }
 }

@@ -13,9 +13,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::deadline::FirstHead;
 use super::framing::{FramingWatch, Scanner, ScanningIo};
 
 /// hyper's smallest accepted HTTP/1 read buffer.
@@ -82,6 +83,9 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// TLS, if the listener terminates it.
     pub tls: Option<TlsAcceptor>,
+    /// Open connections at most, shared by the listeners given the same semaphore; past it,
+    /// new connections wait in the listen backlog.
+    pub connections: Arc<Semaphore>,
 }
 
 /// Accepts connections until `shutdown` fires, serving each with `handler`; connections are
@@ -110,6 +114,15 @@ pub async fn serve<H, F, B>(
         .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     loop {
+        // A permit per open connection: at the limit, stop accepting (the kernel's backlog
+        // holds new connections) rather than failing other listeners for file descriptors.
+        let permit = tokio::select! {
+            permit = options.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = bound.listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -131,6 +144,7 @@ pub async fn serve<H, F, B>(
         let handshake_timeout = options.header_read_timeout;
         let max_head = options.max_header_bytes.max(MIN_HTTP1_BUFFER);
         tokio::spawn(async move {
+            let _permit = permit;
             let framing = Arc::new(FramingWatch::default());
             let scanner = Scanner::new(max_head, framing.clone());
             let service = service_fn(move |mut req: Request<Incoming>| {
@@ -139,6 +153,7 @@ pub async fn serve<H, F, B>(
             });
             let result = match tls {
                 None => {
+                    let stream = FirstHead::new(stream, handshake_timeout);
                     let io = TokioIo::new(ScanningIo::new(stream, scanner));
                     watcher
                         .watch(builder.serve_connection(io, service).into_owned())
@@ -146,6 +161,7 @@ pub async fn serve<H, F, B>(
                 }
                 Some(acceptor) => match accept_tls(&acceptor, stream, handshake_timeout).await {
                     Ok(tls) => {
+                        let tls = FirstHead::new(tls, handshake_timeout);
                         let io = TokioIo::new(ScanningIo::new(tls, scanner));
                         watcher
                             .watch(builder.serve_connection(io, service).into_owned())

@@ -1,6 +1,11 @@
-//! The proxy service, as named phases: [`check_framing`] → [`route`] → [`identify`] →
-//! [`gate`] → [`forward`]. Each phase either passes what the next needs or answers with a
-//! [`Problem`]. Nothing here takes a lock; the snapshot is loaded once per request.
+//! The proxy service, as named phases: [`check_head`] → [`route`] → [`identify`] → [`gate`]
+//! → classify → [`admit`] → [`forward`] → [`count`]. Each phase either passes what the next
+//! needs or answers with a [`Problem`]. Nothing here takes a lock; the snapshot is loaded
+//! once per request.
+//!
+//! A counted load's exchange with the target runs in a task of its own: hyper drops a
+//! request's future when the engine hangs up, and a load the target accepted must still be
+//! counted (the reservation must never go back for a record that was created).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -9,20 +14,22 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{Request, Response, StatusCode, Version};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::uri::Scheme;
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::task::TaskTracker;
 
-use super::body::ProxyBody;
-use super::forward::ForwardError;
+use super::body::{EngineBody, ProxyBody};
+use super::forward::{default_port, ForwardError, Upstream};
 use super::framing::FramingWatch;
-use super::path::{decode_segment, normalize, split_first};
+use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::problem::Problem;
 use super::server::ListenerRole;
 use crate::clock::{month_bounds, month_index, month_index_label, Clock};
-use crate::meter::{MeterEvent, MeterEventKind, Reservation};
+use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation};
 use crate::observe::DurationHistogram;
 use crate::policy::{DisabledReason, FlowState, LicenseEntry, LoadClass, Moment, Snapshot};
 use crate::store::{CountItem, Recorder};
@@ -36,23 +43,36 @@ pub struct Shared {
     /// Where counted loads are persisted.
     pub recorder: Recorder,
     /// Warnings and limits reached, for the control plane to act on.
-    pub events: UnboundedSender<MeterEvent>,
+    pub events: UnboundedSender<MeterReport>,
     /// How long targets take to answer, for `/metrics`.
     pub upstream_durations: DurationHistogram,
+    /// Counted exchanges in flight, which shutdown waits for before the last flush.
+    pub exchanges: TaskTracker,
 }
+
+/// Longest the load reaching the hard limit waits for the license's flows to be stopped.
+const LIMIT_ACT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The header on allowed loads once the month's limit is reached (SPEC §1.1).
 pub const TOLLGATE_WARNING: &str = "tollgate-warning";
+
+/// Headers with which clients ask a target to treat a request as another method; a load is
+/// classified under each method it may mean.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Where a routed request goes.
 #[derive(Debug)]
 struct Target<'a> {
     /// Index of the instance.
     instance: u32,
-    /// The normalised path relative to the instance's base URI (for classification).
-    path: Cow<'a, str>,
-    /// Whether the path already includes the base URI's path (absolute-form requests).
-    absolute: bool,
+    /// The normalised path relative to the instance's base URI.
+    path: Normal<'a>,
+    /// For absolute-form requests: the whole path the target receives, base path included.
+    absolute: Option<Cow<'a, str>>,
 }
 
 /// What the decision phases found out about an admitted request.
@@ -67,6 +87,15 @@ pub struct Decision<'r> {
     target: Target<'r>,
 }
 
+/// A request that passed every decision phase, ready to go to its target.
+struct Exchange {
+    flow: u32,
+    instance: u32,
+    upstream: Arc<Upstream>,
+    path_and_query: String,
+    reservation: Option<Reservation>,
+}
+
 /// Handles one request on a proxy listener; never fails, refusals are problem answers.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -75,7 +104,42 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let snapshot = shared.snapshot.load_full();
     let now = shared.clock.now();
-    Ok(match proxy(&snapshot, &shared, &role, now, req).await {
+    let exchange = match prepare(&snapshot, &role, now, &req) {
+        Ok(exchange) => exchange,
+        Err(problem) => return Ok(finish(&snapshot, Err(problem))),
+    };
+    if exchange.reservation.is_none() {
+        let result = send(&snapshot, &shared, exchange, req, now).await;
+        return Ok(finish(&snapshot, result));
+    }
+    // A counted load: the exchange is finished and counted whatever the engine does.
+    let task = shared.exchanges.spawn({
+        let (snapshot, shared) = (snapshot.clone(), shared.clone());
+        async move {
+            let result = send(&snapshot, &shared, exchange, req, now).await;
+            finish(&snapshot, result)
+        }
+    });
+    Ok(match task.await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::error!(error = %err, "a counted exchange failed inside tollgate");
+            let problem = Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal-error",
+                "the exchange with the target failed inside tollgate",
+            );
+            finish(&snapshot, Err(problem))
+        }
+    })
+}
+
+/// Records the request's decision in the metrics and turns it into the engine's answer.
+fn finish(
+    snapshot: &Snapshot,
+    result: Result<(Response<ProxyBody>, u32, u32), Problem>,
+) -> Response<ProxyBody> {
+    match result {
         Ok((response, flow, instance)) => {
             snapshot
                 .request_counts(Some(flow), Some(instance))
@@ -89,21 +153,56 @@ pub async fn handle(
             snapshot.request_counts(flow, instance).record(problem.code);
             problem.into_response()
         }
+    }
+}
+
+/// Runs the decision phases and admission; returns what forwarding needs.
+fn prepare(
+    snapshot: &Snapshot,
+    role: &ListenerRole,
+    now: DateTime<Utc>,
+    req: &Request<Incoming>,
+) -> Result<Exchange, Problem> {
+    let decision = decide(snapshot, role, now, req)?;
+    let upstream = snapshot.instances[decision.instance as usize]
+        .upstream
+        .clone()
+        .ok_or_else(|| no_route("the instance has no base_uri"))?;
+    let target = &decision.target;
+    let mut path_and_query = String::with_capacity(target.path.forward.len() + 64);
+    match &target.absolute {
+        Some(whole) => path_and_query.push_str(whole),
+        None => {
+            path_and_query.push_str(upstream.base_path());
+            path_and_query.push_str(&target.path.forward);
+        }
+    }
+    if let Some(query) = req.uri().query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    let reservation = admit(snapshot, &decision, now)?;
+    Ok(Exchange {
+        flow: decision.flow,
+        instance: decision.instance,
+        upstream,
+        path_and_query,
+        reservation,
     })
 }
 
-/// Runs the decision phases on a request head: framing, route, identify, gate, classify.
+/// Runs the decision phases on a request head: head checks, route, identify, gate, classify.
 pub fn decide<'r, B>(
     snapshot: &Snapshot,
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: &'r Request<B>,
 ) -> Result<Decision<'r>, Problem> {
-    check_framing(snapshot, req)?;
+    check_head(snapshot, req)?;
     let target = route(snapshot, role, req)?;
     let flow = identify(snapshot, role, req, target.instance)?;
     gate(snapshot, now, flow, target.instance)?;
-    let class = snapshot.classify(flow, target.instance, req.method(), &target.path);
+    let class = classify(snapshot, req, &target);
     Ok(Decision {
         instance: target.instance,
         flow,
@@ -112,62 +211,50 @@ pub fn decide<'r, B>(
     })
 }
 
-async fn proxy(
-    snapshot: &Snapshot,
-    shared: &Shared,
-    role: &ListenerRole,
-    now: DateTime<Utc>,
-    req: Request<Incoming>,
-) -> Result<(Response<ProxyBody>, u32, u32), Problem> {
-    let decision = decide(snapshot, role, now, &req)?;
-    let upstream = snapshot.instances[decision.instance as usize]
-        .upstream
-        .as_ref()
-        .ok_or_else(|| no_route("the instance has no base_uri"))?;
-    let target = &decision.target;
-    let mut path_and_query = String::with_capacity(target.path.len() + 64);
-    if !target.absolute {
-        path_and_query.push_str(upstream.base_path());
+/// Classifies a request under every method it may mean and every spelling of its path a
+/// target may read.
+fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> LoadClass {
+    let classifier = &snapshot.instances[target.instance as usize].classifier;
+    if classifier.is_empty() {
+        return LoadClass::Other;
     }
-    path_and_query.push_str(&target.path);
-    if let Some(query) = req.uri().query() {
-        path_and_query.push('?');
-        path_and_query.push_str(query);
+    let mut methods = [Some(req.method().clone()), None, None, None];
+    for (slot, name) in methods[1..].iter_mut().zip(METHOD_OVERRIDES) {
+        *slot = req
+            .headers()
+            .get(HeaderName::from_static(name))
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes()).ok());
     }
-    let (flow, instance) = (decision.flow, decision.instance);
-    let reservation = admit(snapshot, &decision, now)?;
-    drop(decision);
-    let started = Instant::now();
-    let response = forward(snapshot, flow, instance, upstream, req, path_and_query).await?;
-    shared.upstream_durations.observe(started.elapsed());
-    let response = match reservation {
-        Some(reservation) if response.status().is_success() => {
-            count(snapshot, shared, flow, instance, reservation, response, now).await?
+    let path = &target.path;
+    let both: [&str; 2];
+    let one: [&str; 1];
+    let paths: &[&str] = match &path.variant {
+        Some(variant) => {
+            both = [&path.classify, variant];
+            &both
         }
-        // A refused or failed load gives its reservation back when it is dropped here.
-        _ => response,
+        None => {
+            one = [&path.classify];
+            &one
+        }
     };
-    Ok((response, flow, instance))
+    snapshot.classify(target.instance, methods.iter().flatten(), paths)
 }
 
 /// Reserves a record of the month's budget for a main-entity load (SPEC §1.1); 429 at the hard limit.
-fn admit<'s>(
-    snapshot: &'s Snapshot,
+fn admit(
+    snapshot: &Snapshot,
     decision: &Decision<'_>,
     now: DateTime<Utc>,
-) -> Result<Option<Reservation<'s>>, Problem> {
+) -> Result<Option<Reservation>, Problem> {
     if decision.class != LoadClass::Main {
         return Ok(None);
     }
     let flow = &snapshot.flows[decision.flow as usize];
-    let license = match flow.state {
-        FlowState::Active {
-            license: Some(index),
-        } => Some(&snapshot.licenses[index as usize]),
-        _ => None,
-    };
+    let license = flow.budget.map(|index| &snapshot.licenses[index as usize]);
     let month = month_index(now, snapshot.tz);
-    Reservation::take(license.map(|l| (&*l.meter, l.hard_limit)), &flow.meter, month).map(Some).map_err(|at| {
+    Reservation::take(license.map(|l| (&l.meter, l.hard_limit)), &flow.meter, month).map(Some).map_err(|at| {
         let hard = license.and_then(|l| l.hard_limit).unwrap_or(at.used);
         let license = license.map(LicenseEntry::id).unwrap_or_default();
         let mut problem = Problem::new(
@@ -186,6 +273,36 @@ fn admit<'s>(
     })
 }
 
+/// Forwards an admitted request and, for a counted load the target accepted, counts it.
+async fn send(
+    snapshot: &Snapshot,
+    shared: &Shared,
+    exchange: Exchange,
+    req: Request<Incoming>,
+    now: DateTime<Utc>,
+) -> Result<(Response<ProxyBody>, u32, u32), Problem> {
+    let Exchange {
+        flow,
+        instance,
+        upstream,
+        path_and_query,
+        reservation,
+    } = exchange;
+    let idle = snapshot.config.server.body_read_timeout;
+    let req = req.map(|body| EngineBody::new(body, idle));
+    let started = Instant::now();
+    let response = forward(snapshot, flow, instance, &upstream, req, path_and_query).await?;
+    shared.upstream_durations.observe(started.elapsed());
+    let response = match reservation {
+        Some(reservation) if response.status().is_success() => {
+            count(snapshot, shared, flow, instance, reservation, response, now).await?
+        }
+        // A refused or failed load gives its reservation back when it is dropped here.
+        _ => response,
+    };
+    Ok((response, flow, instance))
+}
+
 /// Commits a load the target accepted: counts it, waits for the store in strict durability,
 /// raises the warning and limit events, and marks the answer once the limit is reached.
 async fn count(
@@ -193,17 +310,12 @@ async fn count(
     shared: &Shared,
     flow: u32,
     instance: u32,
-    reservation: Reservation<'_>,
+    reservation: Reservation,
     mut response: Response<ProxyBody>,
     now: DateTime<Utc>,
 ) -> Result<Response<ProxyBody>, Problem> {
     let entry = &snapshot.flows[flow as usize];
-    let license = match entry.state {
-        FlowState::Active {
-            license: Some(index),
-        } => Some(&snapshot.licenses[index as usize]),
-        _ => None,
-    };
+    let license = entry.budget.map(|index| &snapshot.licenses[index as usize]);
     let committed = reservation.commit();
     let item = CountItem {
         license: license.map(|l| l.meter.id.clone()),
@@ -244,10 +356,22 @@ async fn count(
         hard_limit: hard,
     };
     if committed.before < limit && committed.after >= limit {
-        let _ = shared.events.send(event(MeterEventKind::Warning));
+        let _ = shared.events.send(MeterReport {
+            event: event(MeterEventKind::Warning),
+            acted: None,
+        });
     }
     if committed.before < hard && committed.after >= hard {
-        let _ = shared.events.send(event(MeterEventKind::Limit));
+        // The load that reaches the hard limit is answered once the license's flows are
+        // stopped, so whoever sees its answer sees them stopped (bounded: never hangs).
+        let (acted, done) = tokio::sync::oneshot::channel();
+        let report = MeterReport {
+            event: event(MeterEventKind::Limit),
+            acted: Some(acted),
+        };
+        if shared.events.send(report).is_ok() {
+            let _ = tokio::time::timeout(LIMIT_ACT_WAIT, done).await;
+        }
     }
     if committed.after >= limit {
         let warning = format!(
@@ -268,8 +392,9 @@ fn seconds_to_reset(snapshot: &Snapshot, now: DateTime<Utc>) -> u64 {
     millis.div_ceil(1000).max(1)
 }
 
-/// Refuses request heads the server must not forward: conflicting framing, oversized heads.
-fn check_framing<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
+/// Refuses request heads the server must not forward: conflicting framing, transfer codings
+/// other than `chunked` alone, methods spelt in another case, oversized heads.
+fn check_head<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
     let headers = req.headers();
     let conflicted = req
         .extensions()
@@ -277,12 +402,29 @@ fn check_framing<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem
         .is_some_and(|watch| watch.next_request_conflicts());
     if conflicted || headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH)
     {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
+        return Err(bad_request(
             "the request has both Content-Length and Transfer-Encoding",
         ));
     }
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        if codings.next().is_some()
+            || !first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+        {
+            return Err(Problem::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not-implemented",
+                format!(
+                    "Transfer-Encoding {:?} is not forwarded: only \"chunked\" alone is",
+                    String::from_utf8_lossy(first.as_bytes())
+                ),
+            ));
+        }
+    }
+    check_method(req.method())?;
     let limit = snapshot.config.server.max_header_bytes;
     let mut size = req.method().as_str().len()
         + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
@@ -300,6 +442,35 @@ fn check_framing<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem
     Ok(())
 }
 
+/// Methods are case-sensitive (RFC 9110): one that equals a standard method only without
+/// regard to case (`post`, `Get`) would be a second spelling of a counted request.
+fn check_method(method: &Method) -> Result<(), Problem> {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    if STANDARD.contains(method) {
+        return Ok(());
+    }
+    match STANDARD
+        .iter()
+        .find(|standard| standard.as_str().eq_ignore_ascii_case(method.as_str()))
+    {
+        Some(standard) => Err(bad_request(format!(
+            "method {:?} is not {standard}: methods are case-sensitive",
+            method.as_str()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Finds the instance and the path relative to its base URI; anything else is `unknown-route`.
 fn route<'r, B>(
     snapshot: &Snapshot,
@@ -313,11 +484,10 @@ fn route<'r, B>(
             let instance = snapshot
                 .instance(id)
                 .ok_or_else(|| no_route("the listener's instance is no longer configured"))?;
-            let path = normalize(raw).map_err(|err| path_problem(err.describe()))?;
             Ok(Target {
                 instance,
-                path,
-                absolute: false,
+                path: normalize(raw).map_err(path_problem)?,
+                absolute: None,
             })
         }
         ListenerRole::Engine if uri.authority().is_some() && req.version() < Version::HTTP_2 => {
@@ -328,17 +498,17 @@ fn route<'r, B>(
             let instance = decode_segment(first)
                 .and_then(|id| snapshot.instance(&id))
                 .ok_or_else(|| no_route(format!("no instance is configured at /{first}")))?;
-            let path = normalize(rest).map_err(|err| path_problem(err.describe()))?;
             Ok(Target {
                 instance,
-                path,
-                absolute: false,
+                path: normalize(rest).map_err(path_problem)?,
+                absolute: None,
             })
         }
     }
 }
 
-/// Routes an absolute-form request (forward-proxy mode) to the instance serving its authority.
+/// Routes an absolute-form request (forward-proxy mode) to the one instance serving its
+/// authority, if its path lies under that instance's base path.
 fn absolute_form<'r, B>(snapshot: &Snapshot, req: &'r Request<B>) -> Result<Target<'r>, Problem> {
     let uri = req.uri();
     if !snapshot.config.server.forward_proxy {
@@ -349,25 +519,65 @@ fn absolute_form<'r, B>(snapshot: &Snapshot, req: &'r Request<B>) -> Result<Targ
     let authority = uri
         .authority()
         .ok_or_else(|| no_route("the request has no authority"))?;
-    let instance = snapshot
-        .instances
-        .iter()
-        .position(|entry| {
-            entry
-                .upstream
-                .as_ref()
-                .is_some_and(|u| u.serves_authority(uri.scheme(), authority))
-        })
-        .ok_or_else(|| {
-            no_route(format!(
+    let port = authority
+        .port_u16()
+        .unwrap_or(default_port(Some(uri.scheme().unwrap_or(&Scheme::HTTP))));
+    let mut matching = snapshot.instances_at(authority.host(), port);
+    let instance = match (matching.next(), matching.next()) {
+        (Some(instance), None) => instance,
+        (None, _) => {
+            return Err(no_route(format!(
                 "{authority} is not the authority of a configured instance"
-            ))
-        })?;
-    let path = normalize(uri.path()).map_err(|err| path_problem(err.describe()))?;
+            )))
+        }
+        (Some(_), Some(_)) => {
+            return Err(no_route(format!(
+                "{authority} is the authority of several instances: send requests to /{{instance-id}}/ instead"
+            )))
+        }
+    };
+    let whole = normalize(uri.path()).map_err(path_problem)?;
+    let base = snapshot.instances[instance as usize]
+        .upstream
+        .as_ref()
+        .map_or("", |upstream| upstream.base_path());
+    let outside = || {
+        no_route(format!(
+            "{} is outside the base path {base:?} of the instance at {authority}",
+            whole.forward
+        ))
+    };
+    let path = Normal {
+        forward: under_base(&whole.forward, base).ok_or_else(outside)?,
+        classify: under_base(&whole.classify, base).ok_or_else(outside)?,
+        variant: match &whole.variant {
+            Some(variant) => Some(
+                under_base(&Cow::Borrowed(variant.as_str()), base)
+                    .ok_or_else(outside)?
+                    .into_owned(),
+            ),
+            None => None,
+        },
+    };
     Ok(Target {
-        instance: instance as u32,
+        instance,
         path,
-        absolute: true,
+        absolute: Some(whole.forward),
+    })
+}
+
+/// The part of a normalised path below `base` (a path without trailing `/`), if it lies there.
+fn under_base<'p>(path: &Cow<'p, str>, base: &str) -> Option<Cow<'p, str>> {
+    let rest = path.strip_prefix(base)?;
+    if rest.is_empty() {
+        return Some(Cow::Borrowed("/"));
+    }
+    if !rest.starts_with('/') {
+        return None;
+    }
+    Some(match path {
+        Cow::Borrowed(whole) => Cow::Borrowed(&whole[base.len()..]),
+        Cow::Owned(_) => Cow::Owned(rest.to_owned()),
     })
 }
 
@@ -519,8 +729,8 @@ async fn forward(
     snapshot: &Snapshot,
     flow: u32,
     instance: u32,
-    upstream: &super::forward::Upstream,
-    req: Request<Incoming>,
+    upstream: &Upstream,
+    req: Request<EngineBody>,
     path_and_query: String,
 ) -> Result<Response<ProxyBody>, Problem> {
     let flow_id = &*snapshot.flows[flow as usize].id;
@@ -558,6 +768,16 @@ async fn forward(
             "timeout_ms",
             u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
         )),
+        Err(ForwardError::EngineBody(why, stalled)) => {
+            let (status, code) = if stalled {
+                (StatusCode::REQUEST_TIMEOUT, "request-timeout")
+            } else {
+                (StatusCode::BAD_REQUEST, "bad-request")
+            };
+            Err(Problem::new(status, code, why)
+                .with("flow", flow_id)
+                .with("instance", instance_id))
+        }
     }
 }
 
@@ -565,6 +785,59 @@ fn no_route(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "unknown-route", detail)
 }
 
-fn path_problem(detail: &str) -> Problem {
-    no_route(detail.to_owned())
+fn bad_request(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+}
+
+/// A path climbing above its root is no route; every other refused spelling is a bad request.
+fn path_problem(err: PathError) -> Problem {
+    match err {
+        PathError::AboveRoot => no_route(err.describe()),
+        PathError::BadEscape | PathError::HiddenDotSegment | PathError::Nul => {
+            bad_request(err.describe())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_under_a_base_keep_their_remainder() {
+        let borrowed = |p: &'static str| Cow::Borrowed(p);
+        assert_eq!(
+            under_base(&borrowed("/jira/rest/api/2/issue"), "/jira").as_deref(),
+            Some("/rest/api/2/issue")
+        );
+        assert_eq!(
+            under_base(&borrowed("/jira"), "/jira").as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            under_base(&borrowed("/jira/"), "/jira").as_deref(),
+            Some("/")
+        );
+        assert_eq!(under_base(&borrowed("/jirax/a"), "/jira"), None);
+        assert_eq!(under_base(&borrowed("/admin/secret"), "/jira"), None);
+        assert_eq!(
+            under_base(&borrowed("/anything"), "").as_deref(),
+            Some("/anything")
+        );
+        let owned: Cow<'static, str> = Cow::Owned("/jira/x;y".to_owned());
+        assert_eq!(under_base(&owned, "/jira").as_deref(), Some("/x;y"));
+    }
+
+    #[test]
+    fn methods_spelt_in_another_case_are_refused_and_extensions_pass() {
+        for method in ["post", "Get", "pAtCh", "delete"] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let problem = check_method(&method).unwrap_err();
+            assert_eq!(problem.code, "bad-request", "{method}");
+        }
+        for method in ["POST", "GET", "PROPFIND", "purge"] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert!(check_method(&method).is_ok(), "{method}");
+        }
+    }
 }
