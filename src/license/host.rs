@@ -38,8 +38,15 @@ pub struct ForeignHost {
 
 impl HostIdentity {
     /// This machine: its hostname, the fully qualified names `/etc/hosts` gives it, and its
-    /// non-loopback, non-link-local interface addresses.
+    /// non-loopback, non-link-local interface addresses. Under the `test-clock` feature,
+    /// `TOLLGATE_TEST_HOST` (comma-separated names and addresses) stands in for the machine, so
+    /// tests can play a host of a fleet domain; release builds have no such hook.
     pub fn detect() -> HostIdentity {
+        #[cfg(feature = "test-clock")]
+        if let Ok(entries) = std::env::var("TOLLGATE_TEST_HOST") {
+            let entries: Vec<String> = entries.split(',').map(str::to_owned).collect();
+            return HostIdentity::from_entries(&entries);
+        }
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         let mut identity = HostIdentity::default();
         identity.add(&hostname);

@@ -1412,6 +1412,7 @@ fn spawn_tollgate(
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .env_remove("TOLLGATE_NOW")
+        .env_remove("TOLLGATE_TEST_HOST")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -1680,6 +1681,7 @@ impl Builder {
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .env_remove("TOLLGATE_NOW")
+            .env_remove("TOLLGATE_TEST_HOST")
             .output()
             .expect("run tollgate check")
     }
@@ -1766,6 +1768,7 @@ pub fn tollgate_output(args: &[&std::ffi::OsStr]) -> std::process::Output {
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .env_remove("TOLLGATE_NOW")
+        .env_remove("TOLLGATE_TEST_HOST")
         .stdin(Stdio::null())
         .output()
         .expect("run the tollgate binary")
