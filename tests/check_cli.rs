@@ -465,16 +465,19 @@ base_uri = "https://sn1.example"
 id = "sn-2"
 connector = "named"
 app = "ServiceNow"
+base_uri = "https://sn-2.example"
 
 [[instances]]
 id = "jira-1"
 connector = "named"
 app = "jira"
+base_uri = "https://jira-1.example"
 
 [[instances]]
 id = "jira-2"
 connector = "named"
 app = "Jira"
+base_uri = "https://jira-2.example"
 "#;
 
 /// The envelope JSON inside an armored license file.
@@ -774,31 +777,37 @@ fn invalid_licenses_refuse_their_flows_with_the_reason() {
 id = "sn-1"
 connector = "named"
 app = "servicenow"
+base_uri = "https://sn-1.example"
 
 [[instances]]
 id = "jira-1"
 connector = "named"
 app = "jira"
+base_uri = "https://jira-1.example"
 
 [[instances]]
 id = "ns-1"
 connector = "named"
 app = "netsuite"
+base_uri = "https://ns-1.example"
 
 [[instances]]
 id = "sf-1"
 connector = "named"
 app = "salesforce"
+base_uri = "https://sf-1.example"
 
 [[instances]]
 id = "zd-1"
 connector = "named"
 app = "zendesk"
+base_uri = "https://zd-1.example"
 
 [[instances]]
 id = "hs-1"
 connector = "named"
 app = "hubspot"
+base_uri = "https://hs-1.example"
 
 [[instances]]
 id = "db"
@@ -949,12 +958,14 @@ const MIXED: &str = r#"
 id = "ns-1"
 connector = "named"
 app = "netsuite"
+base_uri = "https://ns-1.example"
 agent = "agent-1"
 
 [[instances]]
 id = "ns-2"
 connector = "named"
 app = "NetSuite"
+base_uri = "https://ns-2.example"
 agent = "agent-1"
 
 [[instances]]
@@ -994,12 +1005,14 @@ agent = "agent-9"
 id = "sb-jira"
 connector = "named"
 app = "jira"
+base_uri = "https://sb-jira.example"
 environment = "sandbox"
 
 [[instances]]
 id = "sb-ns"
 connector = "named"
 app = "netsuite"
+base_uri = "https://sb-ns.example"
 environment = "sandbox"
 
 [[flows]]
@@ -1338,11 +1351,13 @@ const VALID_BODY: &str = r#"
 id = "sn-1"
 connector = "named"
 app = "servicenow"
+base_uri = "https://sn-1.example"
 
 [[instances]]
 id = "jira-1"
 connector = "named"
 app = "jira"
+base_uri = "https://jira-1.example"
 
 [[flows]]
 id = "incidents"
@@ -1519,11 +1534,13 @@ fn every_problem_of_a_config_is_reported_at_once() {
 [[instances]]
 id = "sn-1"
 connector = "named"
+base_uri = "https://sn-1.example"
 
 [[instances]]
 id = "sn-1"
 connector = "named"
 app = "servicenow"
+base_uri = "https://sn-1.example"
 
 [[flows]]
 id = "a"
@@ -1625,6 +1642,18 @@ fn a_bad_value_names_the_file_and_the_line() {
         run.stderr.contains(r#"invalid duration "a day""#),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn a_named_instance_a_flow_uses_without_base_uri_is_a_config_problem() {
+    let scratch = Scratch::new();
+    let body = VALID_BODY.replacen("base_uri = \"https://jira-1.example\"\n", "", 1);
+    assert_ne!(body, VALID_BODY);
+    assert_problems(
+        &scratch,
+        &Scratch::text("", &body),
+        &[r#"instances[1].base_uri: is required because flow "incidents" sends requests to this instance through tollgate"#.into()],
     );
 }
 

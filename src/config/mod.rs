@@ -873,4 +873,96 @@ systems = ["servicenow-1", "sb"]
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
+
+    /// A flow between a named instance without `base_uri` and `jira-1`.
+    const NAMED_WITHOUT_BASE_URI: &str = r#"
+[[instances]]
+id = "crm"
+connector = "named"
+app = "salesforce"
+[[flows]]
+id = "leads"
+systems = ["crm", "jira-1"]
+"#;
+
+    #[test]
+    fn a_named_instance_a_flow_uses_needs_a_base_uri() {
+        assert_eq!(
+            problems(&format!("{TWO_SYSTEMS}{NAMED_WITHOUT_BASE_URI}")),
+            [
+                r#"instances[2].base_uri: is required because flow "leads" sends requests to this instance through tollgate"#
+            ]
+        );
+        let two_flows = format!(
+            "{TWO_SYSTEMS}{NAMED_WITHOUT_BASE_URI}[[flows]]\nid = \"contacts\"\nsystems = [\"servicenow-1\", \"crm\"]\n"
+        );
+        assert_eq!(
+            problems(&two_flows),
+            [
+                r#"instances[2].base_uri: is required because flows "leads", "contacts" send requests to this instance through tollgate"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_flow_listed_twice_is_named_once_among_those_needing_a_base_uri() {
+        let again = format!(
+            "{TWO_SYSTEMS}{NAMED_WITHOUT_BASE_URI}[[flows]]\nid = \"leads\"\nsystems = [\"crm\", \"servicenow-1\"]\n"
+        );
+        assert_eq!(
+            problems(&again),
+            [
+                r#"instances[2].base_uri: is required because flow "leads" sends requests to this instance through tollgate"#,
+                r#"flows[1].id: duplicate flow id "leads" (first at flows[0])"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_named_instance_no_flow_uses_needs_no_base_uri() {
+        let unused = NAMED_WITHOUT_BASE_URI
+            .replace("[\"crm\", \"jira-1\"]", "[\"servicenow-1\", \"jira-1\"]");
+        load(&format!("{TWO_SYSTEMS}{unused}")).unwrap();
+    }
+
+    #[test]
+    fn an_http_style_instance_without_base_uri_is_reported_once() {
+        for connector in ["http", "rest", "graphql"] {
+            let body = format!(
+                "{TWO_SYSTEMS}[[instances]]\nid = \"api\"\nconnector = \"{connector}\"\n[[flows]]\nid = \"f\"\nsystems = [\"api\", \"jira-1\"]\n"
+            );
+            assert_eq!(
+                problems(&body),
+                [format!(
+                    "instances[2].base_uri: is required for connector \"{connector}\""
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn instances_tollgate_does_not_carry_need_no_base_uri() {
+        let instances = [
+            ("rdbms", "engine = \"mysql\"\nhost = \"db.example\""),
+            ("snowflake", "account = \"acme\""),
+            ("bigquery", "client_email = \"loader@acme.example\""),
+            ("redshift", "cluster = \"c1\"\nregion = \"eu-west-1\""),
+            ("dynamodb", "access_key_id = \"AKIA\""),
+            ("ftp", "host = \"ftp.example\""),
+            ("sftp", "host = \"sftp.example\""),
+            ("ftps", "host = \"ftps.example\""),
+            ("as2", "host = \"as2.example\""),
+            ("wrapper", ""),
+            ("webhook", ""),
+        ];
+        let mut body = TWO_SYSTEMS.to_owned();
+        for (connector, attributes) in instances {
+            body.push_str(&format!(
+                "[[instances]]\nid = \"{connector}-1\"\nconnector = \"{connector}\"\n{attributes}\n\
+                 [[flows]]\nid = \"to-{connector}\"\nsystems = [\"{connector}-1\", \"jira-1\"]\n"
+            ));
+        }
+        let config = load(&body).unwrap();
+        assert_eq!(config.flows.len(), instances.len());
+    }
 }
