@@ -1579,6 +1579,28 @@ systems = ["sn-1"]
     );
 }
 
+/// The 1-based number of the first line of `text` that starts with `prefix`.
+fn line_of(text: &str, prefix: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starts with {prefix:?}"))
+        + 1
+}
+
+/// Asserts `check` fails with one line on stderr that names the file; returns the rest.
+fn assert_parse_error(config: &Path) -> String {
+    let run = check(config);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    let prefix = format!("tollgate: {}: ", config.display());
+    run.stderr
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{:?} does not start with {prefix:?}", run.stderr))
+        .trim_end()
+        .to_owned()
+}
+
 #[test]
 fn a_toml_syntax_error_names_the_file_and_the_line() {
     let scratch = Scratch::new();
@@ -1586,62 +1608,109 @@ fn a_toml_syntax_error_names_the_file_and_the_line() {
     let text = Scratch::text("", VALID_BODY).replacen("[admin]", "[admin", 1);
     assert_eq!(text.lines().nth(3), Some("[admin"));
     let config = scratch.write_config(&text);
-    let run = check(&config);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.stdout, "");
-    let prefix = format!("tollgate: {}: line 4, column ", config.display());
-    assert!(run.stderr.starts_with(&prefix), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("invalid table header"),
-        "{}",
-        run.stderr
+    assert_eq!(
+        assert_parse_error(&config),
+        "invalid table header; expected `.`, `]` (line 4, column 7)"
     );
 }
 
 #[test]
-fn an_unknown_key_names_the_file_the_line_and_the_key() {
+fn an_unknown_key_names_the_file_its_key_path_the_instance_and_the_line() {
     let scratch = Scratch::new();
     let text = Scratch::text("", VALID_BODY).replacen(
         "app = \"jira\"",
         "app = \"jira\"\nbase_url = \"https://jira.example\"",
         1,
     );
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("base_url"))
-        .unwrap()
-        + 1;
-    let config = scratch.write_config(&text);
-    let run = check(&config);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.stdout, "");
-    let prefix = format!(
-        "tollgate: {}: line {line}, column 1: unknown field `base_url`, expected one of ",
-        config.display()
+    let line = line_of(&text, "base_url");
+    let message = assert_parse_error(&scratch.write_config(&text));
+    let prefix =
+        r#"instances[1].base_url (instance "jira-1"): unknown field `base_url`, expected one of "#;
+    assert!(message.starts_with(prefix), "{message}");
+    assert!(message.contains("`base_uri`"), "{message}");
+    assert!(
+        message.ends_with(&format!(" (line {line}, column 1)")),
+        "{message}"
     );
-    assert!(run.stderr.starts_with(&prefix), "{}", run.stderr);
-    assert!(run.stderr.contains("`base_uri`"), "{}", run.stderr);
-    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 }
 
 #[test]
-fn a_bad_value_names_the_file_and_the_line() {
+fn a_bad_value_names_the_file_its_key_path_and_the_line() {
     let scratch = Scratch::new();
     let text = Scratch::text("max_clock_skew = \"a day\"", VALID_BODY);
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("max_clock_skew"))
-        .unwrap()
-        + 1;
-    let config = scratch.write_config(&text);
-    let run = check(&config);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let prefix = format!("tollgate: {}: line {line}, column ", config.display());
-    assert!(run.stderr.starts_with(&prefix), "{}", run.stderr);
+    let line = line_of(&text, "max_clock_skew");
+    let message = assert_parse_error(&scratch.write_config(&text));
     assert!(
-        run.stderr.contains(r#"invalid duration "a day""#),
-        "{}",
-        run.stderr
+        message.starts_with(r#"licensing.max_clock_skew: invalid duration "a day""#),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(&format!(" (line {line}, column 18)")),
+        "{message}"
+    );
+}
+
+/// `VALID_BODY` with a third instance whose connector does not exist.
+fn with_a_carrier_pigeon() -> String {
+    Scratch::text(
+        "",
+        &format!("{VALID_BODY}\n[[instances]]\nid = \"crm\"\nconnector = \"carrier-pigeon\"\n"),
+    )
+}
+
+#[test]
+fn an_unknown_connector_names_the_file_its_key_path_the_instance_and_the_line() {
+    let scratch = Scratch::new();
+    let text = with_a_carrier_pigeon();
+    let line = line_of(&text, "connector = \"carrier-pigeon\"");
+    let message = assert_parse_error(&scratch.write_config(&text));
+    assert_eq!(
+        message,
+        format!(
+            "instances[2].connector (instance \"crm\"): unknown variant `carrier-pigeon`, \
+             expected one of `named`, `http`, `rest`, `graphql`, `rdbms`, `snowflake`, \
+             `bigquery`, `redshift`, `dynamodb`, `ftp`, `sftp`, `ftps`, `as2`, `wrapper`, \
+             `webhook` (line {line}, column 13)"
+        )
+    );
+}
+
+#[test]
+fn run_refuses_an_unknown_connector_with_the_same_message() {
+    let scratch = Scratch::new();
+    let text = with_a_carrier_pigeon();
+    let config = scratch.write_config(&text);
+    let run = tollgate(
+        Path::new("/"),
+        [OsStr::new("run"), "--config".as_ref(), config.as_os_str()],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!(
+            "tollgate: {}: {}",
+            config.display(),
+            assert_parse_error(&config)
+        )
+    );
+}
+
+#[test]
+fn an_unknown_role_names_the_entity_and_its_flow() {
+    let scratch = Scratch::new();
+    let text = Scratch::text(
+        "",
+        &VALID_BODY.replacen("role = \"main\"", "role = \"boss\"", 1),
+    );
+    let line = line_of(&text, "role = \"boss\"");
+    let message = assert_parse_error(&scratch.write_config(&text));
+    assert_eq!(
+        message,
+        format!(
+            "flows[0].entities[0].role (flow \"incidents\"): unknown variant `boss`, \
+             expected `main` or `child` (line {line}, column 8)"
+        )
     );
 }
 

@@ -1,10 +1,12 @@
 //! The configuration file (SPEC §2): its schema, loading, and whole-file validation.
 //!
-//! Loading is two steps: serde parses the TOML strictly (unknown keys are errors), then
+//! Loading is two steps: serde parses the TOML strictly (unknown keys are errors) and [`parse`]
+//! names the key path, the instance or flow and the line of what does not fit; then
 //! [`validate`] checks the file as a whole and reports every problem with its key path.
 //! Relative paths are resolved against the directory of the config file.
 
 mod duration;
+mod parse;
 mod validate;
 
 use std::fmt;
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use parse::{Owner, ParseError, Position};
 pub use validate::Problem;
 
 /// Upper bound on a config file's size: a larger file is a mistake, not a configuration.
@@ -408,13 +411,21 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is larger than any configuration should be.
+    #[error("{file}: the file is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit")]
+    TooLarge {
+        /// The config file.
+        file: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// The file is not TOML of the expected shape.
-    #[error("{file}: {message}")]
+    #[error("{file}: {source}")]
     Parse {
         /// The config file.
         file: PathBuf,
-        /// What the parser said, with the line and key.
-        message: String,
+        /// Where and what, with the key path when the text is TOML.
+        source: Box<ParseError>,
     },
     /// The file parsed but is inconsistent; every problem is listed.
     #[error("{file}: {} problem{} in the configuration:\n{}", problems.len(), if problems.len() == 1 { "" } else { "s" }, ProblemList(problems))]
@@ -450,19 +461,17 @@ impl Config {
         };
         let size = std::fs::metadata(file).map_err(read_err)?.len();
         if size > MAX_CONFIG_BYTES {
-            return Err(ConfigError::Parse {
+            return Err(ConfigError::TooLarge {
                 file: file.to_owned(),
-                message: format!(
-                    "the file is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit"
-                ),
+                size,
             });
         }
         let text = std::fs::read_to_string(file).map_err(read_err)?;
         let base = file.parent().unwrap_or_else(|| Path::new("."));
         Config::from_toml(&text, base).map_err(|err| match err {
-            LoadError::Parse(message) => ConfigError::Parse {
+            LoadError::Parse(source) => ConfigError::Parse {
                 file: file.to_owned(),
-                message,
+                source: Box::new(source),
             },
             LoadError::Invalid(problems) => ConfigError::Invalid {
                 file: file.to_owned(),
@@ -473,8 +482,7 @@ impl Config {
 
     /// Parses and validates config text whose relative paths are relative to `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, LoadError> {
-        let mut config: Config = toml::from_str(text)
-            .map_err(|err| LoadError::Parse(describe_toml_error(text, &err)))?;
+        let mut config: Config = parse::parse(text).map_err(LoadError::Parse)?;
         config.resolve_paths(base);
         let problems = validate::validate(&config);
         if problems.is_empty() {
@@ -525,23 +533,9 @@ impl Config {
 #[derive(Debug)]
 pub enum LoadError {
     /// Not TOML of the expected shape.
-    Parse(String),
+    Parse(ParseError),
     /// Inconsistent; every problem is listed.
     Invalid(Vec<Problem>),
-}
-
-/// Turns a TOML error into one line: the parser's message with its line and column.
-fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
-    let message = err.message().trim().replace('\n', "; ");
-    match err.span() {
-        Some(span) => {
-            let before = text.get(..span.start).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => format!("invalid configuration: {message}"),
-    }
 }
 
 fn default_flow_header() -> String {
@@ -672,19 +666,11 @@ base_uri = "https://jira1.example"
     }
 
     #[test]
-    fn unknown_keys_are_parse_errors_with_a_line() {
-        let Err(LoadError::Parse(message)) = load("[state]\ndurabilty = \"strict\"\n") else {
-            panic!("expected a parse error")
-        };
-        assert!(message.contains("durabilty"), "{message}");
-        assert!(message.starts_with("line "), "{message}");
-    }
-
-    #[test]
     fn bad_durations_name_the_accepted_forms() {
-        let Err(LoadError::Parse(message)) = load("[state]\nflush_interval = \"fast\"\n") else {
+        let Err(LoadError::Parse(error)) = load("[state]\nflush_interval = \"fast\"\n") else {
             panic!("expected a parse error")
         };
+        let message = error.to_string();
         assert!(message.contains("\"200ms\""), "{message}");
     }
 
@@ -872,6 +858,28 @@ systems = ["servicenow-1", "sb"]
             );
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tollgate.toml");
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(MAX_CONFIG_BYTES + 1)
+            .unwrap();
+        let err = Config::load(&file).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TooLarge { size, .. } if size == MAX_CONFIG_BYTES + 1),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: the file is 16777217 bytes, over the 16777216-byte limit",
+                file.display()
+            )
+        );
     }
 
     /// A flow between a named instance without `base_uri` and `jira-1`.
