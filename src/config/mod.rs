@@ -598,24 +598,39 @@ public_keys = ["issuer.pub"]
 license_dir = "licenses"
 "#;
 
-    /// Loads `HEADER` followed by `body` from a fresh directory holding the referenced files.
-    pub fn load(body: &str) -> Result<Config, LoadError> {
+    /// A fresh directory holding the issuer key and admin token `HEADER` points at.
+    pub fn scratch() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let (_, public) = crate::license::generate_keypair();
         std::fs::write(dir.path().join("issuer.pub"), public).unwrap();
         std::fs::write(dir.path().join("admin.token"), "secret\n").unwrap();
-        Config::from_toml(&format!("{HEADER}{body}"), dir.path())
+        dir
     }
 
-    /// The problems of a config expected to be invalid, as `path: message` lines.
-    pub fn problems(body: &str) -> Vec<String> {
-        match load(body) {
+    /// Loads whole config text from a fresh [`scratch`] directory.
+    pub fn load_text(text: &str) -> Result<Config, LoadError> {
+        Config::from_toml(text, scratch().path())
+    }
+
+    /// Loads `HEADER` followed by `body` from a fresh [`scratch`] directory.
+    pub fn load(body: &str) -> Result<Config, LoadError> {
+        load_text(&format!("{HEADER}{body}"))
+    }
+
+    /// The problems of a load expected to be invalid, as `path: message` lines.
+    pub fn expect_problems(loaded: Result<Config, LoadError>) -> Vec<String> {
+        match loaded {
             Err(LoadError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
-            Err(LoadError::Parse(message)) => {
-                panic!("expected validation problems, got a parse error: {message}")
+            Err(LoadError::Parse(error)) => {
+                panic!("expected validation problems, got a parse error: {error}")
             }
             Ok(_) => panic!("expected validation problems, the config is valid"),
         }
+    }
+
+    /// The problems of `HEADER` followed by `body`, expected to be invalid.
+    pub fn problems(body: &str) -> Vec<String> {
+        expect_problems(load(body))
     }
 }
 
@@ -643,6 +658,8 @@ base_uri = "https://jira1.example"
         assert_eq!(config.server.flow_header, "Tollgate-Flow");
         assert_eq!(config.server.max_header_bytes, 65536);
         assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(config.server.max_connections, 10_000);
         assert_eq!(config.licensing.models, vec![Model::Pair]);
         assert_eq!(config.licensing.timezone, "UTC");
         assert!(config.licensing.resume_at_reset);
@@ -860,6 +877,20 @@ systems = ["servicenow-1", "sb"]
         assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
 
+    /// `HEADER` with extra `[server]` keys, loaded from a fresh scratch directory.
+    fn load_server(extra: &str) -> Result<Config, LoadError> {
+        testing::load_text(&testing::HEADER.replacen(
+            "listen = \"127.0.0.1:8080\"\n",
+            &format!("listen = \"127.0.0.1:8080\"\n{extra}\n"),
+            1,
+        ))
+    }
+
+    /// The problems of `HEADER` with extra `[server]` keys, as `path: message` lines.
+    fn server_problems(extra: &str) -> Vec<String> {
+        testing::expect_problems(load_server(extra))
+    }
+
     #[test]
     fn an_oversized_file_is_refused_before_it_is_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -880,6 +911,34 @@ systems = ["servicenow-1", "sb"]
                 file.display()
             )
         );
+    }
+
+    #[test]
+    fn max_connections_must_allow_at_least_one_connection() {
+        assert_eq!(
+            server_problems("max_connections = 0"),
+            ["server.max_connections: must be at least 1"]
+        );
+        let config = load_server("max_connections = 1").unwrap();
+        assert_eq!(config.server.max_connections, 1);
+        let Err(LoadError::Parse(error)) = load_server("max_connections = -1") else {
+            panic!("a negative count is not a usize")
+        };
+        assert_eq!(error.path.as_deref(), Some("server.max_connections"));
+    }
+
+    #[test]
+    fn body_read_timeout_must_be_longer_than_zero() {
+        assert_eq!(
+            server_problems("body_read_timeout = \"0s\""),
+            ["server.body_read_timeout: must be longer than zero"]
+        );
+        let config = load_server("body_read_timeout = \"1ms\"").unwrap();
+        assert_eq!(config.server.body_read_timeout, Duration::from_millis(1));
+        let Err(LoadError::Parse(error)) = load_server("body_read_timeout = 30") else {
+            panic!("a bare number is not a duration")
+        };
+        assert_eq!(error.path.as_deref(), Some("server.body_read_timeout"));
     }
 
     /// A flow between a named instance without `base_uri` and `jira-1`.
