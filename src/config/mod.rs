@@ -7,6 +7,8 @@
 
 mod duration;
 mod parse;
+#[cfg(test)]
+mod proptests;
 mod validate;
 
 use std::fmt;
