@@ -465,16 +465,19 @@ base_uri = "https://sn1.example"
 id = "sn-2"
 connector = "named"
 app = "ServiceNow"
+base_uri = "https://sn-2.example"
 
 [[instances]]
 id = "jira-1"
 connector = "named"
 app = "jira"
+base_uri = "https://jira-1.example"
 
 [[instances]]
 id = "jira-2"
 connector = "named"
 app = "Jira"
+base_uri = "https://jira-2.example"
 "#;
 
 /// The envelope JSON inside an armored license file.
@@ -774,31 +777,37 @@ fn invalid_licenses_refuse_their_flows_with_the_reason() {
 id = "sn-1"
 connector = "named"
 app = "servicenow"
+base_uri = "https://sn-1.example"
 
 [[instances]]
 id = "jira-1"
 connector = "named"
 app = "jira"
+base_uri = "https://jira-1.example"
 
 [[instances]]
 id = "ns-1"
 connector = "named"
 app = "netsuite"
+base_uri = "https://ns-1.example"
 
 [[instances]]
 id = "sf-1"
 connector = "named"
 app = "salesforce"
+base_uri = "https://sf-1.example"
 
 [[instances]]
 id = "zd-1"
 connector = "named"
 app = "zendesk"
+base_uri = "https://zd-1.example"
 
 [[instances]]
 id = "hs-1"
 connector = "named"
 app = "hubspot"
+base_uri = "https://hs-1.example"
 
 [[instances]]
 id = "db"
@@ -949,12 +958,14 @@ const MIXED: &str = r#"
 id = "ns-1"
 connector = "named"
 app = "netsuite"
+base_uri = "https://ns-1.example"
 agent = "agent-1"
 
 [[instances]]
 id = "ns-2"
 connector = "named"
 app = "NetSuite"
+base_uri = "https://ns-2.example"
 agent = "agent-1"
 
 [[instances]]
@@ -994,12 +1005,14 @@ agent = "agent-9"
 id = "sb-jira"
 connector = "named"
 app = "jira"
+base_uri = "https://sb-jira.example"
 environment = "sandbox"
 
 [[instances]]
 id = "sb-ns"
 connector = "named"
 app = "netsuite"
+base_uri = "https://sb-ns.example"
 environment = "sandbox"
 
 [[flows]]
@@ -1338,11 +1351,13 @@ const VALID_BODY: &str = r#"
 id = "sn-1"
 connector = "named"
 app = "servicenow"
+base_uri = "https://sn-1.example"
 
 [[instances]]
 id = "jira-1"
 connector = "named"
 app = "jira"
+base_uri = "https://jira-1.example"
 
 [[flows]]
 id = "incidents"
@@ -1519,11 +1534,13 @@ fn every_problem_of_a_config_is_reported_at_once() {
 [[instances]]
 id = "sn-1"
 connector = "named"
+base_uri = "https://sn-1.example"
 
 [[instances]]
 id = "sn-1"
 connector = "named"
 app = "servicenow"
+base_uri = "https://sn-1.example"
 
 [[flows]]
 id = "a"
@@ -1562,6 +1579,28 @@ systems = ["sn-1"]
     );
 }
 
+/// The 1-based number of the first line of `text` that starts with `prefix`.
+fn line_of(text: &str, prefix: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starts with {prefix:?}"))
+        + 1
+}
+
+/// Asserts `check` fails with one line on stderr that names the file; returns the rest.
+fn assert_parse_error(config: &Path) -> String {
+    let run = check(config);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    let prefix = format!("tollgate: {}: ", config.display());
+    run.stderr
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{:?} does not start with {prefix:?}", run.stderr))
+        .trim_end()
+        .to_owned()
+}
+
 #[test]
 fn a_toml_syntax_error_names_the_file_and_the_line() {
     let scratch = Scratch::new();
@@ -1569,62 +1608,121 @@ fn a_toml_syntax_error_names_the_file_and_the_line() {
     let text = Scratch::text("", VALID_BODY).replacen("[admin]", "[admin", 1);
     assert_eq!(text.lines().nth(3), Some("[admin"));
     let config = scratch.write_config(&text);
-    let run = check(&config);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.stdout, "");
-    let prefix = format!("tollgate: {}: line 4, column ", config.display());
-    assert!(run.stderr.starts_with(&prefix), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("invalid table header"),
-        "{}",
-        run.stderr
+    assert_eq!(
+        assert_parse_error(&config),
+        "invalid table header; expected `.`, `]` (line 4, column 7)"
     );
 }
 
 #[test]
-fn an_unknown_key_names_the_file_the_line_and_the_key() {
+fn an_unknown_key_names_the_file_its_key_path_the_instance_and_the_line() {
     let scratch = Scratch::new();
     let text = Scratch::text("", VALID_BODY).replacen(
         "app = \"jira\"",
         "app = \"jira\"\nbase_url = \"https://jira.example\"",
         1,
     );
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("base_url"))
-        .unwrap()
-        + 1;
-    let config = scratch.write_config(&text);
-    let run = check(&config);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.stdout, "");
-    let prefix = format!(
-        "tollgate: {}: line {line}, column 1: unknown field `base_url`, expected one of ",
-        config.display()
+    let line = line_of(&text, "base_url");
+    let message = assert_parse_error(&scratch.write_config(&text));
+    let prefix =
+        r#"instances[1].base_url (instance "jira-1"): unknown field `base_url`, expected one of "#;
+    assert!(message.starts_with(prefix), "{message}");
+    assert!(message.contains("`base_uri`"), "{message}");
+    assert!(
+        message.ends_with(&format!(" (line {line}, column 1)")),
+        "{message}"
     );
-    assert!(run.stderr.starts_with(&prefix), "{}", run.stderr);
-    assert!(run.stderr.contains("`base_uri`"), "{}", run.stderr);
-    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 }
 
 #[test]
-fn a_bad_value_names_the_file_and_the_line() {
+fn a_bad_value_names_the_file_its_key_path_and_the_line() {
     let scratch = Scratch::new();
     let text = Scratch::text("max_clock_skew = \"a day\"", VALID_BODY);
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("max_clock_skew"))
-        .unwrap()
-        + 1;
-    let config = scratch.write_config(&text);
-    let run = check(&config);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let prefix = format!("tollgate: {}: line {line}, column ", config.display());
-    assert!(run.stderr.starts_with(&prefix), "{}", run.stderr);
+    let line = line_of(&text, "max_clock_skew");
+    let message = assert_parse_error(&scratch.write_config(&text));
     assert!(
-        run.stderr.contains(r#"invalid duration "a day""#),
-        "{}",
-        run.stderr
+        message.starts_with(r#"licensing.max_clock_skew: invalid duration "a day""#),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(&format!(" (line {line}, column 18)")),
+        "{message}"
+    );
+}
+
+/// `VALID_BODY` with a third instance whose connector does not exist.
+fn with_a_carrier_pigeon() -> String {
+    Scratch::text(
+        "",
+        &format!("{VALID_BODY}\n[[instances]]\nid = \"crm\"\nconnector = \"carrier-pigeon\"\n"),
+    )
+}
+
+#[test]
+fn an_unknown_connector_names_the_file_its_key_path_the_instance_and_the_line() {
+    let scratch = Scratch::new();
+    let text = with_a_carrier_pigeon();
+    let line = line_of(&text, "connector = \"carrier-pigeon\"");
+    let message = assert_parse_error(&scratch.write_config(&text));
+    assert_eq!(
+        message,
+        format!(
+            "instances[2].connector (instance \"crm\"): unknown variant `carrier-pigeon`, \
+             expected one of `named`, `http`, `rest`, `graphql`, `rdbms`, `snowflake`, \
+             `bigquery`, `redshift`, `dynamodb`, `ftp`, `sftp`, `ftps`, `as2`, `wrapper`, \
+             `webhook` (line {line}, column 13)"
+        )
+    );
+}
+
+#[test]
+fn run_refuses_an_unknown_connector_with_the_same_message() {
+    let scratch = Scratch::new();
+    let text = with_a_carrier_pigeon();
+    let config = scratch.write_config(&text);
+    let run = tollgate(
+        Path::new("/"),
+        [OsStr::new("run"), "--config".as_ref(), config.as_os_str()],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!(
+            "tollgate: {}: {}",
+            config.display(),
+            assert_parse_error(&config)
+        )
+    );
+}
+
+#[test]
+fn an_unknown_role_names_the_entity_and_its_flow() {
+    let scratch = Scratch::new();
+    let text = Scratch::text(
+        "",
+        &VALID_BODY.replacen("role = \"main\"", "role = \"boss\"", 1),
+    );
+    let line = line_of(&text, "role = \"boss\"");
+    let message = assert_parse_error(&scratch.write_config(&text));
+    assert_eq!(
+        message,
+        format!(
+            "flows[0].entities[0].role (flow \"incidents\"): unknown variant `boss`, \
+             expected `main` or `child` (line {line}, column 8)"
+        )
+    );
+}
+
+#[test]
+fn a_named_instance_a_flow_uses_without_base_uri_is_a_config_problem() {
+    let scratch = Scratch::new();
+    let body = VALID_BODY.replacen("base_uri = \"https://jira-1.example\"\n", "", 1);
+    assert_ne!(body, VALID_BODY);
+    assert_problems(
+        &scratch,
+        &Scratch::text("", &body),
+        &[r#"instances[1].base_uri: is required because flow "incidents" sends requests to this instance through tollgate"#.into()],
     );
 }
 

@@ -46,16 +46,44 @@ fn worked_cases() -> Vec<Case> {
         case(
             "two NetSuite connections",
             vec![
-                ("ns-a", "named", vec![("app", "\"netsuite\"")]),
-                ("ns-b", "named", vec![("app", "\"netsuite\"")]),
+                (
+                    "ns-a",
+                    "named",
+                    vec![
+                        ("app", "\"netsuite\""),
+                        ("base_uri", "\"https://ns-a.example\""),
+                    ],
+                ),
+                (
+                    "ns-b",
+                    "named",
+                    vec![
+                        ("app", "\"netsuite\""),
+                        ("base_uri", "\"https://ns-b.example\""),
+                    ],
+                ),
             ],
             vec!["app:netsuite"],
         ),
         case(
             "NetSuite + NetSuite JDBC",
             vec![
-                ("ns", "named", vec![("app", "\"netsuite\"")]),
-                ("jdbc", "named", vec![("app", "\"netsuite-jdbc\"")]),
+                (
+                    "ns",
+                    "named",
+                    vec![
+                        ("app", "\"netsuite\""),
+                        ("base_uri", "\"https://ns.example\""),
+                    ],
+                ),
+                (
+                    "jdbc",
+                    "named",
+                    vec![
+                        ("app", "\"netsuite-jdbc\""),
+                        ("base_uri", "\"https://jdbc.example\""),
+                    ],
+                ),
             ],
             vec!["app:netsuite", "app:netsuite-jdbc"],
         ),
@@ -346,7 +374,14 @@ fn worked_cases() -> Vec<Case> {
                     "http",
                     vec![("base_uri", "\"https://api.fieldaware.net\"")],
                 ),
-                ("fa-named", "named", vec![("app", "\"fieldaware\"")]),
+                (
+                    "fa-named",
+                    "named",
+                    vec![
+                        ("app", "\"fieldaware\""),
+                        ("base_uri", "\"https://fa-named.example\""),
+                    ],
+                ),
             ],
             vec!["app:fieldaware", "http:https://api.fieldaware.net"],
         ),
@@ -647,11 +682,36 @@ fn pricing_world() -> String {
         (
             "sn",
             "named",
-            vec![("app", "\"servicenow\""), ("agent", "\"agent-eu\"")],
+            vec![
+                ("app", "\"servicenow\""),
+                ("base_uri", "\"https://sn.example\""),
+                ("agent", "\"agent-eu\""),
+            ],
         ),
-        ("jira", "named", vec![("app", "\"jira\"")]),
-        ("ns", "named", vec![("app", "\"netsuite\"")]),
-        ("ns2", "named", vec![("app", "\"NetSuite\"")]),
+        (
+            "jira",
+            "named",
+            vec![
+                ("app", "\"jira\""),
+                ("base_uri", "\"https://jira.example\""),
+            ],
+        ),
+        (
+            "ns",
+            "named",
+            vec![
+                ("app", "\"netsuite\""),
+                ("base_uri", "\"https://ns.example\""),
+            ],
+        ),
+        (
+            "ns2",
+            "named",
+            vec![
+                ("app", "\"NetSuite\""),
+                ("base_uri", "\"https://ns2.example\""),
+            ],
+        ),
         ("hook", "webhook", vec![]),
         ("hook2", "webhook", vec![]),
         (

@@ -895,7 +895,13 @@ async fn bad_subscription_files_are_refused_with_400_and_the_reason() {
 #[test]
 fn a_trading_partner_that_is_not_ftp_sftp_ftps_or_as2_is_a_config_error() {
     for (connector, attributes) in [
-        ("named", vec![("app", "\"netsuite\"")]),
+        (
+            "named",
+            vec![
+                ("app", "\"netsuite\""),
+                ("base_uri", "\"https://bad.example\""),
+            ],
+        ),
         ("http", vec![("base_uri", "\"https://partner.example\"")]),
         (
             "rdbms",

@@ -1,10 +1,14 @@
 //! The configuration file (SPEC §2): its schema, loading, and whole-file validation.
 //!
-//! Loading is two steps: serde parses the TOML strictly (unknown keys are errors), then
+//! Loading is two steps: serde parses the TOML strictly (unknown keys are errors) and [`parse`]
+//! names the key path, the instance or flow and the line of what does not fit; then
 //! [`validate`] checks the file as a whole and reports every problem with its key path.
 //! Relative paths are resolved against the directory of the config file.
 
 mod duration;
+mod parse;
+#[cfg(test)]
+mod proptests;
 mod validate;
 
 use std::fmt;
@@ -14,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use parse::{Owner, ParseError, Position};
 pub use validate::Problem;
 
 /// Upper bound on a config file's size: a larger file is a mistake, not a configuration.
@@ -408,13 +413,21 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is larger than any configuration should be.
+    #[error("{file}: the file is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit")]
+    TooLarge {
+        /// The config file.
+        file: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// The file is not TOML of the expected shape.
-    #[error("{file}: {message}")]
+    #[error("{file}: {source}")]
     Parse {
         /// The config file.
         file: PathBuf,
-        /// What the parser said, with the line and key.
-        message: String,
+        /// Where and what, with the key path when the text is TOML.
+        source: Box<ParseError>,
     },
     /// The file parsed but is inconsistent; every problem is listed.
     #[error("{file}: {} problem{} in the configuration:\n{}", problems.len(), if problems.len() == 1 { "" } else { "s" }, ProblemList(problems))]
@@ -450,19 +463,17 @@ impl Config {
         };
         let size = std::fs::metadata(file).map_err(read_err)?.len();
         if size > MAX_CONFIG_BYTES {
-            return Err(ConfigError::Parse {
+            return Err(ConfigError::TooLarge {
                 file: file.to_owned(),
-                message: format!(
-                    "the file is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit"
-                ),
+                size,
             });
         }
         let text = std::fs::read_to_string(file).map_err(read_err)?;
         let base = file.parent().unwrap_or_else(|| Path::new("."));
         Config::from_toml(&text, base).map_err(|err| match err {
-            LoadError::Parse(message) => ConfigError::Parse {
+            LoadError::Parse(source) => ConfigError::Parse {
                 file: file.to_owned(),
-                message,
+                source: Box::new(source),
             },
             LoadError::Invalid(problems) => ConfigError::Invalid {
                 file: file.to_owned(),
@@ -473,8 +484,7 @@ impl Config {
 
     /// Parses and validates config text whose relative paths are relative to `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, LoadError> {
-        let mut config: Config = toml::from_str(text)
-            .map_err(|err| LoadError::Parse(describe_toml_error(text, &err)))?;
+        let mut config: Config = parse::parse(text).map_err(LoadError::Parse)?;
         config.resolve_paths(base);
         let problems = validate::validate(&config);
         if problems.is_empty() {
@@ -525,23 +535,9 @@ impl Config {
 #[derive(Debug)]
 pub enum LoadError {
     /// Not TOML of the expected shape.
-    Parse(String),
+    Parse(ParseError),
     /// Inconsistent; every problem is listed.
     Invalid(Vec<Problem>),
-}
-
-/// Turns a TOML error into one line: the parser's message with its line and column.
-fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
-    let message = err.message().trim().replace('\n', "; ");
-    match err.span() {
-        Some(span) => {
-            let before = text.get(..span.start).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => format!("invalid configuration: {message}"),
-    }
 }
 
 fn default_flow_header() -> String {
@@ -604,24 +600,39 @@ public_keys = ["issuer.pub"]
 license_dir = "licenses"
 "#;
 
-    /// Loads `HEADER` followed by `body` from a fresh directory holding the referenced files.
-    pub fn load(body: &str) -> Result<Config, LoadError> {
+    /// A fresh directory holding the issuer key and admin token `HEADER` points at.
+    pub fn scratch() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let (_, public) = crate::license::generate_keypair();
         std::fs::write(dir.path().join("issuer.pub"), public).unwrap();
         std::fs::write(dir.path().join("admin.token"), "secret\n").unwrap();
-        Config::from_toml(&format!("{HEADER}{body}"), dir.path())
+        dir
     }
 
-    /// The problems of a config expected to be invalid, as `path: message` lines.
-    pub fn problems(body: &str) -> Vec<String> {
-        match load(body) {
+    /// Loads whole config text from a fresh [`scratch`] directory.
+    pub fn load_text(text: &str) -> Result<Config, LoadError> {
+        Config::from_toml(text, scratch().path())
+    }
+
+    /// Loads `HEADER` followed by `body` from a fresh [`scratch`] directory.
+    pub fn load(body: &str) -> Result<Config, LoadError> {
+        load_text(&format!("{HEADER}{body}"))
+    }
+
+    /// The problems of a load expected to be invalid, as `path: message` lines.
+    pub fn expect_problems(loaded: Result<Config, LoadError>) -> Vec<String> {
+        match loaded {
             Err(LoadError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
-            Err(LoadError::Parse(message)) => {
-                panic!("expected validation problems, got a parse error: {message}")
+            Err(LoadError::Parse(error)) => {
+                panic!("expected validation problems, got a parse error: {error}")
             }
             Ok(_) => panic!("expected validation problems, the config is valid"),
         }
+    }
+
+    /// The problems of `HEADER` followed by `body`, expected to be invalid.
+    pub fn problems(body: &str) -> Vec<String> {
+        expect_problems(load(body))
     }
 }
 
@@ -649,6 +660,8 @@ base_uri = "https://jira1.example"
         assert_eq!(config.server.flow_header, "Tollgate-Flow");
         assert_eq!(config.server.max_header_bytes, 65536);
         assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(config.server.max_connections, 10_000);
         assert_eq!(config.licensing.models, vec![Model::Pair]);
         assert_eq!(config.licensing.timezone, "UTC");
         assert!(config.licensing.resume_at_reset);
@@ -672,19 +685,11 @@ base_uri = "https://jira1.example"
     }
 
     #[test]
-    fn unknown_keys_are_parse_errors_with_a_line() {
-        let Err(LoadError::Parse(message)) = load("[state]\ndurabilty = \"strict\"\n") else {
-            panic!("expected a parse error")
-        };
-        assert!(message.contains("durabilty"), "{message}");
-        assert!(message.starts_with("line "), "{message}");
-    }
-
-    #[test]
     fn bad_durations_name_the_accepted_forms() {
-        let Err(LoadError::Parse(message)) = load("[state]\nflush_interval = \"fast\"\n") else {
+        let Err(LoadError::Parse(error)) = load("[state]\nflush_interval = \"fast\"\n") else {
             panic!("expected a parse error")
         };
+        let message = error.to_string();
         assert!(message.contains("\"200ms\""), "{message}");
     }
 
@@ -872,5 +877,161 @@ systems = ["servicenow-1", "sb"]
             );
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    /// `HEADER` with extra `[server]` keys, loaded from a fresh scratch directory.
+    fn load_server(extra: &str) -> Result<Config, LoadError> {
+        testing::load_text(&testing::HEADER.replacen(
+            "listen = \"127.0.0.1:8080\"\n",
+            &format!("listen = \"127.0.0.1:8080\"\n{extra}\n"),
+            1,
+        ))
+    }
+
+    /// The problems of `HEADER` with extra `[server]` keys, as `path: message` lines.
+    fn server_problems(extra: &str) -> Vec<String> {
+        testing::expect_problems(load_server(extra))
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tollgate.toml");
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(MAX_CONFIG_BYTES + 1)
+            .unwrap();
+        let err = Config::load(&file).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TooLarge { size, .. } if size == MAX_CONFIG_BYTES + 1),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: the file is 16777217 bytes, over the 16777216-byte limit",
+                file.display()
+            )
+        );
+    }
+
+    #[test]
+    fn max_connections_must_allow_at_least_one_connection() {
+        assert_eq!(
+            server_problems("max_connections = 0"),
+            ["server.max_connections: must be at least 1"]
+        );
+        let config = load_server("max_connections = 1").unwrap();
+        assert_eq!(config.server.max_connections, 1);
+        let Err(LoadError::Parse(error)) = load_server("max_connections = -1") else {
+            panic!("a negative count is not a usize")
+        };
+        assert_eq!(error.path.as_deref(), Some("server.max_connections"));
+    }
+
+    #[test]
+    fn body_read_timeout_must_be_longer_than_zero() {
+        assert_eq!(
+            server_problems("body_read_timeout = \"0s\""),
+            ["server.body_read_timeout: must be longer than zero"]
+        );
+        let config = load_server("body_read_timeout = \"1ms\"").unwrap();
+        assert_eq!(config.server.body_read_timeout, Duration::from_millis(1));
+        let Err(LoadError::Parse(error)) = load_server("body_read_timeout = 30") else {
+            panic!("a bare number is not a duration")
+        };
+        assert_eq!(error.path.as_deref(), Some("server.body_read_timeout"));
+    }
+
+    /// A flow between a named instance without `base_uri` and `jira-1`.
+    const NAMED_WITHOUT_BASE_URI: &str = r#"
+[[instances]]
+id = "crm"
+connector = "named"
+app = "salesforce"
+[[flows]]
+id = "leads"
+systems = ["crm", "jira-1"]
+"#;
+
+    #[test]
+    fn a_named_instance_a_flow_uses_needs_a_base_uri() {
+        assert_eq!(
+            problems(&format!("{TWO_SYSTEMS}{NAMED_WITHOUT_BASE_URI}")),
+            [
+                r#"instances[2].base_uri: is required because flow "leads" sends requests to this instance through tollgate"#
+            ]
+        );
+        let two_flows = format!(
+            "{TWO_SYSTEMS}{NAMED_WITHOUT_BASE_URI}[[flows]]\nid = \"contacts\"\nsystems = [\"servicenow-1\", \"crm\"]\n"
+        );
+        assert_eq!(
+            problems(&two_flows),
+            [
+                r#"instances[2].base_uri: is required because flows "leads", "contacts" send requests to this instance through tollgate"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_flow_listed_twice_is_named_once_among_those_needing_a_base_uri() {
+        let again = format!(
+            "{TWO_SYSTEMS}{NAMED_WITHOUT_BASE_URI}[[flows]]\nid = \"leads\"\nsystems = [\"crm\", \"servicenow-1\"]\n"
+        );
+        assert_eq!(
+            problems(&again),
+            [
+                r#"instances[2].base_uri: is required because flow "leads" sends requests to this instance through tollgate"#,
+                r#"flows[1].id: duplicate flow id "leads" (first at flows[0])"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_named_instance_no_flow_uses_needs_no_base_uri() {
+        let unused = NAMED_WITHOUT_BASE_URI
+            .replace("[\"crm\", \"jira-1\"]", "[\"servicenow-1\", \"jira-1\"]");
+        load(&format!("{TWO_SYSTEMS}{unused}")).unwrap();
+    }
+
+    #[test]
+    fn an_http_style_instance_without_base_uri_is_reported_once() {
+        for connector in ["http", "rest", "graphql"] {
+            let body = format!(
+                "{TWO_SYSTEMS}[[instances]]\nid = \"api\"\nconnector = \"{connector}\"\n[[flows]]\nid = \"f\"\nsystems = [\"api\", \"jira-1\"]\n"
+            );
+            assert_eq!(
+                problems(&body),
+                [format!(
+                    "instances[2].base_uri: is required for connector \"{connector}\""
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn instances_tollgate_does_not_carry_need_no_base_uri() {
+        let instances = [
+            ("rdbms", "engine = \"mysql\"\nhost = \"db.example\""),
+            ("snowflake", "account = \"acme\""),
+            ("bigquery", "client_email = \"loader@acme.example\""),
+            ("redshift", "cluster = \"c1\"\nregion = \"eu-west-1\""),
+            ("dynamodb", "access_key_id = \"AKIA\""),
+            ("ftp", "host = \"ftp.example\""),
+            ("sftp", "host = \"sftp.example\""),
+            ("ftps", "host = \"ftps.example\""),
+            ("as2", "host = \"as2.example\""),
+            ("wrapper", ""),
+            ("webhook", ""),
+        ];
+        let mut body = TWO_SYSTEMS.to_owned();
+        for (connector, attributes) in instances {
+            body.push_str(&format!(
+                "[[instances]]\nid = \"{connector}-1\"\nconnector = \"{connector}\"\n{attributes}\n\
+                 [[flows]]\nid = \"to-{connector}\"\nsystems = [\"{connector}-1\", \"jira-1\"]\n"
+            ));
+        }
+        let config = load(&body).unwrap();
+        assert_eq!(config.flows.len(), instances.len());
     }
 }

@@ -214,16 +214,7 @@ fn instances<'a>(config: &'a Config, problems: &mut Problems) -> HashMap<&'a str
             }
         }
         connector_attributes(instance, &at, problems);
-        if let Some(uri) = &instance.base_uri {
-            if let Err(why) = check_base_uri(uri) {
-                problems.add(format!("{at}.base_uri"), why);
-            }
-        } else if instance.listen.is_some() {
-            problems.add(
-                format!("{at}.base_uri"),
-                "is required where the instance has a dedicated listener",
-            );
-        }
+        base_uri(config, instance, &at, problems);
         if instance.trading_partner
             && !matches!(
                 instance.connector,
@@ -278,6 +269,50 @@ fn instances<'a>(config: &'a Config, problems: &mut Problems) -> HashMap<&'a str
         }
     }
     by_id
+}
+
+/// A base URI must be well formed, and present wherever tollgate forwards the instance's
+/// requests: behind a dedicated listener, or for a flow on a named connector (HTTP-style
+/// connectors require it anyway; the others are not HTTP, so tollgate does not carry them).
+fn base_uri(config: &Config, instance: &Instance, at: &str, problems: &mut Problems) {
+    if let Some(uri) = &instance.base_uri {
+        if let Err(why) = check_base_uri(uri) {
+            problems.add(format!("{at}.base_uri"), why);
+        }
+    } else if instance.listen.is_some() {
+        problems.add(
+            format!("{at}.base_uri"),
+            "is required where the instance has a dedicated listener",
+        );
+    } else if instance.connector == Connector::Named {
+        if let Some(why) = needed_by_flows(config, &instance.id) {
+            problems.add(format!("{at}.base_uri"), why);
+        }
+    }
+}
+
+/// Why the instance needs a base URI, naming each flow that uses it once; `None` if none does.
+fn needed_by_flows(config: &Config, id: &str) -> Option<String> {
+    let mut users: Vec<String> = Vec::new();
+    for flow in config
+        .flows
+        .iter()
+        .filter(|f| f.systems.iter().any(|s| s == id))
+    {
+        let name = format!("{:?}", flow.id);
+        if !users.contains(&name) {
+            users.push(name);
+        }
+    }
+    let (noun, verb) = match users.len() {
+        0 => return None,
+        1 => ("flow", "sends"),
+        _ => ("flows", "send"),
+    };
+    Some(format!(
+        "is required because {noun} {} {verb} requests to this instance through tollgate",
+        users.join(", ")
+    ))
 }
 
 /// The attributes each connector needs to name its canonical endpoint (SPEC §1.3).

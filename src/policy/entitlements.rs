@@ -135,11 +135,13 @@ mod tests {
 id = "ns-1"
 connector = "named"
 app = "netsuite"
+base_uri = "https://ns-1.example"
 agent = "agent-1"
 [[instances]]
 id = "ns-2"
 connector = "named"
 app = "NetSuite"
+base_uri = "https://ns-2.example"
 agent = "agent-2"
 [[instances]]
 id = "sftp-a"
@@ -164,6 +166,7 @@ host = "db.example"
 id = "sb"
 connector = "named"
 app = "jira"
+base_uri = "https://sb.example"
 environment = "sandbox"
 [[flows]]
 id = "orders"

@@ -994,10 +994,12 @@ mod subscription_tests {
 id = "ns"
 connector = "named"
 app = "netsuite"
+base_uri = "https://ns.example"
 [[instances]]
 id = "shop"
 connector = "named"
 app = "shopify"
+base_uri = "https://shop.example"
 [[instances]]
 id = "db"
 connector = "rdbms"
