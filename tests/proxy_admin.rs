@@ -92,6 +92,27 @@ async fn every_v1_route_needs_the_bearer_token() {
         .await
         .assert_upstream_ok("target");
 
+    // The scheme is case-insensitive and may be followed by several spaces (RFC 9110 §11).
+    for auth in [
+        format!("bearer {}", tg.token),
+        format!("BEARER {}", tg.token),
+        format!("Bearer   {}", tg.token),
+    ] {
+        let resp = tg
+            .admin_request(Method::GET, "/v1/licenses", Some(&auth), Bytes::new())
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{auth:?}: {}", resp.text());
+    }
+    let resp = tg
+        .admin_request(
+            Method::GET,
+            "/v1/licenses",
+            Some(&format!("bearer {}x", tg.token)),
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{}", resp.text());
+
     // Health needs no token.
     for path in ["/healthz", "/readyz"] {
         let resp = tg
