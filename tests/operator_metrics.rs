@@ -846,7 +846,13 @@ async fn the_warning_and_the_hard_limit_show_in_metrics_and_are_logged_once() {
         11.0,
         "{text}"
     );
-    assert_eq!(tg.flow("incidents").await["reason"], "records-limit");
+    // The control plane stops the flow when it handles the hard-limit event, just after.
+    eventually(
+        "incidents stopped by the records limit",
+        Duration::from_secs(10),
+        || async { (tg.flow("incidents").await["reason"] == "records-limit").then_some(()) },
+    )
+    .await;
 
     // One warning event, one limit event, one flow event; no line per request.
     let events = settled_events(&tg).await;
