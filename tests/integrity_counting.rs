@@ -96,7 +96,10 @@ async fn await_used(tg: &Tollgate, expected: u64) {
 async fn a_load_whose_engine_closes_the_connection_is_still_counted() {
     let (target, tg) = world(1000, &[]).await;
     let mut socket = TcpStream::connect(tg.engine).await.unwrap();
-    socket.write_all(&slow_load("incidents", 300)).await.unwrap();
+    socket
+        .write_all(&slow_load("incidents", 300))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(socket);
     await_used(&tg, 1).await;
@@ -111,7 +114,10 @@ async fn a_load_whose_engine_closes_the_connection_is_still_counted() {
 async fn a_load_whose_engine_half_closes_is_still_counted() {
     let (target, tg) = world(1000, &[]).await;
     let mut socket = TcpStream::connect(tg.engine).await.unwrap();
-    socket.write_all(&slow_load("incidents", 300)).await.unwrap();
+    socket
+        .write_all(&slow_load("incidents", 300))
+        .await
+        .unwrap();
     socket.shutdown().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(socket);
@@ -139,9 +145,16 @@ async fn an_http2_load_whose_engine_times_out_is_still_counted() {
     await_used(&tg, 1).await;
     assert_eq!(hits(&target, "/slow/300/issue"), 1);
     // The connection is still good for the next request.
-    tg.request_with(&h2, tg.engine, Method::GET, "/jira-1/x", &[("tollgate-flow", "incidents")], "")
-        .await
-        .assert_upstream_ok("target");
+    tg.request_with(
+        &h2,
+        tg.engine,
+        Method::GET,
+        "/jira-1/x",
+        &[("tollgate-flow", "incidents")],
+        "",
+    )
+    .await
+    .assert_upstream_ok("target");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +164,10 @@ async fn engines_that_hang_up_never_get_more_records_created_than_the_hard_limit
     let mut sockets = Vec::new();
     for _ in 0..20 {
         let mut socket = TcpStream::connect(tg.engine).await.unwrap();
-        socket.write_all(&slow_load("incidents", 300)).await.unwrap();
+        socket
+            .write_all(&slow_load("incidents", 300))
+            .await
+            .unwrap();
         sockets.push(socket);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -221,12 +237,24 @@ async fn method_spellings_and_overrides_cannot_dodge_the_count() {
              Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
         );
         let resp = raw(tg.engine, request.as_bytes(), Duration::from_secs(5)).await;
-        assert_eq!(resp.status, Some(400), "{method}: {}", String::from_utf8_lossy(&resp.bytes));
-        assert_eq!(resp.header("tollgate-reason").as_deref(), Some("bad-request"));
+        assert_eq!(
+            resp.status,
+            Some(400),
+            "{method}: {}",
+            String::from_utf8_lossy(&resp.bytes)
+        );
+        assert_eq!(
+            resp.header("tollgate-reason").as_deref(),
+            Some("bad-request")
+        );
     }
     assert_eq!(target.hits(), 0, "a case-variant method reached the target");
     // A GET that asks the target to act as a POST is a POST to the meter.
-    for header in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"] {
+    for header in [
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+    ] {
         tg.request(
             Method::GET,
             "/jira-1/rest/api/2/issue",
@@ -257,7 +285,12 @@ async fn path_parameters_and_encoded_spellings_of_a_counted_path_are_counted() {
              Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
         );
         let resp = raw(tg.engine, request.as_bytes(), Duration::from_secs(5)).await;
-        assert_eq!(resp.status, Some(200), "{path}: {}", String::from_utf8_lossy(&resp.bytes));
+        assert_eq!(
+            resp.status,
+            Some(200),
+            "{path}: {}",
+            String::from_utf8_lossy(&resp.bytes)
+        );
         assert_eq!(
             tg.usage_of_license(None, "LIC-1").await,
             n as u64 + 1,
@@ -279,7 +312,11 @@ async fn a_case_insensitive_target_counts_every_case_of_its_paths() {
         .license(&metered("LIC-1", 1000))
         .start_with(&[], &env())
         .await;
-    for path in ["/erp-1/api/Orders", "/erp-1/API/ORDERS", "/erp-1/api/orders/"] {
+    for path in [
+        "/erp-1/api/Orders",
+        "/erp-1/API/ORDERS",
+        "/erp-1/api/orders/",
+    ] {
         tg.post(path, Some("orders"), "{}")
             .await
             .assert_upstream_ok("iis");
@@ -296,7 +333,10 @@ async fn a_case_insensitive_target_counts_every_case_of_its_paths() {
 async fn shutdown_waits_for_counted_exchanges_whose_engine_left() {
     let (target, mut tg) = world(1000, &[]).await;
     let mut socket = TcpStream::connect(tg.engine).await.unwrap();
-    socket.write_all(&slow_load("incidents", 800)).await.unwrap();
+    socket
+        .write_all(&slow_load("incidents", 800))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(socket);
     tg.signal("TERM");

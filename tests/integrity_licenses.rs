@@ -76,7 +76,11 @@ async fn a_license_for_another_host_stays_wrong_host_when_its_start_passes() {
     tg.get("/jira-1/x", Some("incidents"))
         .await
         .assert_problem(403, "license-invalid");
-    assert_eq!(target.hits(), 0, "another host's license let a request through");
+    assert_eq!(
+        target.hits(),
+        0,
+        "another host's license let a request through"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +114,10 @@ async fn a_fleet_license_works_on_every_host_under_its_domain() {
     );
     let (target, tg) = world(
         &fleet,
-        &[("TOLLGATE_TEST_HOST", "sidecar-b.Engines.acme.example,10.0.0.7")],
+        &[(
+            "TOLLGATE_TEST_HOST",
+            "sidecar-b.Engines.acme.example,10.0.0.7",
+        )],
     )
     .await;
     assert_eq!(state_of(&tg, "LIC-FLEET").await, "valid");
@@ -156,7 +163,10 @@ fn a_config_that_claims_another_host_is_refused_naming_the_entry() {
         let out = with_claims(verb, r#"["10.0.0.7", "other-host.invalid"]"#, machine);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{verb}: {stderr}");
-        assert!(stderr.contains("tollgate.toml"), "{verb} does not name the file: {stderr}");
+        assert!(
+            stderr.contains("tollgate.toml"),
+            "{verb} does not name the file: {stderr}"
+        );
         assert!(
             stderr.contains("licensing.host[1]") && stderr.contains("other-host.invalid"),
             "{verb} does not name the entry: {stderr}"

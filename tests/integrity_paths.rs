@@ -41,9 +41,11 @@ fn corpus(name: &str, replace: &[(&str, String)]) -> Vec<Case> {
             }
             let expect = match expect.strip_prefix("-> ") {
                 Some(path) => Expect::Forwarded(path.to_owned()),
-                None => Expect::Refused(expect.parse().unwrap_or_else(|_| {
-                    panic!("{name}: bad expectation {expect:?}")
-                })),
+                None => Expect::Refused(
+                    expect
+                        .parse()
+                        .unwrap_or_else(|_| panic!("{name}: bad expectation {expect:?}")),
+                ),
             };
             Case { target, expect }
         })
@@ -94,7 +96,12 @@ fn request(target: &str, authority: &str) -> Vec<u8> {
 }
 
 /// Sends every case and checks its outcome; returns a description of every failure.
-async fn run_cases(tg: &Tollgate, shared: &Upstream, cases: &[Case], authority: &str) -> Vec<String> {
+async fn run_cases(
+    tg: &Tollgate,
+    shared: &Upstream,
+    cases: &[Case],
+    authority: &str,
+) -> Vec<String> {
     let mut failures = Vec::new();
     for case in cases {
         let before = shared.hits();
@@ -162,7 +169,11 @@ async fn absolute_form_requests_stay_under_their_base_path() {
     let tg = tollgate()
         .server_option("forward_proxy = true")
         .instance("jira-1", "jira", &format!("{}/jira", shared.base_uri()))
-        .instance("sn-1", "servicenow", &format!("{}/sn", shared.base_uri().replace("127.0.0.1", "localhost")))
+        .instance(
+            "sn-1",
+            "servicenow",
+            &format!("{}/sn", shared.base_uri().replace("127.0.0.1", "localhost")),
+        )
         .instance("twin-1", "jira", &format!("{}/a", twin.base_uri()))
         .instance("twin-2", "jira", &format!("{}/b", twin.base_uri()))
         .flow("incidents", ["sn-1", "jira-1"])
@@ -206,12 +217,31 @@ async fn absolute_form_loads_are_classified_relative_to_the_base_path() {
             shared.addr
         )
     };
-    let resp = raw(tg.engine, load("/jira/rest/api/2/issue").as_bytes(), DEADLINE).await;
-    assert_eq!(resp.status, Some(200), "{}", String::from_utf8_lossy(&resp.bytes));
+    let resp = raw(
+        tg.engine,
+        load("/jira/rest/api/2/issue").as_bytes(),
+        DEADLINE,
+    )
+    .await;
+    assert_eq!(
+        resp.status,
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&resp.bytes)
+    );
     assert_eq!(shared.last().path, "/jira/rest/api/2/issue");
-    assert_eq!(tg.usage_of_flow(None, "incidents").await, 1, "the load was not counted");
+    assert_eq!(
+        tg.usage_of_flow(None, "incidents").await,
+        1,
+        "the load was not counted"
+    );
     // Outside the base path is no route, so no uncounted way around it.
     let resp = raw(tg.engine, load("/rest/api/2/issue").as_bytes(), DEADLINE).await;
-    assert_eq!(resp.status, Some(404), "{}", String::from_utf8_lossy(&resp.bytes));
+    assert_eq!(
+        resp.status,
+        Some(404),
+        "{}",
+        String::from_utf8_lossy(&resp.bytes)
+    );
     assert_eq!(shared.hits(), 1);
 }

@@ -345,3 +345,60 @@ async fn batched_counts_reach_the_store_within_the_flush_interval_and_at_sigterm
     tg.restart(&env()).await;
     assert_eq!(stored(&tg).await, (17, 17), "after SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_state_dir_waits_for_a_restart_and_counts_stay_in_the_running_store() {
+    let target = Upstream::plain("target").await;
+    let mut tg = world(&target, &["durability = \"strict\""]).await;
+    tg.post(LOAD, Some("incidents"), "{}")
+        .await
+        .assert_upstream_ok("target");
+    assert_eq!(tg.status().await["restart_required"], serde_json::json!([]));
+
+    // SIGHUP with another store: both keys are named, in the log and in the status.
+    let original = tg.config_text().to_owned();
+    let moved = original
+        .replacen("dir = \"state\"", "dir = \"moved-state\"", 1)
+        .replacen("durability = \"strict\"", "durability = \"batched\"", 1);
+    assert_ne!(moved, original);
+    std::fs::write(tg.config_path(), &moved).unwrap();
+    tg.signal("HUP");
+    for key in ["state.dir", "state.durability"] {
+        let line = format!("{key} changed: the new value takes effect only on restart");
+        eventually(&line, Duration::from_secs(10), || async {
+            tg.logs().contains(&line).then_some(())
+        })
+        .await;
+    }
+    let status = tg.status().await;
+    assert_eq!(
+        status["restart_required"],
+        serde_json::json!(["state.dir", "state.durability"]),
+        "{status}"
+    );
+    assert!(status["config_error"].is_null(), "{status}");
+
+    // Counts still go to the store the sidecar started with.
+    tg.post(LOAD, Some("incidents"), "{}")
+        .await
+        .assert_upstream_ok("target");
+    assert_eq!(stored(&tg).await, (2, 2));
+    assert!(
+        !tg.dir().join("moved-state").exists(),
+        "the new state.dir was used before a restart"
+    );
+
+    // Put back, nothing waits for a restart; after one, the running store had both counts.
+    std::fs::write(tg.config_path(), &original).unwrap();
+    tg.signal("HUP");
+    eventually(
+        "restart_required to empty",
+        Duration::from_secs(10),
+        || async { (tg.status().await["restart_required"] == serde_json::json!([])).then_some(()) },
+    )
+    .await;
+    let status = tg.terminate(EXIT).await;
+    assert!(status.success(), "SIGTERM exit: {status}\n{}", tg.logs());
+    tg.restart(&env()).await;
+    assert_eq!(stored(&tg).await, (2, 2));
+}

@@ -1,10 +1,11 @@
 //! Operator experience (issue 6): `GET /metrics` after known traffic agrees with the admin
-//! API, and the logs (`--log-format json`) carry one event per license change, flow change,
+//! API in both exposition formats (the text format 0.0.4 by default, OpenMetrics 1.0 when
+//! `Accept` prefers it, each checked line by line against its format), and the logs (`--log-format json`) carry one event per license change, flow change,
 //! warning and limit, and no line per request at the default level.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,64 +13,117 @@ use common::*;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-/// One sample of the Prometheus text format: metric name, labels, value.
-#[derive(Debug, Clone)]
+/// One sample of an exposition: metric name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
 struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
     value: f64,
 }
 
-/// Parses the Prometheus text exposition format (comments skipped).
-fn parse_metrics(text: &str) -> Vec<Sample> {
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let rest = rest.strip_suffix('}').expect("closing brace");
-                let mut labels = BTreeMap::new();
-                let mut chars = rest.chars().peekable();
-                while chars.peek().is_some() {
-                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-                    assert_eq!(chars.next(), Some('"'), "label value quote in {line:?}");
-                    let mut val = String::new();
-                    while let Some(c) = chars.next() {
-                        match c {
-                            '\\' => val.push(chars.next().unwrap()),
-                            '"' => break,
-                            c => val.push(c),
-                        }
-                    }
-                    if chars.peek() == Some(&',') {
-                        chars.next();
-                    }
-                    labels.insert(key.trim().to_owned(), val);
-                }
-                (name.to_owned(), labels)
-            }
-            None => (series.to_owned(), BTreeMap::new()),
-        };
-        samples.push(Sample {
-            name,
-            labels,
-            value,
-        });
+/// The two exposition formats `/metrics` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0.
+    OpenMetrics,
+}
+
+/// What Prometheus sends when it prefers OpenMetrics.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
+fn is_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `{a="x",b="y"}` after the metric name: strict syntax (quoted values, only `\\`, `\"` and
+/// `\n` escapes, no duplicate names); returns the labels and the rest of the line.
+fn parse_labels(line: &str, text: &str) -> (BTreeMap<String, String>, String) {
+    let mut labels = BTreeMap::new();
+    let mut chars = text.chars().peekable();
+    if chars.peek() != Some(&'{') {
+        return (labels, chars.collect());
     }
-    samples
+    chars.next();
+    loop {
+        if chars.peek() == Some(&'}') {
+            chars.next();
+            break;
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        assert!(is_label_name(&key), "label name {key:?} in {line:?}");
+        assert_eq!(chars.next(), Some('"'), "label value quote in {line:?}");
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                Some('\\') => match chars.next() {
+                    Some('\\') => value.push('\\'),
+                    Some('"') => value.push('"'),
+                    Some('n') => value.push('\n'),
+                    other => panic!("escape \\{other:?} in {line:?}"),
+                },
+                Some('"') => break,
+                Some(c) => value.push(c),
+                None => panic!("unterminated label value in {line:?}"),
+            }
+        }
+        assert!(
+            labels.insert(key.clone(), value).is_none(),
+            "label {key} twice in {line:?}"
+        );
+        match chars.next() {
+            Some(',') => {}
+            Some('}') => break,
+            other => panic!("{other:?} after a label in {line:?}"),
+        }
+    }
+    (labels, chars.collect())
+}
+
+/// One sample line: `name{labels} value` (no timestamps: tollgate writes none).
+fn parse_sample(line: &str) -> Sample {
+    let end = line
+        .find(['{', ' '])
+        .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+    let name = &line[..end];
+    assert!(is_metric_name(name), "metric name {name:?} in {line:?}");
+    let (labels, rest) = parse_labels(line, &line[end..]);
+    let value = rest
+        .strip_prefix(' ')
+        .unwrap_or_else(|| panic!("no space before the value in {line:?}"));
+    let value: f64 = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+    };
+    Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    }
+}
+
+/// The samples of an exposition (comment lines skipped).
+fn parse_metrics(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(parse_sample)
+        .collect()
 }
 
 /// The samples of `name` whose labels include every `(key, value)` of `labels`.
@@ -100,20 +154,192 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     found[0].value
 }
 
-async fn scrape(tg: &Tollgate) -> (String, Vec<Sample>) {
+/// The declared family a sample belongs to: the name its `# TYPE` line gives and its type.
+fn family_of<'t>(
+    format: Format,
+    sample: &str,
+    types: &'t HashMap<String, String>,
+) -> Option<(&'t str, &'t str)> {
+    let declared = |name: &str| {
+        types
+            .get_key_value(name)
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+    };
+    let suffixed = |suffix: &str, kind: &str| {
+        sample
+            .strip_suffix(suffix)
+            .and_then(declared)
+            .filter(|(_, t)| *t == kind)
+    };
+    let exact = declared(sample).filter(|(_, kind)| match format {
+        Format::Text => *kind == "counter" || *kind == "gauge",
+        Format::OpenMetrics => *kind == "gauge",
+    });
+    exact
+        .or_else(|| match format {
+            Format::Text => None,
+            Format::OpenMetrics => suffixed("_total", "counter"),
+        })
+        .or_else(|| suffixed("_bucket", "histogram"))
+        .or_else(|| suffixed("_sum", "histogram"))
+        .or_else(|| suffixed("_count", "histogram"))
+}
+
+/// Checks an exposition line by line against its format: only `# HELP` and `# TYPE` comments
+/// (and OpenMetrics' final `# EOF`), each family declared once before its samples, every
+/// sample in the family declared just before it, counters named the format's way, no
+/// `_created` samples, cumulative histogram buckets ending in `+Inf` = `_count`.
+fn assert_valid_exposition(format: Format, text: &str) {
+    let body = match format {
+        Format::Text => {
+            assert!(!text.contains("# EOF"), "0.0.4 has no # EOF:\n{text}");
+            text
+        }
+        Format::OpenMetrics => text
+            .strip_suffix("# EOF\n")
+            .unwrap_or_else(|| panic!("OpenMetrics ends with # EOF:\n{text}")),
+    };
+    assert!(body.ends_with('\n'), "the last line ends with a newline");
+    let kinds: &[&str] = match format {
+        Format::Text => &["counter", "gauge", "histogram", "summary", "untyped"],
+        Format::OpenMetrics => &[
+            "counter",
+            "gauge",
+            "histogram",
+            "summary",
+            "unknown",
+            "info",
+            "stateset",
+            "gaugehistogram",
+        ],
+    };
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut helps: HashSet<String> = HashSet::new();
+    let mut current: Option<String> = None;
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let mut count = None;
+    for line in body.lines() {
+        assert!(!line.is_empty(), "blank line in:\n{text}");
+        if let Some(comment) = line.strip_prefix('#') {
+            let comment = comment
+                .strip_prefix(' ')
+                .unwrap_or_else(|| panic!("comment {line:?}"));
+            let (keyword, rest) = comment.split_once(' ').unwrap_or((comment, ""));
+            let (name, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(is_metric_name(name), "{line:?}");
+            match keyword {
+                "HELP" => assert!(helps.insert(name.to_owned()), "HELP twice: {line:?}"),
+                "TYPE" => {
+                    assert!(kinds.contains(&detail), "type in {line:?}");
+                    assert!(
+                        types.insert(name.to_owned(), detail.to_owned()).is_none(),
+                        "TYPE twice: {line:?}"
+                    );
+                    assert!(helps.contains(name), "TYPE before HELP: {line:?}");
+                    current = Some(name.to_owned());
+                }
+                other => panic!("`# {other}` has no place in a {format:?} exposition:\n{text}"),
+            }
+            continue;
+        }
+        let sample = parse_sample(line);
+        assert!(
+            !sample.name.ends_with("_created"),
+            "no _created samples: {line:?}"
+        );
+        let (family, kind) = family_of(format, &sample.name, &types)
+            .unwrap_or_else(|| panic!("{line:?} belongs to no family declared before it:\n{text}"));
+        assert_eq!(
+            Some(family),
+            current.as_deref(),
+            "{line:?} is not with its family:\n{text}"
+        );
+        if format == Format::Text && kind == "counter" {
+            assert!(
+                family.ends_with("_total"),
+                "0.0.4 declares counters as foo_total: {line:?}"
+            );
+        }
+        if kind == "histogram" {
+            if sample.name.ends_with("_bucket") {
+                let le = &sample.labels["le"];
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                };
+                if let Some((previous, n)) = buckets.last() {
+                    assert!(
+                        bound > *previous && sample.value >= *n,
+                        "buckets ascend: {line:?}"
+                    );
+                }
+                buckets.push((bound, sample.value));
+            } else if sample.name.ends_with("_count") {
+                count = Some(sample.value);
+            }
+        }
+    }
+    let inf = buckets.last().expect("a histogram with buckets");
+    assert_eq!(inf.0, f64::INFINITY, "the last bucket is +Inf:\n{text}");
+    assert_eq!(Some(inf.1), count, "the +Inf bucket is the count:\n{text}");
+}
+
+/// `GET /metrics` with `accept` (none: no header); asserts the format it answered in and
+/// that the answer is valid for it.
+async fn scrape_as(tg: &Tollgate, accept: Option<&str>, format: Format) -> (String, Vec<Sample>) {
+    let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
     let resp = tg
-        .admin_request(Method::GET, "/metrics", None, Bytes::new())
+        .request_with(
+            &tg.client,
+            tg.admin,
+            Method::GET,
+            "/metrics",
+            &headers,
+            Bytes::new(),
+        )
         .await;
     assert_eq!(resp.status, StatusCode::OK, "GET /metrics: {}", resp.text());
-    let content_type = resp.header("content-type").unwrap_or("").to_owned();
-    assert!(
-        content_type.starts_with("text/plain")
-            || content_type.starts_with("application/openmetrics-text"),
-        "content-type of /metrics: {content_type:?}"
+    let expected = match format {
+        Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    };
+    assert_eq!(
+        resp.header("content-type"),
+        Some(expected),
+        "content-type of /metrics with Accept {accept:?}"
     );
     let text = resp.text();
+    assert_valid_exposition(format, &text);
     let samples = parse_metrics(&text);
     (text, samples)
+}
+
+/// The samples in name and label order (the formats order a histogram's lines differently).
+fn sorted(samples: &[Sample]) -> Vec<&Sample> {
+    let mut sorted: Vec<&Sample> = samples.iter().collect();
+    sorted.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+    sorted
+}
+
+/// Scrapes in both formats (0.0.4 without `Accept`, OpenMetrics as Prometheus asks for it)
+/// until both carry the same samples; returns the 0.0.4 exposition and its samples.
+async fn scrape(tg: &Tollgate) -> (String, Vec<Sample>) {
+    let mut attempts = 0;
+    loop {
+        let (text, samples) = scrape_as(tg, None, Format::Text).await;
+        let (open, open_samples) =
+            scrape_as(tg, Some(PROMETHEUS_ACCEPT), Format::OpenMetrics).await;
+        if sorted(&samples) == sorted(&open_samples) {
+            return (text, samples);
+        }
+        attempts += 1;
+        assert!(
+            attempts < 20,
+            "the formats disagree on the samples:\n{text}\n{open}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `[[flows.entities]]` lines for jira-1: a main load, a second main pattern answered by the
@@ -268,6 +494,23 @@ async fn metrics_after_known_traffic_agree_with_the_admin_api_and_logs_are_event
     );
 
     let (text, samples) = scrape(&tg).await;
+    // Each format declares the request counter its own way; asking for one gets it.
+    assert!(
+        text.contains("\n# TYPE tollgate_requests_total counter\n"),
+        "{text}"
+    );
+    let (open, _) = scrape_as(
+        &tg,
+        Some("application/openmetrics-text"),
+        Format::OpenMetrics,
+    )
+    .await;
+    assert!(
+        open.contains("\n# TYPE tollgate_requests counter\n"),
+        "{open}"
+    );
+    scrape_as(&tg, Some("text/plain"), Format::Text).await;
+    scrape_as(&tg, Some("text/plain;version=0.0.4"), Format::Text).await;
     let requests = "tollgate_requests_total";
     let req = |flow: &str, instance: &str, decision: &str| {
         value(
@@ -603,12 +846,8 @@ async fn the_warning_and_the_hard_limit_show_in_metrics_and_are_logged_once() {
         11.0,
         "{text}"
     );
-    assert_eq!(
-        tg.flow("incidents").await["reason"],
-        "records-limit",
-        "{}",
-        tg.logs()
-    );
+    // The load that reached the hard limit was answered once the flow was stopped.
+    assert_eq!(tg.flow("incidents").await["reason"], "records-limit");
 
     // One warning event, one limit event, one flow event; no line per request.
     let events = settled_events(&tg).await;

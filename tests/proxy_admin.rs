@@ -92,6 +92,27 @@ async fn every_v1_route_needs_the_bearer_token() {
         .await
         .assert_upstream_ok("target");
 
+    // The scheme is case-insensitive and may be followed by several spaces (RFC 9110 §11).
+    for auth in [
+        format!("bearer {}", tg.token),
+        format!("BEARER {}", tg.token),
+        format!("Bearer   {}", tg.token),
+    ] {
+        let resp = tg
+            .admin_request(Method::GET, "/v1/licenses", Some(&auth), Bytes::new())
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{auth:?}: {}", resp.text());
+    }
+    let resp = tg
+        .admin_request(
+            Method::GET,
+            "/v1/licenses",
+            Some(&format!("bearer {}x", tg.token)),
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{}", resp.text());
+
     // Health needs no token.
     for path in ["/healthz", "/readyz"] {
         let resp = tg
@@ -538,4 +559,125 @@ async fn a_renewed_license_restores_the_flows_it_covers() {
     assert_eq!(licenses.len(), 1, "{licenses:?}");
     assert_eq!(licenses[0]["points"]["used"], 1, "{licenses:?}");
     assert_eq!(tg.flow("incidents").await["license"], "LIC-R");
+}
+
+/// The fields SPEC §6 lists for every license entry.
+const LICENSE_FIELDS: [&str; 10] = [
+    "id",
+    "kind",
+    "company",
+    "registered_to",
+    "email",
+    "bound_to",
+    "start",
+    "expire",
+    "state",
+    "reason",
+];
+/// The fields of a pair entry beside those (`transferred_records` as the payload names it).
+const PAIR_FIELDS: [&str; 5] = [
+    "system_a",
+    "system_b",
+    "transferred_records",
+    "points",
+    "records",
+];
+/// The fields of a subscription entry in place of the pair fields.
+const SUBSCRIPTION_FIELDS: [&str; 4] = ["pricing", "unlimited_until", "production", "sandbox"];
+
+/// Asserts that `entry` has every field of its kind, the others of the other kind absent.
+#[track_caller]
+fn assert_every_field(entry: &Value) {
+    let (own, other): (&[&str], &[&str]) = match entry["kind"].as_str() {
+        Some("pair") => (&PAIR_FIELDS, &SUBSCRIPTION_FIELDS),
+        Some("subscription") => (&SUBSCRIPTION_FIELDS, &PAIR_FIELDS),
+        kind => panic!("kind {kind:?}: {entry}"),
+    };
+    for field in LICENSE_FIELDS.iter().chain(own) {
+        assert!(entry.get(*field).is_some(), "{field} missing: {entry}");
+    }
+    for field in other {
+        assert!(entry.get(*field).is_none(), "{field} present: {entry}");
+    }
+    for field in ["total", "used"] {
+        if entry["kind"] == "pair" {
+            assert!(entry["points"][field].is_u64(), "points.{field}: {entry}");
+        }
+    }
+    if entry["kind"] == "pair" {
+        for field in ["month", "used", "limit", "hard_limit", "warning"] {
+            assert!(
+                entry["records"].get(field).is_some(),
+                "records.{field} missing: {entry}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_license_entry_lists_every_field_null_where_the_license_does_not_set_it() {
+    let target = Upstream::plain("target").await;
+    let full = with(
+        with(
+            pair_license("LIC-FULL", "servicenow", "jira", 2),
+            "transferred_records",
+            500,
+        ),
+        "bound_to",
+        "127.0.0.1",
+    );
+    let tg = three_instances(&target)
+        .licensing_option("models = [\"pair\", \"subscription\"]")
+        .licensing_option("host = [\"127.0.0.1\"]")
+        .license(&pair_license("LIC-BARE", "servicenow", "jira", 1))
+        .license(&full)
+        .license(&expired_pair_license("LIC-OLD", "servicenow", "jira", 1))
+        .license(&subscription_license(
+            "SUB-1",
+            "endpoint",
+            [1, 1, 1, 1],
+            [1, 1, 1, 1],
+        ))
+        .start()
+        .await;
+
+    let licenses = tg.licenses().await;
+    assert_eq!(licenses.len(), 4, "{licenses:?}");
+    for entry in &licenses {
+        assert_every_field(entry);
+    }
+    let bare = find(&licenses, "LIC-BARE");
+    for field in ["bound_to", "transferred_records", "reason"] {
+        assert!(bare[field].is_null(), "{field}: {bare}");
+    }
+    assert!(bare["records"]["limit"].is_null(), "{bare}");
+    assert!(bare["records"]["hard_limit"].is_null(), "{bare}");
+    assert_eq!(bare["records"]["warning"], false, "{bare}");
+    let full = find(&licenses, "LIC-FULL");
+    assert_eq!(full["bound_to"], "127.0.0.1", "{full}");
+    assert_eq!(full["transferred_records"], 500, "{full}");
+    assert_eq!(full["records"]["limit"], 500, "{full}");
+    assert_eq!(full["records"]["hard_limit"], 550, "{full}");
+    let old = find(&licenses, "LIC-OLD");
+    assert_eq!(old["state"], "expired", "{old}");
+    assert!(old["reason"].is_string(), "{old}");
+    let subscription = find(&licenses, "SUB-1");
+    for field in ["bound_to", "unlimited_until", "reason"] {
+        assert!(subscription[field].is_null(), "{field}: {subscription}");
+    }
+    assert_eq!(subscription["pricing"], "endpoint", "{subscription}");
+    assert_eq!(subscription["production"]["flows"], 1, "{subscription}");
+
+    // An upload answers with the same entry.
+    let upload = tg.sign(&subscription_license(
+        "SUB-2",
+        "platform",
+        [2, 2, 2, 2],
+        [0, 0, 0, 0],
+    ));
+    let resp = tg.admin_post("/v1/licenses", upload).await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text());
+    let answer = resp.json();
+    assert_every_field(&answer);
+    assert!(answer["unlimited_until"].is_null(), "{answer}");
 }

@@ -29,23 +29,16 @@ const CONSOLE_CSS: &str = include_str!("console/console.css");
 
 /// What the admin handler needs.
 pub struct Admin {
-    /// The control plane the API reads and changes.
+    /// The control plane the API reads and changes (and `/metrics` reads).
     pub control: Arc<Control>,
     /// The bearer token of the `/v1` routes.
     pub token: Token,
-    /// What `/metrics` encodes.
-    pub metrics: prometheus_client::registry::Registry,
 }
 
 impl Admin {
     /// The admin handler's state for a running sidecar.
     pub fn new(control: Arc<Control>, token: Token) -> Admin {
-        let metrics = metrics::registry(control.clone());
-        Admin {
-            control,
-            token,
-            metrics,
-        }
+        Admin { control, token }
     }
 }
 
@@ -93,7 +86,8 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<AdminResponse, P
         }
     }
     if method == Method::GET && path == "/metrics" {
-        let body = metrics::render(&admin.metrics).map_err(|_| {
+        let format = metrics::Format::negotiate(req.headers());
+        let body = metrics::render(&admin.control, format).map_err(|_| {
             Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -103,7 +97,7 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<AdminResponse, P
         let mut response = Response::new(Full::new(Bytes::from(body)));
         response.headers_mut().insert(
             CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            HeaderValue::from_static(format.content_type()),
         );
         return Ok(response);
     }

@@ -8,15 +8,55 @@ use crate::config::Environment;
 use crate::license::Terms;
 use crate::policy::{env_index, FlowState, LicenseEntry, Moment, Snapshot, ENTITLEMENTS};
 
-/// One license as `GET /v1/licenses` lists it.
+/// The fields of every license entry (SPEC §6), `null` where the license does not set them.
+const LICENSE_FIELDS: [&str; 10] = [
+    "id",
+    "kind",
+    "company",
+    "registered_to",
+    "email",
+    "bound_to",
+    "start",
+    "expire",
+    "state",
+    "reason",
+];
+/// The further fields of a pair license entry.
+const PAIR_FIELDS: [&str; 5] = [
+    "system_a",
+    "system_b",
+    "transferred_records",
+    "points",
+    "records",
+];
+/// The further fields of a subscription license entry, in place of the pair fields.
+const SUBSCRIPTION_FIELDS: [&str; 4] = ["pricing", "unlimited_until", "production", "sandbox"];
+
+/// One license as `GET /v1/licenses` lists it: every field of its kind, `null` where unset.
 pub fn license(snapshot: &Snapshot, entry: &LicenseEntry, now: DateTime<Utc>) -> Value {
+    let mut view = license_fields(snapshot, entry, now);
+    let kind_fields: &[&str] = match entry.installed.file.payload.terms {
+        Terms::Pair(_) => &PAIR_FIELDS,
+        Terms::Subscription(_) => &SUBSCRIPTION_FIELDS,
+    };
+    for field in LICENSE_FIELDS.iter().chain(kind_fields) {
+        view.entry(*field).or_insert(Value::Null);
+    }
+    Value::Object(view)
+}
+
+/// The fields a license sets, with its state, file, key id and (pair) points and records.
+fn license_fields(
+    snapshot: &Snapshot,
+    entry: &LicenseEntry,
+    now: DateTime<Utc>,
+) -> Map<String, Value> {
     let payload = &entry.installed.file.payload;
     let mut view = match payload.to_json() {
         Value::Object(map) => map,
         _ => Map::new(),
     };
     view.remove("version");
-    view.entry("bound_to").or_insert(Value::Null);
     let state = entry
         .usable_at(Moment {
             now,
@@ -57,7 +97,7 @@ pub fn license(snapshot: &Snapshot, entry: &LicenseEntry, now: DateTime<Utc>) ->
             }),
         );
     }
-    Value::Object(view)
+    view
 }
 
 /// All licenses.

@@ -58,6 +58,8 @@ pub enum Refusal {
 /// Mutable state behind the control mutex.
 struct State {
     config: Arc<Config>,
+    /// The config start-up applied: keys read only at start keep its values until a restart.
+    started_with: Arc<Config>,
     keys: TrustedKeys,
     host: Arc<HostIdentity>,
     licenses: Vec<Arc<Installed>>,
@@ -161,6 +163,7 @@ impl Control {
         .map_err(|err| err.to_string())?;
         let mut state = State {
             next_order,
+            started_with: config.clone(),
             config,
             keys,
             host,
@@ -275,11 +278,6 @@ impl Control {
                 return;
             }
         };
-        if config.server.listen != state.config.server.listen
-            || config.admin.listen != state.config.admin.listen
-        {
-            tracing::warn!("listen addresses change only on restart");
-        }
         if config.licensing.license_dir != state.config.licensing.license_dir {
             tracing::warn!("the new license_dir is read now, but the directory watch follows it only after a restart");
         }
@@ -310,6 +308,9 @@ impl Control {
             Ok(()) => {
                 state.config_error = None;
                 tracing::info!(file = %self.config_path.display(), "configuration reloaded");
+                for key in restart_required(&state.started_with, &state.config) {
+                    tracing::warn!(key, "{key} changed: the new value takes effect only on restart; the running one stays");
+                }
             }
             Err(err) => {
                 tracing::error!(error = %err, "configuration reload refused; the running configuration stays");
@@ -583,6 +584,60 @@ fn moment(state: &State, now: DateTime<Utc>) -> Moment {
         now,
         floor: state.high_water.checked_sub_signed(skew),
     }
+}
+
+/// The keys read only at start-up whose value in `config` differs from the one `started`
+/// applied: listeners and their connection settings, TLS, the admin token and the store.
+fn restart_required(started: &Config, config: &Config) -> Vec<&'static str> {
+    let tls = |c: &Config| {
+        c.server
+            .tls
+            .as_ref()
+            .map(|t| (t.cert.clone(), t.key.clone()))
+    };
+    let dedicated = |c: &Config| -> Vec<_> {
+        c.instances
+            .iter()
+            .map(|i| (i.id.clone(), i.listen, i.flow.clone()))
+            .filter(|(_, listen, _)| listen.is_some())
+            .collect()
+    };
+    [
+        (
+            "server.listen",
+            started.server.listen != config.server.listen,
+        ),
+        ("server.tls", tls(started) != tls(config)),
+        (
+            "server.header_read_timeout",
+            started.server.header_read_timeout != config.server.header_read_timeout,
+        ),
+        (
+            "server.max_connections",
+            started.server.max_connections != config.server.max_connections,
+        ),
+        (
+            "instances[].listen",
+            dedicated(started) != dedicated(config),
+        ),
+        ("admin.listen", started.admin.listen != config.admin.listen),
+        (
+            "admin.token_file",
+            started.admin.token_file != config.admin.token_file,
+        ),
+        ("state.dir", started.state.dir != config.state.dir),
+        (
+            "state.durability",
+            started.state.durability != config.state.durability,
+        ),
+        (
+            "state.flush_interval",
+            started.state.flush_interval != config.state.flush_interval,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 /// Loads the trusted keys and the host identity a config names; a `licensing.host` entry that

@@ -19,6 +19,7 @@ impl Control {
             "generation": self.snapshot().generation,
             "config": self.config_path.display().to_string(),
             "config_error": state.config_error,
+            "restart_required": super::restart_required(&state.started_with, &state.config),
             "rejected": rejected,
             "host": state.host.entries(),
             "trusted_keys": state.keys.len(),

@@ -174,4 +174,26 @@ mod tests {
         assert!(decode(&armored("aGVsbG8")).is_err());
         assert!(decode(&armored("aGV-bG8=")).is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn armor_round_trips_any_bytes(data in prop::collection::vec(any::<u8>(), 1..2048)) {
+                let text = encode(&data);
+                prop_assert!(text.lines().all(|line| line.len() <= MAX_LINE));
+                prop_assert_eq!(decode(&text).unwrap(), data);
+            }
+
+            #[test]
+            fn decode_never_panics(text in any::<String>()) {
+                let _ = decode(&text);
+            }
+        }
+    }
 }

@@ -443,3 +443,280 @@ mod tests {
         );
     }
 }
+
+/// Properties of parsing and verification over generated and mutated inputs.
+#[cfg(test)]
+mod properties {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use chrono::DateTime;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::license::fixtures::{edit_envelope, key, trusting, PAIR_JSON, SUBSCRIPTION_JSON};
+
+    /// Cases per property: enough to shake the parser, a few seconds each.
+    const CASES: u32 = 256;
+
+    /// A validly signed file (by key 1) of one of the SPEC examples.
+    fn signed(subscription: bool) -> String {
+        let json = if subscription {
+            SUBSCRIPTION_JSON
+        } else {
+            PAIR_JSON
+        };
+        sign(json.as_bytes(), &key(1)).unwrap()
+    }
+
+    /// Whether a file's bytes parse and verify under key 1 (and key 2, also trusted).
+    fn verifies(text: &[u8]) -> bool {
+        let mut keys = trusting(&key(1));
+        keys.add(key(2).verifying_key());
+        LicenseFile::parse(text).is_ok_and(|file| file.verify(&keys).is_ok())
+    }
+
+    /// One change to a file's bytes.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        /// XOR one byte (at a position scaled to the length) with a non-zero mask.
+        Flip(prop::sample::Index, u8),
+        /// Keep only a prefix.
+        Truncate(prop::sample::Index),
+        /// Insert a byte.
+        Insert(prop::sample::Index, u8),
+        /// Remove a byte.
+        Remove(prop::sample::Index),
+        /// Re-wrap the armor's base64 lines at another width (some over the limit).
+        Rewrap(usize),
+        /// Join two neighbouring lines.
+        JoinLines(prop::sample::Index),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<prop::sample::Index>(), 1..=u8::MAX).prop_map(|(i, m)| Mutation::Flip(i, m)),
+            any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+            (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+            any::<prop::sample::Index>().prop_map(Mutation::Remove),
+            (1usize..120).prop_map(Mutation::Rewrap),
+            any::<prop::sample::Index>().prop_map(Mutation::JoinLines),
+        ]
+    }
+
+    impl Mutation {
+        fn apply(&self, bytes: &mut Vec<u8>) {
+            match self {
+                Mutation::Flip(at, mask) if !bytes.is_empty() => {
+                    let at = at.index(bytes.len());
+                    bytes[at] ^= mask;
+                }
+                Mutation::Truncate(at) => bytes.truncate(at.index(bytes.len() + 1)),
+                Mutation::Insert(at, byte) => bytes.insert(at.index(bytes.len() + 1), *byte),
+                Mutation::Remove(at) if !bytes.is_empty() => {
+                    bytes.remove(at.index(bytes.len()));
+                }
+                Mutation::Rewrap(width) => *bytes = rewrap(bytes, *width),
+                Mutation::JoinLines(at) => {
+                    let newlines: Vec<usize> =
+                        (0..bytes.len()).filter(|&i| bytes[i] == b'\n').collect();
+                    if !newlines.is_empty() {
+                        bytes.remove(newlines[at.index(newlines.len())]);
+                    }
+                }
+                Mutation::Flip(..) | Mutation::Remove(_) => {}
+            }
+        }
+    }
+
+    /// The armor's body lines joined and cut again every `width` characters.
+    fn rewrap(bytes: &[u8], width: usize) -> Vec<u8> {
+        let text = String::from_utf8_lossy(bytes);
+        let (armor, body): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|line| line.starts_with("-----"));
+        let joined: String = body.concat();
+        let mut out = format!("{}\n", armor.first().copied().unwrap_or(""));
+        for chunk in joined.as_bytes().chunks(width) {
+            out.push_str(&String::from_utf8_lossy(chunk));
+            out.push('\n');
+        }
+        out.push_str(armor.get(1).copied().unwrap_or(""));
+        out.push('\n');
+        out.into_bytes()
+    }
+
+    /// Bytes that differ from `original`, made from it by up to three mutations or at random.
+    fn changed(original: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+        let mutated = prop::collection::vec(mutation(), 1..=3).prop_map(move |mutations| {
+            let mut bytes = original.clone();
+            for mutation in &mutations {
+                mutation.apply(&mut bytes);
+            }
+            bytes
+        });
+        prop_oneof![4 => mutated, 1 => prop::collection::vec(any::<u8>(), 0..256)]
+    }
+
+    /// The envelope of a file as a JSON object.
+    fn envelope(text: &str) -> serde_json::Map<String, Value> {
+        let bytes = armor::decode(text).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// Text the payload checks accept: non-empty after trimming, no control characters.
+    fn field_text() -> impl Strategy<Value = String> {
+        "[^\\p{Cc}]{0,16}[^\\p{Cc}\\s]"
+    }
+
+    /// An RFC 3339 instant between 1970 and 2100, whole seconds, as the SPEC writes them.
+    fn instant(seconds: i64) -> String {
+        crate::license::format_time(DateTime::from_timestamp(seconds, 0).unwrap())
+    }
+
+    /// A valid payload of either kind, with every optional field present or not.
+    fn payload() -> impl Strategy<Value = Value> {
+        let common = (
+            "[A-Za-z0-9_-][A-Za-z0-9._-]{0,30}",
+            field_text(),
+            field_text(),
+            field_text(),
+            proptest::option::of(field_text()),
+            0i64..4_000_000_000,
+            1i64..1_000_000_000,
+        );
+        let env = (0u32..=1_000_000, 0u32..=1_000_000, 0u32..=1_000_000, 0u32..=1_000_000)
+            .prop_map(|(f, e, t, a)| {
+                json!({"flows": f, "endpoint_apps": e, "trading_partners": t, "agents": a})
+            });
+        let pair = (
+            field_text(),
+            field_text(),
+            1u32..=1_000_000,
+            proptest::option::of(1u64..=1_000_000_000_000),
+        )
+            .prop_map(|(a, b, points, records)| {
+                let mut terms =
+                    json!({"kind": "pair", "system_a": a, "system_b": b, "points": points});
+                if let Some(records) = records {
+                    terms["transferred_records"] = records.into();
+                }
+                terms
+            });
+        let subscription = (
+            prop_oneof![Just("endpoint"), Just("platform")],
+            proptest::option::of(0i64..4_000_000_000),
+            env.clone(),
+            env,
+        )
+            .prop_map(|(pricing, until, production, sandbox)| {
+                let mut terms = json!({"kind": "subscription", "pricing": pricing, "production": production, "sandbox": sandbox});
+                if let Some(until) = until {
+                    terms["unlimited_until"] = instant(until).into();
+                }
+                terms
+            });
+        (common, prop_oneof![pair, subscription]).prop_map(
+            |((id, company, registered_to, email, bound_to, start, length), terms)| {
+                let mut payload = json!({
+                    "version": 1, "id": id, "company": company, "registered_to": registered_to,
+                    "email": email, "start": instant(start), "expire": instant(start + length),
+                });
+                if let Some(bound_to) = bound_to {
+                    payload["bound_to"] = bound_to.into();
+                }
+                if let (Value::Object(payload), Value::Object(terms)) = (&mut payload, terms) {
+                    payload.extend(terms);
+                }
+                payload
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = LicenseFile::parse(&bytes);
+        }
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_text(text in any::<String>()) {
+            let _ = LicenseFile::parse(text.as_bytes());
+        }
+
+        #[test]
+        fn parse_never_panics_on_a_mutated_signed_file(
+            subscription in any::<bool>(),
+            mutations in prop::collection::vec(mutation(), 1..=4),
+        ) {
+            let mut bytes = signed(subscription).into_bytes();
+            for mutation in &mutations {
+                mutation.apply(&mut bytes);
+            }
+            if let Ok(file) = LicenseFile::parse(&bytes) {
+                let _ = file.verify(&trusting(&key(1)));
+            }
+        }
+
+        #[test]
+        fn a_changed_payload_never_verifies(
+            (original, payload) in Just(PAIR_JSON.as_bytes().to_vec())
+                .prop_flat_map(|original| (Just(original.clone()), changed(original))),
+        ) {
+            prop_assume!(payload != original);
+            let mut env = envelope(&signed(false));
+            env.insert("payload".into(), STANDARD.encode(&payload).into());
+            let text = armor::encode(Value::Object(env).to_string().as_bytes());
+            prop_assert!(!verifies(text.as_bytes()));
+        }
+
+        #[test]
+        fn a_changed_signature_never_verifies(
+            (original, sig) in Just(signature_of(&signed(false)))
+                .prop_flat_map(|original| (Just(original.clone()), changed(original))),
+        ) {
+            prop_assume!(sig != original);
+            let text = edit_envelope(&signed(false), |env| {
+                env.insert("sig".into(), STANDARD.encode(&sig).into());
+            });
+            prop_assert!(!verifies(text.as_bytes()));
+        }
+
+        #[test]
+        fn a_changed_kid_never_verifies(
+            kid in prop_oneof![
+                Just(crate::license::kid(&key(2).verifying_key())),
+                "[0-9a-f]{16}",
+                any::<String>(),
+            ],
+        ) {
+            let original = signed(false);
+            prop_assume!(kid != envelope(&original)["kid"]);
+            let text = edit_envelope(&original, |env| {
+                env.insert("kid".into(), kid.into());
+            });
+            prop_assert!(!verifies(text.as_bytes()));
+        }
+
+        #[test]
+        fn signing_then_parsing_gives_back_the_payload(payload in payload()) {
+            let json = payload.to_string();
+            let text = sign(json.as_bytes(), &key(1)).unwrap();
+            let file = LicenseFile::parse(text.as_bytes()).unwrap();
+            prop_assert_eq!(&file.payload, &Payload::from_json(json.as_bytes()).unwrap());
+            prop_assert_eq!(file.payload.to_json(), payload);
+            prop_assert_eq!(file.kid.clone(), crate::license::kid(&key(1).verifying_key()));
+            prop_assert!(file.verify(&trusting(&key(1))).is_ok());
+        }
+    }
+
+    /// The decoded signature bytes of a file.
+    fn signature_of(text: &str) -> Vec<u8> {
+        LicenseFile::parse(text.as_bytes())
+            .unwrap()
+            .signature
+            .to_bytes()
+            .to_vec()
+    }
+}

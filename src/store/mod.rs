@@ -7,9 +7,11 @@ pub mod writer;
 
 pub use writer::{CountItem, Recorder};
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::panic::UnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once, RwLock};
 
 use chrono::{DateTime, Utc};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
@@ -124,7 +126,111 @@ pub struct AuditEvent {
 
 /// Opens the database again after an I/O failure (redb refuses every transaction after one
 /// until it is reopened; opening repairs it).
-type Reopen = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+type Reopen = Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
+
+/// Why the store file cannot be opened, in the operator's terms.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    /// Another process holds the file's lock.
+    #[error("{} is in use by another process (another tollgate on the same state.dir?)", path.display())]
+    InUse {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The file is not a database redb can read: overwritten, cut short or not redb at all.
+    #[error("{} is damaged ({detail}); the file is kept as it is: move it away to start with an empty store", path.display())]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Anything else redb refused (permissions, an older file format, a failed repair).
+    #[error("cannot open {}: {source}; the file is kept as it is", path.display())]
+    Failed {
+        /// The store file.
+        path: PathBuf,
+        /// redb's reason.
+        source: redb::DatabaseError,
+    },
+}
+
+impl OpenError {
+    /// Sorts redb's refusal of `path` into what the operator should do about it.
+    fn new(path: &Path, err: redb::DatabaseError) -> OpenError {
+        let path = path.to_owned();
+        let damaged = |detail: &str| OpenError::Damaged {
+            path: path.clone(),
+            detail: detail.to_owned(),
+        };
+        match &err {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse { path },
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => damaged(detail),
+            redb::DatabaseError::Storage(redb::StorageError::Io(io)) => match io.kind() {
+                std::io::ErrorKind::InvalidData => damaged("it is not a redb database"),
+                std::io::ErrorKind::UnexpectedEof => damaged("it ends inside its header"),
+                _ => OpenError::Failed { path, source: err },
+            },
+            _ => OpenError::Failed { path, source: err },
+        }
+    }
+}
+
+impl From<OpenError> for StoreError {
+    fn from(err: OpenError) -> Self {
+        StoreError(err.to_string())
+    }
+}
+
+/// Opens (or creates) the database file. A file redb cannot use is reported and left untouched:
+/// redb refuses most damage with an error but asserts on some (a file cut short of the length
+/// its header records, a zeroed region), so a panic inside it is caught and reported too.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    match catch_quietly(|| Database::create(path)) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(err)) => Err(OpenError::new(path, err).into()),
+        Err(panic) => {
+            tracing::debug!(file = %path.display(), panic = panic_message(&*panic), "redb gave up on the store file");
+            Err(OpenError::Damaged {
+                path: path.to_owned(),
+                detail: "its layout is inconsistent: cut short or overwritten".to_owned(),
+            }
+            .into())
+        }
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs [`catch_quietly`]: its panics are caught, not reported.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work`, catching a panic without the panic hook printing it (other threads' panics
+/// are reported as before).
+fn catch_quietly<T>(work: impl FnOnce() -> T + UnwindSafe) -> std::thread::Result<T> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                report(info);
+            }
+        }));
+    });
+    QUIET.with(|quiet| quiet.set(true));
+    let result = std::panic::catch_unwind(work);
+    QUIET.with(|quiet| quiet.set(false));
+    result
+}
+
+/// The message a panic carries, if it is text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("")
+}
 
 /// The embedded store.
 pub struct Store {
@@ -142,13 +248,8 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|err| StoreError(format!("cannot create {}: {err}", dir.display())))?;
         let path = dir.join(FILE);
-        let db = Database::create(&path).map_err(|err| {
-            StoreError(format!(
-                "cannot open {}: {err} (the file is kept as it is; move it away to start empty)",
-                path.display()
-            ))
-        })?;
-        Store::with_database(db, Box::new(move || Database::create(&path)))
+        let db = open_file(&path)?;
+        Store::with_database(db, Box::new(move || open_file(&path)))
     }
 
     /// A store over an open database, creating every table so that readers never meet a missing one.
@@ -615,21 +716,79 @@ mod tests {
         assert_eq!(store.marks("L", "2026-12").unwrap(), Marks::default());
     }
 
+    /// A store file with some counts in it, and its bytes.
+    fn stored(dir: &Path) -> Vec<u8> {
+        let store = Store::open(dir).unwrap();
+        store
+            .commit_counts(&batch("L", "f", "2026-11", "2026-11-26", 3), None, true)
+            .unwrap();
+        drop(store);
+        std::fs::read(dir.join(FILE)).unwrap()
+    }
+
     #[test]
-    fn a_corrupt_store_is_refused_not_reset() {
+    fn a_damaged_store_is_refused_by_name_and_left_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(FILE),
-            b"this is not a redb file, and it must stay as it is",
-        )
-        .unwrap();
+        let path = dir.path().join(FILE);
+        let original = stored(dir.path());
+        let garbage: Vec<u8> = (0..original.len() as u64)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut zeroed = original[..4096].to_vec();
+        zeroed.resize(original.len(), 0);
+        let mut after_magic = original[..9].to_vec();
+        after_magic.extend_from_slice(&garbage[9..]);
+        let cases = [
+            ("cut to 4 KiB", original[..4096].to_vec()),
+            ("cut in half", original[..original.len() / 2].to_vec()),
+            ("cut inside the header", original[..100].to_vec()),
+            ("cut inside the magic number", original[..5].to_vec()),
+            ("garbage", garbage),
+            ("garbage after the magic number", after_magic),
+            ("zeroed after the header", zeroed),
+            (
+                "not redb at all",
+                b"this is not a redb file, and it must stay as it is".to_vec(),
+            ),
+        ];
+        for (damage, bytes) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let err = Store::open(dir.path())
+                .err()
+                .unwrap_or_else(|| panic!("{damage}: the store was opened"));
+            let message = err.to_string();
+            assert!(
+                message.contains(&path.display().to_string())
+                    && message.contains("is damaged")
+                    && message.contains("kept as it is"),
+                "{damage}: {message}"
+            );
+            assert!(
+                std::fs::read(&path).unwrap() == bytes,
+                "{damage}: the file changed"
+            );
+        }
+        std::fs::write(&path, &original).unwrap();
+        assert_eq!(
+            Store::open(dir.path())
+                .unwrap()
+                .license_month("L", "2026-11")
+                .unwrap(),
+            3,
+            "the intact file still opens"
+        );
+    }
+
+    #[test]
+    fn a_store_in_use_is_refused_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _open = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path())
             .err()
-            .expect("a corrupt store must be refused");
-        assert!(err.to_string().contains("cannot open"), "{err}");
-        assert_eq!(
-            std::fs::read(dir.path().join(FILE)).unwrap(),
-            b"this is not a redb file, and it must stay as it is"
+            .expect("a second open is refused");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
         );
     }
 }
@@ -700,10 +859,12 @@ mod fault_tests {
         let open = {
             let (bytes, full) = (bytes.clone(), full.clone());
             move || {
-                Database::builder().create_with_backend(FlakyDisk {
-                    bytes: bytes.clone(),
-                    full: full.clone(),
-                })
+                Database::builder()
+                    .create_with_backend(FlakyDisk {
+                        bytes: bytes.clone(),
+                        full: full.clone(),
+                    })
+                    .map_err(StoreError::from)
             }
         };
         let store = Store::with_database(open().unwrap(), Box::new(open)).unwrap();
@@ -736,10 +897,12 @@ mod fault_tests {
         let open = {
             let (bytes, full) = (bytes.clone(), full.clone());
             move || {
-                Database::builder().create_with_backend(FlakyDisk {
-                    bytes: bytes.clone(),
-                    full: full.clone(),
-                })
+                Database::builder()
+                    .create_with_backend(FlakyDisk {
+                        bytes: bytes.clone(),
+                        full: full.clone(),
+                    })
+                    .map_err(StoreError::from)
             }
         };
         let store = Arc::new(Store::with_database(open().unwrap(), Box::new(open)).unwrap());
