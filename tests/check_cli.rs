@@ -30,14 +30,28 @@ struct Run {
 }
 
 fn tollgate<I: AsRef<OsStr>>(cwd: &Path, args: impl IntoIterator<Item = I>) -> Run {
+    tollgate_as(cwd, args, None)
+}
+
+/// Runs the binary; with `host`, on a machine with that identity (`TOLLGATE_TEST_HOST`, which
+/// only a binary built with the `test-clock` feature reads).
+fn tollgate_as<I: AsRef<OsStr>>(
+    cwd: &Path,
+    args: impl IntoIterator<Item = I>,
+    host: Option<&str>,
+) -> Run {
     let before = Utc::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
         .args(args)
         .current_dir(cwd)
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+        .env_remove("TOLLGATE_TEST_HOST");
+    if let Some(host) = host {
+        command.env("TOLLGATE_TEST_HOST", host);
+    }
+    let output = command.output().unwrap();
     let after = Utc::now();
     let run = Run {
         code: output
@@ -416,6 +430,16 @@ license_dir = "licenses"
     fn check(&self) -> Run {
         check(&self.config_path())
     }
+
+    /// `check` on a machine known by `host` (comma-separated names and addresses).
+    fn check_as(&self, host: &str) -> Run {
+        let config = self.config_path();
+        tollgate_as(
+            Path::new("/"),
+            [OsStr::new("check"), "--config".as_ref(), config.as_os_str()],
+            Some(host),
+        )
+    }
 }
 
 /// A pair license payload as SPEC §3 shows it, unbound, without a records limit.
@@ -768,6 +792,10 @@ systems = ["sn-1", "jira-2"]
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-clock"),
+    ignore = "plays a host named integration-host.acme.example: needs the test-clock feature"
+)]
 fn invalid_licenses_refuse_their_flows_with_the_reason() {
     let scratch = Scratch::new();
     scratch.config(
@@ -886,7 +914,8 @@ systems = ["db"]
         ),
     );
 
-    let run = scratch.check();
+    // The config may claim the names and addresses the machine has.
+    let run = scratch.check_as("integration-host.acme.example,10.1.2.3");
     let report = run.assert_ok();
     assert_eq!(
         report.lines[1],

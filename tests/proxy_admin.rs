@@ -624,11 +624,10 @@ async fn every_license_entry_lists_every_field_null_where_the_license_does_not_s
             500,
         ),
         "bound_to",
-        "127.0.0.1",
+        "10.0.0.7",
     );
     let tg = three_instances(&target)
         .licensing_option("models = [\"pair\", \"subscription\"]")
-        .licensing_option("host = [\"127.0.0.1\"]")
         .license(&pair_license("LIC-BARE", "servicenow", "jira", 1))
         .license(&full)
         .license(&expired_pair_license("LIC-OLD", "servicenow", "jira", 1))
@@ -638,7 +637,7 @@ async fn every_license_entry_lists_every_field_null_where_the_license_does_not_s
             [1, 1, 1, 1],
             [1, 1, 1, 1],
         ))
-        .start()
+        .start_with(&[], &[("TOLLGATE_TEST_HOST", "sidecar-a.example,10.0.0.7")])
         .await;
 
     let licenses = tg.licenses().await;
@@ -654,7 +653,11 @@ async fn every_license_entry_lists_every_field_null_where_the_license_does_not_s
     assert!(bare["records"]["hard_limit"].is_null(), "{bare}");
     assert_eq!(bare["records"]["warning"], false, "{bare}");
     let full = find(&licenses, "LIC-FULL");
-    assert_eq!(full["bound_to"], "127.0.0.1", "{full}");
+    assert_eq!(full["bound_to"], "10.0.0.7", "{full}");
+    if cfg!(feature = "test-clock") {
+        // TOLLGATE_TEST_HOST made this host 10.0.0.7.
+        assert_eq!(full["state"], "valid", "{full}");
+    }
     assert_eq!(full["transferred_records"], 500, "{full}");
     assert_eq!(full["records"]["limit"], 500, "{full}");
     assert_eq!(full["records"]["hard_limit"], 550, "{full}");
