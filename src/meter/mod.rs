@@ -430,3 +430,93 @@ mod tests {
         assert_eq!(flow.committed(NOV), 1);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What a test does next to a license's meter.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Reserve a record in the current month.
+        Reserve,
+        /// Commit the n-th outstanding reservation (modulo how many there are).
+        Commit(usize),
+        /// Drop the n-th outstanding reservation (the target refused, the upstream failed).
+        Release(usize),
+        /// The month turns.
+        NextMonth,
+        /// A clock that goes back a month (reservations land in the later month).
+        PreviousMonth,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => Just(Step::Reserve),
+            4 => any::<usize>().prop_map(Step::Commit),
+            2 => any::<usize>().prop_map(Step::Release),
+            1 => Just(Step::NextMonth),
+            1 => Just(Step::PreviousMonth),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever the interleaving of reservations, commits, releases and rollovers, no month
+        /// ever has more committed records than the hard limit, a month's count is exactly the
+        /// commits made in it, and a released reservation frees its slot.
+        #[test]
+        fn no_interleaving_passes_the_hard_limit(
+            hard in 0u64..12,
+            steps in prop::collection::vec(step(), 0..200),
+        ) {
+            const FIRST: u32 = 2026 * 12;
+            let mut meters = Meters::default();
+            let (license, flow) = (meters.license("L"), meters.flow("f"));
+            let mut month = FIRST;
+            let mut outstanding: Vec<Reservation> = Vec::new();
+            let mut commits: HashMap<u32, u64> = HashMap::new();
+            for step in steps {
+                match step {
+                    Step::Reserve => {
+                        if let Ok(reservation) = Reservation::take(Some((&license, Some(hard))), &flow, month) {
+                            outstanding.push(reservation);
+                        } else {
+                            let (latest, _) = unpack(license.used.0.load(Ordering::Acquire));
+                            prop_assert!(license.used(latest) >= hard, "refused below the hard limit");
+                        }
+                    }
+                    Step::Commit(n) if !outstanding.is_empty() => {
+                        let reservation = outstanding.remove(n % outstanding.len());
+                        let committed = reservation.commit();
+                        if committed.after > 0 {
+                            *commits.entry(committed.month).or_default() += 1;
+                        }
+                    }
+                    Step::Release(n) if !outstanding.is_empty() => {
+                        drop(outstanding.remove(n % outstanding.len()));
+                    }
+                    Step::NextMonth => month += 1,
+                    Step::PreviousMonth => month = month.saturating_sub(1).max(FIRST),
+                    _ => {}
+                }
+                for m in FIRST..=FIRST + 200 {
+                    prop_assert!(license.committed(m) <= hard, "month {m} passed the hard limit");
+                    prop_assert!(license.used(m) <= hard, "month {m} admitted past the hard limit");
+                }
+            }
+            let (latest, _) = unpack(license.committed.0.load(Ordering::Acquire));
+            prop_assert_eq!(license.committed(latest), commits.get(&latest).copied().unwrap_or(0));
+            drop(outstanding);
+            let (latest_used, _) = unpack(license.used.0.load(Ordering::Acquire));
+            prop_assert_eq!(
+                license.used(latest_used),
+                license.committed(latest_used),
+                "every outstanding reservation gave its slot back"
+            );
+        }
+    }
+}
