@@ -123,19 +123,25 @@ impl Classifier {
         if self.routes.is_empty() {
             return LoadClass::Other;
         }
-        let lowered: Vec<String>;
-        let paths: Vec<&str> = if self.case_insensitive {
-            lowered = paths.iter().map(|p| p.to_lowercase()).collect();
-            lowered.iter().map(String::as_str).collect()
-        } else {
-            paths.to_vec()
-        };
+        if self.case_insensitive {
+            let lowered: Vec<String> = paths.iter().map(|p| p.to_lowercase()).collect();
+            let lowered: Vec<&str> = lowered.iter().map(String::as_str).collect();
+            return self.classify_exact(methods, &lowered);
+        }
+        self.classify_exact(methods, paths)
+    }
+
+    fn classify_exact<'m>(
+        &self,
+        methods: impl IntoIterator<Item = &'m Method>,
+        paths: &[&str],
+    ) -> LoadClass {
         let mut class = LoadClass::Other;
         for method in methods {
             let Some((_, main, child)) = self.routes.iter().find(|(m, _, _)| m == method) else {
                 continue;
             };
-            for path in &paths {
+            for path in paths {
                 if main.matches(path) {
                     return LoadClass::Main;
                 }

@@ -46,11 +46,18 @@ impl PathError {
 pub struct Normal<'a> {
     /// What the target receives (after the base path).
     pub forward: Cow<'a, str>,
-    /// What entity patterns are matched against: `forward` without `;parameters`.
-    pub classify: Cow<'a, str>,
-    /// `classify` as a target that decodes `%2F`/`%5C` and reads `\` as `/` would see it,
-    /// when that differs.
+    /// `forward` without `;parameters`, where it has any.
+    pub stripped: Option<String>,
+    /// The classification path as a target that decodes `%2F`/`%5C` and reads `\` as `/`
+    /// would see it, when that differs.
     pub variant: Option<String>,
+}
+
+impl Normal<'_> {
+    /// What entity patterns are matched against: the path without `;parameters`.
+    pub fn classify(&self) -> &str {
+        self.stripped.as_deref().unwrap_or(&self.forward)
+    }
 }
 
 /// Normalises an absolute path (without query); borrows when it is already normal.
@@ -58,7 +65,7 @@ pub fn normalize(path: &str) -> Result<Normal<'_>, PathError> {
     if is_normal(path) {
         return Ok(Normal {
             forward: Cow::Borrowed(path),
-            classify: Cow::Borrowed(path),
+            stripped: None,
             variant: None,
         });
     }
@@ -85,15 +92,13 @@ pub fn normalize(path: &str) -> Result<Normal<'_>, PathError> {
     let trailing = decoded.len() > 1
         && (decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/.."));
     let forward = join(out.iter().copied(), trailing);
-    let classify = if forward.contains(';') {
-        Cow::Owned(join(out.iter().map(|s| strip_params(s)), trailing))
-    } else {
-        Cow::Owned(forward.clone())
-    };
+    let stripped = forward
+        .contains(';')
+        .then(|| join(out.iter().map(|s| strip_params(s)), trailing));
     let variant = separators.then(|| decoded_separators(&out, trailing));
     Ok(Normal {
         forward: Cow::Owned(forward),
-        classify,
+        stripped,
         variant,
     })
 }
@@ -238,10 +243,8 @@ mod tests {
                 matches!(normal.forward, Cow::Borrowed(p) if p == path),
                 "{path}"
             );
-            assert!(
-                matches!(normal.classify, Cow::Borrowed(p) if p == path),
-                "{path}"
-            );
+            assert_eq!(normal.classify(), path);
+            assert_eq!(normal.stripped, None);
             assert_eq!(normal.variant, None);
         }
     }
@@ -279,7 +282,7 @@ mod tests {
     fn encoded_separators_stay_encoded_and_are_classified_both_ways() {
         let normal = normalize("/api/v4/projects/group%2fproject/issues").unwrap();
         assert_eq!(normal.forward, "/api/v4/projects/group%2Fproject/issues");
-        assert_eq!(normal.classify, "/api/v4/projects/group%2Fproject/issues");
+        assert_eq!(normal.classify(), "/api/v4/projects/group%2Fproject/issues");
         assert_eq!(
             normal.variant.as_deref(),
             Some("/api/v4/projects/group/project/issues")
@@ -316,9 +319,9 @@ mod tests {
     fn parameters_are_kept_for_the_target_and_ignored_for_classification() {
         let normal = normalize("/rest/api/2/issue;jsessionid=ABC").unwrap();
         assert_eq!(normal.forward, "/rest/api/2/issue;jsessionid=ABC");
-        assert_eq!(normal.classify, "/rest/api/2/issue");
+        assert_eq!(normal.classify(), "/rest/api/2/issue");
         let inner = normalize("/rest;x=1/api/2/issue/").unwrap();
-        assert_eq!(inner.classify, "/rest/api/2/issue/");
+        assert_eq!(inner.classify(), "/rest/api/2/issue/");
     }
 
     #[test]
@@ -416,7 +419,7 @@ mod tests {
             if let Ok(normal) = normalize(&path) {
                 let target = as_a_lenient_target_resolves(&normal.forward).unwrap_or_default();
                 let seen = |p: &str| as_a_lenient_target_resolves(p).unwrap_or_default();
-                let classified = normal.variant.as_deref().unwrap_or(&normal.classify);
+                let classified = normal.variant.as_deref().unwrap_or(normal.classify());
                 prop_assert_eq!(seen(classified), target, "{} classified as {}", path, classified);
             }
         }

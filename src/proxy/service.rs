@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::uri::Scheme;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -214,32 +214,51 @@ pub fn decide<'r, B>(
 /// Classifies a request under every method it may mean and every spelling of its path a
 /// target may read.
 fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> LoadClass {
-    let classifier = &snapshot.instances[target.instance as usize].classifier;
-    if classifier.is_empty() {
+    if snapshot.instances[target.instance as usize]
+        .classifier
+        .is_empty()
+    {
         return LoadClass::Other;
-    }
-    let mut methods = [Some(req.method().clone()), None, None, None];
-    for (slot, name) in methods[1..].iter_mut().zip(METHOD_OVERRIDES) {
-        *slot = req
-            .headers()
-            .get(HeaderName::from_static(name))
-            .and_then(|value| value.to_str().ok())
-            .and_then(|text| Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes()).ok());
     }
     let path = &target.path;
     let both: [&str; 2];
     let one: [&str; 1];
     let paths: &[&str] = match &path.variant {
         Some(variant) => {
-            both = [&path.classify, variant];
+            both = [path.classify(), variant];
             &both
         }
         None => {
-            one = [&path.classify];
+            one = [path.classify()];
             &one
         }
     };
-    snapshot.classify(target.instance, methods.iter().flatten(), paths)
+    let class = snapshot.classify(target.instance, [req.method()], paths);
+    if class == LoadClass::Main {
+        return class;
+    }
+    // Only a request that is not a main load under its own method can be one under another;
+    // one pass over the header names finds the override headers (usually none).
+    let mut overrides = [None, None, None];
+    let mut found = 0;
+    for (name, value) in req.headers() {
+        if found == overrides.len() || !name.as_str().starts_with("x-") {
+            continue;
+        }
+        if METHOD_OVERRIDES.contains(&name.as_str()) {
+            overrides[found] = value.to_str().ok().and_then(|text| {
+                Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes()).ok()
+            });
+            found += 1;
+        }
+    }
+    if overrides.iter().all(Option::is_none) {
+        return class;
+    }
+    match snapshot.classify(target.instance, overrides.iter().flatten(), paths) {
+        LoadClass::Other => class,
+        other => other,
+    }
 }
 
 /// Reserves a record of the month's budget for a main-entity load (SPEC §1.1); 429 at the hard limit.
@@ -547,17 +566,15 @@ fn absolute_form<'r, B>(snapshot: &Snapshot, req: &'r Request<B>) -> Result<Targ
             whole.forward
         ))
     };
+    let under = |text: &str| -> Result<String, Problem> {
+        Ok(under_base(&Cow::Borrowed(text), base)
+            .ok_or_else(outside)?
+            .into_owned())
+    };
     let path = Normal {
         forward: under_base(&whole.forward, base).ok_or_else(outside)?,
-        classify: under_base(&whole.classify, base).ok_or_else(outside)?,
-        variant: match &whole.variant {
-            Some(variant) => Some(
-                under_base(&Cow::Borrowed(variant.as_str()), base)
-                    .ok_or_else(outside)?
-                    .into_owned(),
-            ),
-            None => None,
-        },
+        stripped: whole.stripped.as_deref().map(under).transpose()?,
+        variant: whole.variant.as_deref().map(under).transpose()?,
     };
     Ok(Target {
         instance,
