@@ -631,3 +631,20 @@ fn show_refuses_a_broken_file_naming_it() {
         stderr(&run)
     );
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let issuer = Issuer::new();
+    let license = issuer.sign(PAIR_JSON, "pair.lic");
+    // `tollgate license show … | head -0`: the reader is gone before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([OsStr::new("license"), "show".as_ref(), license.as_os_str()])
+        .stdout(writer)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use comfy_table::Table;
 
+use super::output::say;
 use super::{table, CliError};
 use crate::catalog::{canonical_endpoint, flow_pair};
 use crate::clock::{month_bounds, month_label};
@@ -65,9 +66,9 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
     )
     .map_err(|err| CliError::at(config_path.display(), err))?;
 
-    println!("configuration {} is valid", config_path.display());
-    println!("host identity: {}", host.entries().join(", "));
-    println!();
+    say!("configuration {} is valid", config_path.display());
+    say!("host identity: {}", host.entries().join(", "));
+    say!();
     let report = Report {
         config: &config,
         compiled: &compiled,
@@ -89,7 +90,7 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         .iter()
         .filter(|flow| refusal(flow.state).is_some())
         .count();
-    println!(
+    say!(
         "{} flows: {enabled} would be enabled, {refused} refused",
         snapshot.flows.len()
     );
@@ -357,11 +358,11 @@ impl Report<'_> {
 }
 
 fn print_section(title: &str, table: &Table, empty: bool) {
-    println!("{title}");
+    say!("{title}");
     if empty {
-        println!("  (none)");
+        say!("  (none)");
     } else {
-        println!("{table}");
+        say!("{table}");
     }
-    println!();
+    say!();
 }

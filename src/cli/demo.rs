@@ -22,6 +22,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use super::output::say;
 use super::usage::{fetch, HttpClient};
 use super::{table, CliError, LogFormat};
 use crate::clock::SystemClock;
@@ -56,14 +57,14 @@ async fn demo(dir: &Path, pace: Duration) -> Result<ExitCode, CliError> {
         .await
         .map_err(CliError)?;
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap_or_default();
-    println!("tollgate demo: a simulated ServiceNow and Jira on loopback, the sidecar between them and an engine");
-    println!(
+    say!("tollgate demo: a simulated ServiceNow and Jira on loopback, the sidecar between them and an engine");
+    say!(
         "  console:   http://{}/   (admin token: {})",
         sidecar.admin,
         token.trim()
     );
-    println!("  engine  -> http://{}/jira-1/rest/api/2/issue   (flow \"incidents\", license LIC-DEMO-LIVE: {LIMIT} records/month, hard limit {HARD_LIMIT})", sidecar.engine);
-    println!();
+    say!("  engine  -> http://{}/jira-1/rest/api/2/issue   (flow \"incidents\", license LIC-DEMO-LIVE: {LIMIT} records/month, hard limit {HARD_LIMIT})", sidecar.engine);
+    say!();
 
     let run = Engine::new(sidecar.engine).drive(pace).await;
     let admin: Uri = format!("http://{}", sidecar.admin)
@@ -122,9 +123,9 @@ async fn demo(dir: &Path, pace: Duration) -> Result<ExitCode, CliError> {
         "elapsed".to_owned(),
         format!("{:.1} s", run.elapsed.as_secs_f64()),
     ]);
-    println!("{summary}");
+    say!("{summary}");
     let ok = run.accepted == HARD_LIMIT && recorded == HARD_LIMIT && run.refused > 0;
-    println!(
+    say!(
         "{}",
         if ok {
             "demo complete: the hard limit held exactly"
@@ -383,7 +384,7 @@ impl Engine {
 /// Prints a milestone above the progress bar, or as a plain line where there is no terminal.
 fn say(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
-        println!("{line}");
+        say!("{line}");
     } else {
         bar.println(line);
     }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+use super::output::say;
 use super::CliError;
 use crate::license::{
     self, format_time, read_capped, Capped, EnvLimits, LicenseFile, Terms, TrustedKeys,
@@ -46,7 +47,7 @@ pub(super) fn keygen(out: &Path) -> Result<ExitCode, CliError> {
             format!("cannot write: {e}"),
         ));
     }
-    println!(
+    say!(
         "wrote {} (keep it secret) and {} (kid {})",
         key_path.display(),
         pub_path.display(),
@@ -79,7 +80,7 @@ pub(super) fn sign(key: &Path, input: &Path, out: &Path) -> Result<ExitCode, Cli
     let file = LicenseFile::parse(text.as_bytes()).map_err(|e| CliError::at(out.display(), e))?;
     write_atomically(out, text.as_bytes())
         .map_err(|e| CliError::at(out.display(), format!("cannot write: {e}")))?;
-    println!(
+    say!(
         "signed license {} with kid {} into {}",
         file.payload.common.id,
         file.kid,
@@ -98,7 +99,7 @@ pub(super) fn verify(public_key: &Path, file: &Path) -> Result<ExitCode, CliErro
         .and_then(|lic| lic.verify(&keys).map(|()| lic).map_err(|e| e.to_string()));
     match checked {
         Ok(lic) => {
-            println!(
+            say!(
                 "{}: valid signature (kid {}, license ID {})",
                 file.display(),
                 lic.kid,
@@ -125,7 +126,7 @@ pub(super) fn show(file: &Path, json: bool) -> Result<ExitCode, CliError> {
         }
         let text = serde_json::to_string_pretty(&Value::Object(object))
             .map_err(|e| CliError::at(file.display(), e))?;
-        println!("{text}");
+        say!("{text}");
     } else {
         print_table(&attributes(&lic));
     }
@@ -192,7 +193,7 @@ fn env_rows(rows: &mut Vec<(String, String)>, env: &str, limits: &EnvLimits) {
 fn print_table(rows: &[(String, String)]) {
     let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     for (name, value) in rows {
-        println!("{name:<width$}  {value}");
+        say!("{name:<width$}  {value}");
     }
 }
 

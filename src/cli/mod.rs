@@ -3,6 +3,7 @@
 mod check;
 mod demo;
 mod license_cmd;
+mod output;
 mod run;
 mod usage;
 

@@ -11,6 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
+use super::output::say;
 use super::{table, CliError};
 
 /// Fetches licenses, flows, entitlements and this month's usage and prints them.
@@ -49,7 +50,7 @@ pub(super) fn run(
         }))
     })?;
     if as_json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
@@ -178,7 +179,7 @@ fn print_tables(report: &Value) {
             usage,
         ]);
     }
-    println!(
+    say!(
         "Licenses ({})\n{licenses}\n",
         text(&report["usage"]["month"])
     );
@@ -214,7 +215,7 @@ fn print_tables(report: &Value) {
             used_by_flow(&flow["id"]),
         ]);
     }
-    println!("Flows\n{flows}\n");
+    say!("Flows\n{flows}\n");
 
     let mut entitlements = table([
         "environment",
@@ -239,7 +240,7 @@ fn print_tables(report: &Value) {
             cell("agents"),
         ]);
     }
-    println!("Entitlements in use / limit\n{entitlements}");
+    say!("Entitlements in use / limit\n{entitlements}");
 }
 
 #[cfg(test)]
