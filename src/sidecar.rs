@@ -25,6 +25,8 @@ pub struct Sidecar {
     pub engine: SocketAddr,
     /// Where the admin listener is bound.
     pub admin: SocketAddr,
+    /// Where each dedicated instance listener is bound, by instance id.
+    pub instances: Vec<(String, SocketAddr)>,
     stop: watch::Sender<bool>,
     servers: JoinSet<()>,
     graceful: Arc<GracefulShutdown>,
@@ -70,6 +72,13 @@ impl Sidecar {
         }
         let admin_listener = bind(config.admin.listen, ListenerRole::Admin).await?;
         let (engine_addr, admin_addr) = (engine.addr, admin_listener.addr);
+        let instances = dedicated
+            .iter()
+            .filter_map(|bound| match &*bound.role {
+                ListenerRole::Instance { id, .. } => Some((id.to_string(), bound.addr)),
+                _ => None,
+            })
+            .collect();
 
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop, stopped) = watch::channel(false);
@@ -110,10 +119,27 @@ impl Sidecar {
             control,
             engine: engine_addr,
             admin: admin_addr,
+            instances,
             stop,
             servers,
             graceful,
             _watcher: watcher,
+        })
+    }
+
+    /// The bound listener addresses as `--ready-file` writes them:
+    /// `{"engine": "ip:port", "admin": "ip:port", "instances": {"<id>": "ip:port"}, "pid": n}`.
+    pub fn addresses(&self) -> serde_json::Value {
+        let instances: serde_json::Map<String, serde_json::Value> = self
+            .instances
+            .iter()
+            .map(|(id, addr)| (id.clone(), addr.to_string().into()))
+            .collect();
+        serde_json::json!({
+            "engine": self.engine.to_string(),
+            "admin": self.admin.to_string(),
+            "instances": instances,
+            "pid": std::process::id(),
         })
     }
 

@@ -39,6 +39,10 @@ pub enum Command {
         /// Async worker threads (default: one per CPU).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         worker_threads: Option<u16>,
+        /// Once ready, write the bound listener addresses here as JSON (for scripts and tests;
+        /// written atomically, so a reader never sees half of it).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Validate a configuration and its licenses; print flows, pairs, points and endpoint apps.
     Check {
@@ -145,7 +149,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             config,
             log_format,
             worker_threads,
-        } => run::run(&config, log_format, worker_threads),
+            ready_file,
+        } => run::run(&config, log_format, worker_threads, ready_file.as_deref()),
         Command::Check { config } => check::run(&config),
         Command::Demo { pace } => demo::run(pace),
         Command::Usage {

@@ -15,6 +15,7 @@ pub(super) fn run(
     config_path: &Path,
     log_format: LogFormat,
     worker_threads: Option<u16>,
+    ready_file: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
     init_logging(log_format);
     // One worker thread means one thread: no cross-thread wake-ups between connection tasks.
@@ -31,15 +32,34 @@ pub(super) fn run(
         .enable_all()
         .build()
         .map_err(|err| CliError(format!("cannot start the async runtime: {err}")))?;
-    runtime.block_on(serve_until_stopped(config_path))
+    runtime.block_on(serve_until_stopped(config_path, ready_file))
 }
 
-async fn serve_until_stopped(config_path: &Path) -> Result<ExitCode, CliError> {
+async fn serve_until_stopped(
+    config_path: &Path,
+    ready_file: Option<&Path>,
+) -> Result<ExitCode, CliError> {
     let clock = crate::clock::from_env().map_err(CliError)?;
     let sidecar = Sidecar::start(config_path, clock).await.map_err(CliError)?;
+    if let Some(path) = ready_file {
+        write_ready_file(path, &sidecar.addresses())?;
+    }
     wait_for_stop(&sidecar.control).await.map_err(CliError)?;
     sidecar.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the listener addresses as JSON through a temporary file and a rename.
+fn write_ready_file(path: &Path, addresses: &serde_json::Value) -> Result<(), CliError> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, addresses.to_string())
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|err| {
+            CliError::at(
+                path.display(),
+                format!("cannot write the ready file: {err}"),
+            )
+        })
 }
 
 /// Waits for SIGTERM or SIGINT, reloading the config on every SIGHUP meanwhile.
