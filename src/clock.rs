@@ -20,13 +20,26 @@ impl Clock for SystemClock {
     }
 }
 
+/// `TOLLGATE_NOW` (test-clock builds) is not an instant.
+#[derive(Debug, thiserror::Error)]
+#[error("TOLLGATE_NOW={text:?} is not an RFC 3339 instant: {source}")]
+pub struct ClockError {
+    /// The variable's value.
+    pub text: String,
+    /// chrono's reason.
+    pub source: chrono::ParseError,
+}
+
 /// The clock `tollgate run` uses: the system clock, or under the `test-clock` feature a
 /// clock starting at `TOLLGATE_NOW` (RFC 3339) that then advances in real time.
-pub fn from_env() -> Result<std::sync::Arc<dyn Clock>, String> {
+pub fn from_env() -> Result<std::sync::Arc<dyn Clock>, ClockError> {
     #[cfg(feature = "test-clock")]
     if let Ok(text) = std::env::var("TOLLGATE_NOW") {
         let start = DateTime::parse_from_rfc3339(&text)
-            .map_err(|err| format!("TOLLGATE_NOW={text:?} is not an RFC 3339 instant: {err}"))?
+            .map_err(|source| ClockError {
+                text: text.clone(),
+                source,
+            })?
             .with_timezone(&Utc);
         return Ok(std::sync::Arc::new(StartedClock::new(start)));
     }

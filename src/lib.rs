@@ -1,8 +1,15 @@
 //! tollgate: a sidecar reverse proxy that enforces integration-platform licenses inline.
 //!
-//! The module tree follows a request's journey (see `docs/architecture.md`): `config` and
-//! `license` are read and checked, `catalog` names instances, endpoints and pairs, `policy`
-//! compiles all of it into decisions, and `cli` is the thin command-line front end.
+//! The module tree is the request's journey, and imports point one way, down this list
+//! (`docs/architecture.md` draws the graph):
+//!
+//! - `cli` — the command-line verbs, on top of everything;
+//! - `sidecar` — a running sidecar: listeners, the proxy, the admin API, the control plane;
+//! - `proxy`, `admin` — what the engine-facing and admin listeners answer, on `control`;
+//! - `control` — the one owner of the snapshot and of every change to it;
+//! - `policy` — pure decisions compiled from config and licenses;
+//! - `server`, `upstream`, `store` — listeners, client pools to the targets, durable state;
+//! - `meter`, `observe`, `problem`, `catalog`, `license`, `config`, `clock` — the leaves.
 
 pub mod admin;
 pub mod catalog;
@@ -14,7 +21,9 @@ pub mod license;
 pub mod meter;
 pub mod observe;
 pub mod policy;
+pub mod problem;
 pub mod proxy;
+pub mod server;
 pub mod sidecar;
 pub mod store;
-pub mod tls;
+pub mod upstream;

@@ -7,25 +7,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Every decision a request can end in: `allowed` (forwarded) or a problem code (SPEC §5).
-pub const DECISIONS: [&str; 16] = [
-    "allowed",
-    "unknown-route",
-    "flow-required",
-    "unknown-flow",
-    "flow-instance-mismatch",
-    "flow-disabled",
-    "records-limit-exceeded",
-    "license-invalid",
-    "upstream-unavailable",
-    "upstream-timeout",
-    "store-unavailable",
-    "bad-request",
-    "request-timeout",
-    "not-implemented",
-    "internal-error",
-    "header-too-large",
-];
+use crate::problem::ProblemCode;
+
+/// How a request on a proxy listener ended: forwarded, or refused with a problem code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forwarded to its target (whatever the target answered).
+    Allowed,
+    /// Answered by tollgate with this problem.
+    Refused(ProblemCode),
+}
+
+impl Decision {
+    /// Counter slots: `allowed`, then one per problem code.
+    const SLOTS: usize = ProblemCode::ALL.len() + 1;
+
+    fn slot(self) -> usize {
+        match self {
+            Decision::Allowed => 0,
+            Decision::Refused(code) => code as usize + 1,
+        }
+    }
+
+    fn of_slot(slot: usize) -> Decision {
+        match slot.checked_sub(1) {
+            None => Decision::Allowed,
+            Some(index) => Decision::Refused(ProblemCode::ALL[index]),
+        }
+    }
+
+    /// The `decision` label: `allowed` or the problem code.
+    pub fn label(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Refused(code) => code.as_str(),
+        }
+    }
+}
 
 /// The label used for a flow or instance a request could not be tied to.
 pub const UNKNOWN: &str = "-";
@@ -37,25 +55,21 @@ pub struct DecisionCounts {
     pub flow: Arc<str>,
     /// The `instance` label.
     pub instance: Arc<str>,
-    counts: [AtomicU64; DECISIONS.len()],
+    counts: [AtomicU64; Decision::SLOTS],
 }
 
 impl DecisionCounts {
-    /// Counts one request that ended in `decision` (a member of [`DECISIONS`]; others count as the last).
-    pub fn record(&self, decision: &str) {
-        let slot = DECISIONS
-            .iter()
-            .position(|d| *d == decision)
-            .unwrap_or(DECISIONS.len() - 1);
-        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+    /// Counts one request that ended in `decision`.
+    pub fn record(&self, decision: Decision) {
+        self.counts[decision.slot()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `(decision, count)` for every decision seen at least once.
+    /// `(decision label, count)` for every decision seen at least once.
     pub fn seen(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        DECISIONS
+        self.counts
             .iter()
-            .zip(&self.counts)
-            .map(|(d, c)| (*d, c.load(Ordering::Relaxed)))
+            .enumerate()
+            .map(|(slot, c)| (Decision::of_slot(slot).label(), c.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
     }
 }
@@ -75,7 +89,7 @@ impl RequestStats {
                 Arc::new(DecisionCounts {
                     flow: flow.into(),
                     instance: instance.into(),
-                    counts: Default::default(),
+                    counts: std::array::from_fn(|_| AtomicU64::new(0)),
                 })
             })
             .clone()
@@ -136,9 +150,9 @@ mod tests {
     fn decisions_are_counted_per_label_pair_and_kept() {
         let mut stats = RequestStats::default();
         let counts = stats.counts("incidents", "jira-1");
-        counts.record("allowed");
-        counts.record("allowed");
-        counts.record("license-invalid");
+        counts.record(Decision::Allowed);
+        counts.record(Decision::Allowed);
+        counts.record(Decision::Refused(ProblemCode::LicenseInvalid));
         assert!(Arc::ptr_eq(&counts, &stats.counts("incidents", "jira-1")));
         let seen: Vec<_> = counts.seen().collect();
         assert_eq!(seen, vec![("allowed", 2), ("license-invalid", 1)]);

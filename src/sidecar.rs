@@ -1,5 +1,5 @@
-//! A running sidecar: the control plane, every listener, the background tasks, and a
-//! graceful stop. `tollgate run` drives one from signals; `tollgate demo` runs one in-process.
+//! A running sidecar: the control plane, every listener and a graceful stop. `tollgate run`
+//! drives one from signals; `tollgate demo` runs one in-process.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,13 +9,31 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::admin::{self, Admin, Token};
+use crate::admin::{self, Admin, Token, TokenError};
 use crate::clock::Clock;
-use crate::control::{spawn_boundary_ticker, spawn_license_watcher, spawn_meter_listener, Control};
-use crate::proxy::{self, bind, serve, ListenerRole, ServeOptions};
+use crate::control::{Control, ControlError};
+use crate::proxy::{self, ListenerRole};
+use crate::server::{acceptor, bind, serve, BindError, BoundListener, ServeOptions, TlsError};
 
 /// Open admin connections at most (the console, scrapers, scripts: a handful in practice).
 const ADMIN_CONNECTIONS: usize = 256;
+
+/// Why a sidecar cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The control plane cannot start (config, licenses' keys, host, store).
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The admin token cannot be read.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The engine listener's TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listener cannot be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
 
 /// A started sidecar.
 pub struct Sidecar {
@@ -30,19 +48,24 @@ pub struct Sidecar {
     stop: watch::Sender<bool>,
     servers: JoinSet<()>,
     graceful: Arc<GracefulShutdown>,
-    /// Kept alive for as long as the license directory is watched.
-    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// The listeners of a sidecar, bound but not yet serving.
+struct Listeners {
+    engine: (BoundListener, Arc<ListenerRole>),
+    dedicated: Vec<(BoundListener, Arc<ListenerRole>)>,
+    admin: BoundListener,
 }
 
 impl Sidecar {
     /// Loads the config, binds every listener and starts serving; ready when it returns.
-    pub async fn start(config_path: &Path, clock: Arc<dyn Clock>) -> Result<Sidecar, String> {
-        let (control, meter_events) = Control::start(config_path, clock)?;
+    pub async fn start(config_path: &Path, clock: Arc<dyn Clock>) -> Result<Sidecar, StartError> {
+        let control = Control::start(config_path, clock).await?;
         let snapshot = control.snapshot();
         let config = &snapshot.config;
         let token = Token::read(&config.admin.token_file)?;
         let tls = match &config.server.tls {
-            Some(tls) => Some(crate::tls::acceptor(&tls.cert, &tls.key)?),
+            Some(tls) => Some(acceptor(&tls.cert, &tls.key)?),
             None => None,
         };
         let options = ServeOptions {
@@ -58,25 +81,14 @@ impl Sidecar {
             connections: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
             ..options.clone()
         };
-
-        let engine = bind(config.server.listen, ListenerRole::Engine).await?;
-        let mut dedicated = Vec::new();
-        for instance in &config.instances {
-            if let Some(addr) = instance.listen {
-                let role = ListenerRole::Instance {
-                    id: instance.id.as_str().into(),
-                    flow: instance.flow.as_deref().map(Into::into),
-                };
-                dedicated.push(bind(addr, role).await?);
-            }
-        }
-        let admin_listener = bind(config.admin.listen, ListenerRole::Admin).await?;
-        let (engine_addr, admin_addr) = (engine.addr, admin_listener.addr);
-        let instances = dedicated
+        let listeners = bind_all(config).await?;
+        let (engine, admin_addr) = (listeners.engine.0.addr, listeners.admin.addr);
+        let instances = listeners
+            .dedicated
             .iter()
-            .filter_map(|bound| match &*bound.role {
+            .filter_map(|(bound, role)| match &**role {
                 ListenerRole::Instance { id, .. } => Some((id.to_string(), bound.addr)),
-                _ => None,
+                ListenerRole::Engine => None,
             })
             .collect();
 
@@ -84,46 +96,36 @@ impl Sidecar {
         let (stop, stopped) = watch::channel(false);
         let mut servers = JoinSet::new();
         let shared = control.shared();
-        let proxy_handler = move |role, req| proxy::handle(shared.clone(), role, req);
-        for bound in std::iter::once(engine).chain(dedicated) {
+        for (bound, role) in std::iter::once(listeners.engine).chain(listeners.dedicated) {
+            let shared = shared.clone();
+            let handler = move |req| proxy::handle(shared.clone(), role.clone(), req);
             servers.spawn(serve(
                 bound,
                 options.clone(),
-                proxy_handler.clone(),
+                handler,
                 graceful.clone(),
                 stopped.clone(),
             ));
         }
         let admin_state = Arc::new(Admin::new(control.clone(), token));
-        let admin_handler = move |role, req| admin::handle(admin_state.clone(), role, req);
+        let admin_handler = move |req| admin::handle(admin_state.clone(), req);
         servers.spawn(serve(
-            admin_listener,
+            listeners.admin,
             admin_options,
             admin_handler,
             graceful.clone(),
-            stopped.clone(),
+            stopped,
         ));
-
-        let watcher = match spawn_license_watcher(control.clone()) {
-            Ok(watcher) => Some(watcher),
-            Err(err) => {
-                tracing::warn!(error = %err, "license directory not watched; use SIGHUP or the admin API to reload");
-                None
-            }
-        };
-        spawn_boundary_ticker(control.clone());
-        spawn_meter_listener(control.clone(), meter_events);
         control.set_ready();
         tracing::info!(generation = snapshot.generation, "tollgate is ready");
         Ok(Sidecar {
             control,
-            engine: engine_addr,
+            engine,
             admin: admin_addr,
             instances,
             stop,
             servers,
             graceful,
-            _watcher: watcher,
         })
     }
 
@@ -143,8 +145,8 @@ impl Sidecar {
         })
     }
 
-    /// Stops accepting, drains requests in flight (bounded by `server.shutdown_grace`) and
-    /// flushes counts.
+    /// Stops accepting, drains requests in flight (bounded by `server.shutdown_grace`), waits
+    /// for counted exchanges, flushes counts and stops the control plane.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down: no new connections; draining requests in flight");
         let _ = self.stop.send(true);
@@ -165,17 +167,42 @@ impl Sidecar {
             Err(_) => tracing::warn!("connections could not be drained"),
         }
         // Counted exchanges whose engine went away still finish and count before the flush.
-        let exchanges = &self.control.shared().exchanges;
-        exchanges.close();
-        if tokio::time::timeout(grace, exchanges.wait()).await.is_err() {
+        let shared = self.control.shared();
+        shared.exchanges.close();
+        if tokio::time::timeout(grace, shared.exchanges.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                in_flight = exchanges.len(),
+                in_flight = shared.exchanges.len(),
                 "counted exchanges still waiting for their targets after the grace period were cut off"
             );
         }
-        match self.control.flush().await {
+        match self.control.stop().await {
             Ok(()) => tracing::info!("counts flushed; stopped"),
             Err(err) => tracing::error!(error = %err, "counts could not be flushed at shutdown"),
         }
     }
+}
+
+/// Binds the engine listener, the dedicated instance listeners and the admin listener.
+async fn bind_all(config: &crate::config::Config) -> Result<Listeners, BindError> {
+    let engine_role = Arc::new(ListenerRole::Engine);
+    let engine = bind(config.server.listen, engine_role.to_string()).await?;
+    let mut dedicated = Vec::new();
+    for instance in &config.instances {
+        if let Some(addr) = instance.listen {
+            let role = Arc::new(ListenerRole::Instance {
+                id: instance.id.as_str().into(),
+                flow: instance.flow.as_deref().map(Into::into),
+            });
+            dedicated.push((bind(addr, role.to_string()).await?, role));
+        }
+    }
+    let admin = bind(config.admin.listen, "admin").await?;
+    Ok(Listeners {
+        engine: (engine, engine_role),
+        dedicated,
+        admin,
+    })
 }

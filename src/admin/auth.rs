@@ -7,14 +7,37 @@ use subtle::ConstantTimeEq;
 /// The admin token, read once from `admin.token_file`.
 pub struct Token(Box<[u8]>);
 
+/// Why the admin token cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The file cannot be read.
+    #[error("{}: cannot read the admin token: {source}", path.display())]
+    Read {
+        /// `admin.token_file`.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file holds nothing but white space.
+    #[error("{}: the admin token file is empty", path.display())]
+    Empty {
+        /// `admin.token_file`.
+        path: std::path::PathBuf,
+    },
+}
+
 impl Token {
     /// Reads and trims the token file.
-    pub fn read(path: &std::path::Path) -> Result<Token, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| format!("{}: cannot read the admin token: {err}", path.display()))?;
+    pub fn read(path: &std::path::Path) -> Result<Token, TokenError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let token = text.trim();
         if token.is_empty() {
-            return Err(format!("{}: the admin token file is empty", path.display()));
+            return Err(TokenError::Empty {
+                path: path.to_owned(),
+            });
         }
         Ok(Token(token.as_bytes().into()))
     }

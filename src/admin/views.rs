@@ -1,4 +1,4 @@
-//! JSON shapes of the admin API (SPEC §6), built from a snapshot.
+//! JSON shapes of the admin API, built from a snapshot.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -6,9 +6,9 @@ use serde_json::{json, Map, Value};
 use crate::clock::{month_index, month_index_label, Clock};
 use crate::config::Environment;
 use crate::license::Terms;
-use crate::policy::{env_index, FlowState, LicenseEntry, Moment, Snapshot, ENTITLEMENTS};
+use crate::policy::{Entitlement, FlowState, InvalidReason, LicenseEntry, Moment, Snapshot};
 
-/// The fields of every license entry (SPEC §6), `null` where the license does not set them.
+/// The fields of every license entry, `null` where the license does not set them.
 const LICENSE_FIELDS: [&str; 10] = [
     "id",
     "kind",
@@ -57,21 +57,27 @@ fn license_fields(
         _ => Map::new(),
     };
     view.remove("version");
-    let state = entry
+    let validity = entry
         .usable_at(Moment {
             now,
             floor: snapshot.clock_floor,
         })
-        .err()
-        .unwrap_or("valid");
-    view.insert("state".into(), state.into());
+        .err();
+    view.insert(
+        "state".into(),
+        validity.map_or("valid", InvalidReason::as_str).into(),
+    );
     view.insert(
         "reason".into(),
-        match state {
-            "valid" => Value::Null,
-            "expired" => format!("expired at {}", payload.common.expire.to_rfc3339()).into(),
-            "not-yet-valid" => format!("valid from {}", payload.common.start.to_rfc3339()).into(),
-            other => other.into(),
+        match validity {
+            None => Value::Null,
+            Some(InvalidReason::Expired) => {
+                format!("expired at {}", payload.common.expire.to_rfc3339()).into()
+            }
+            Some(InvalidReason::NotYetValid) => {
+                format!("valid from {}", payload.common.start.to_rfc3339()).into()
+            }
+            Some(other) => other.as_str().into(),
         },
     );
     view.insert(
@@ -152,16 +158,17 @@ pub fn entitlements(snapshot: &Snapshot) -> Value {
     let entitlements = &snapshot.entitlements;
     let mut out = Map::new();
     for environment in Environment::ALL {
-        let in_use = &entitlements.in_use[env_index(environment)];
+        let in_use = &entitlements.in_use[environment];
+        let used = in_use.used();
         let limits = entitlements.enforced(environment);
         let mut env = Map::new();
-        for (slot, name) in ENTITLEMENTS.iter().enumerate() {
+        for entitlement in Entitlement::ALL {
             env.insert(
-                (*name).into(),
+                entitlement.as_str().into(),
                 json!({
-                    "used": in_use.used()[slot],
-                    "limit": limits.map(|limits| limits[slot]),
-                    "keys": in_use.keys(slot),
+                    "used": used[entitlement],
+                    "limit": limits.map(|limits| limits[entitlement]),
+                    "keys": in_use.keys(entitlement),
                 }),
             );
         }

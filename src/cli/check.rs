@@ -15,13 +15,13 @@ use crate::clock::{month_bounds, month_label};
 use crate::config::{Config, Environment, FlowKind, Model};
 use crate::license::{self, HostIdentity, Installed, Terms, TrustedKeys};
 use crate::policy::{
-    compile, env_index, Compiled, DisabledReason, FlowSetting, FlowState, Moment, Resources,
-    Snapshot, ENTITLEMENTS,
+    compile, Compiled, DisabledReason, Entitlement, FlowSetting, FlowState, InvalidReason, Moment,
+    Resources, Snapshot,
 };
 
 /// Runs `check` at the current time (`TOLLGATE_NOW` under the `test-clock` feature).
 pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
-    let config = Arc::new(Config::load(config_path).map_err(|err| CliError(err.to_string()))?);
+    let config = Arc::new(Config::load(config_path)?);
     let mut keys = TrustedKeys::new();
     for path in &config.licensing.public_keys {
         keys.load_pem_file(path)
@@ -36,7 +36,7 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
                 format!("licensing.host[{}]: {err}", err.index),
             )
         })?;
-    let now = crate::clock::from_env().map_err(CliError)?.now();
+    let now = crate::clock::from_env()?.now();
     let dir = &config.licensing.license_dir;
     let listing = license::read_dir(dir, &keys).map_err(|err| {
         CliError::at(
@@ -172,7 +172,7 @@ impl Report<'_> {
                 entry
                     .usable_at(self.now)
                     .err()
-                    .unwrap_or("valid")
+                    .map_or("valid", InvalidReason::as_str)
                     .to_owned(),
             ]);
         }
@@ -266,7 +266,8 @@ impl Report<'_> {
                 })
                 .flat_map(|(flow, _)| flow.systems.iter().map(String::as_str))
                 .collect();
-            for key in snapshot.entitlements.in_use[env_index(environment)].keys(1) {
+            let in_use_keys = &snapshot.entitlements.in_use[environment];
+            for key in in_use_keys.keys(Entitlement::EndpointApps) {
                 let instances: Vec<&str> = self
                     .config
                     .instances
@@ -301,12 +302,14 @@ impl Report<'_> {
             "agents",
         ]);
         for environment in Environment::ALL {
-            let used = entitlements.in_use[env_index(environment)].used();
+            let used = entitlements.in_use[environment].used();
             let limits = entitlements.enforced(environment);
             let mut row = vec![environment.as_str().to_owned()];
-            for slot in 0..ENTITLEMENTS.len() {
-                let limit = limits.map_or("no limit".to_owned(), |limits| limits[slot].to_string());
-                row.push(format!("{} / {limit}", used[slot]));
+            for entitlement in Entitlement::ALL {
+                let limit = limits.map_or("no limit".to_owned(), |limits| {
+                    limits[entitlement].to_string()
+                });
+                row.push(format!("{} / {limit}", used[entitlement]));
             }
             table.add_row(row);
         }

@@ -42,7 +42,7 @@ pub(super) fn run(pace: Duration) -> Result<ExitCode, CliError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|err| CliError(format!("cannot start the async runtime: {err}")))?;
+        .map_err(CliError::Runtime)?;
     let dir = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
     let result = runtime.block_on(demo(&dir, pace));
     let _ = std::fs::remove_dir_all(&dir);
@@ -53,9 +53,7 @@ async fn demo(dir: &Path, pace: Duration) -> Result<ExitCode, CliError> {
     let servicenow = Target::start("servicenow").await?;
     let jira = Target::start("jira").await?;
     let config = write_setup(dir, servicenow.addr, jira.addr)?;
-    let sidecar = Sidecar::start(&config, Arc::new(SystemClock))
-        .await
-        .map_err(CliError)?;
+    let sidecar = Sidecar::start(&config, Arc::new(SystemClock)).await?;
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap_or_default();
     say!("tollgate demo: a simulated ServiceNow and Jira on loopback, the sidecar between them and an engine");
     say!(
@@ -69,7 +67,7 @@ async fn demo(dir: &Path, pace: Duration) -> Result<ExitCode, CliError> {
     let run = Engine::new(sidecar.engine).drive(pace).await;
     let admin: Uri = format!("http://{}", sidecar.admin)
         .parse()
-        .map_err(|err| CliError(format!("admin address: {err}")))?;
+        .map_err(|err| CliError::at("admin address", err))?;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let usage = fetch(&client, &admin, Some(token.trim()), "/v1/usage").await;
     let flows = fetch(&client, &admin, Some(token.trim()), "/v1/flows").await;
@@ -151,7 +149,7 @@ fn write_setup(dir: &Path, servicenow: SocketAddr, jira: SocketAddr) -> Result<P
     let (private, public) = license::generate_keypair();
     write("issuer.pub", &public)?;
     let key = license::signing_key_from_pem(&private)
-        .map_err(|err| CliError(format!("demo issuer key: {err}")))?;
+        .map_err(|err| CliError::at("demo issuer key", err))?;
     let now = Utc::now();
     let payload = json!({
         "version": 1, "id": "LIC-DEMO-LIVE", "kind": "pair", "company": "Demo Corp",
@@ -160,7 +158,7 @@ fn write_setup(dir: &Path, servicenow: SocketAddr, jira: SocketAddr) -> Result<P
         "system_a": "servicenow", "system_b": "jira", "points": 1, "transferred_records": LIMIT,
     });
     let signed = license::sign(payload.to_string().as_bytes(), &key)
-        .map_err(|err| CliError(format!("demo license: {err}")))?;
+        .map_err(|err| CliError::at("demo license", err))?;
     write("licenses/LIC-DEMO-LIVE.lic", &signed)?;
     write(
         "admin.token",
@@ -216,10 +214,10 @@ impl Target {
     async fn start(name: &'static str) -> Result<Target, CliError> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|err| CliError(format!("simulated {name}: {err}")))?;
+            .map_err(|err| CliError::at(format!("simulated {name}"), err))?;
         let addr = listener
             .local_addr()
-            .map_err(|err| CliError(format!("simulated {name}: {err}")))?;
+            .map_err(|err| CliError::at(format!("simulated {name}"), err))?;
         let hits = Arc::new(AtomicU64::new(0));
         let counter = hits.clone();
         tokio::spawn(async move {
@@ -295,11 +293,11 @@ impl Engine {
             .header("tollgate-flow", "incidents")
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|err| CliError(format!("engine: {err}")))?;
+            .map_err(|err| CliError::at("engine", err))?;
         self.client
             .request(request)
             .await
-            .map_err(|err| CliError(format!("engine: cannot reach tollgate: {err}")))
+            .map_err(|err| CliError::at("engine: cannot reach tollgate", err))
     }
 
     async fn drive(&self, pace: Duration) -> Result<EngineRun, CliError> {

@@ -132,13 +132,38 @@ fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
 
 /// An error a verb reports to the user as one sentence; the binary exits 1.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CliError(pub String);
+pub enum CliError {
+    /// The sidecar cannot start.
+    #[error(transparent)]
+    Start(#[from] crate::sidecar::StartError),
+    /// The configuration is refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// `TOLLGATE_NOW` (test builds) is not an instant.
+    #[error(transparent)]
+    Clock(#[from] crate::clock::ClockError),
+    /// The async runtime or a signal handler cannot be set up.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// What went wrong, said where: the file (or flag) and the reason. The verbs that read
+    /// and write user files (license, usage, demo, check) report this way: the sentence is the
+    /// product, and the underlying errors come from several crates.
+    #[error("{context}: {message}")]
+    At {
+        /// Usually a file name.
+        context: String,
+        /// The reason.
+        message: String,
+    },
+}
 
 impl CliError {
     /// Wraps any displayable error, prefixed by what was being done (usually a file name).
     pub fn at(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
-        CliError(format!("{context}: {err}"))
+        CliError::At {
+            context: context.to_string(),
+            message: err.to_string(),
+        }
     }
 }
 

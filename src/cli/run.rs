@@ -28,10 +28,7 @@ pub(super) fn run(
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    let runtime = builder
-        .enable_all()
-        .build()
-        .map_err(|err| CliError(format!("cannot start the async runtime: {err}")))?;
+    let runtime = builder.enable_all().build().map_err(CliError::Runtime)?;
     runtime.block_on(serve_until_stopped(config_path, ready_file))
 }
 
@@ -39,12 +36,12 @@ async fn serve_until_stopped(
     config_path: &Path,
     ready_file: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
-    let clock = crate::clock::from_env().map_err(CliError)?;
-    let sidecar = Sidecar::start(config_path, clock).await.map_err(CliError)?;
+    let clock = crate::clock::from_env()?;
+    let sidecar = Sidecar::start(config_path, clock).await?;
     if let Some(path) = ready_file {
         write_ready_file(path, &sidecar.addresses())?;
     }
-    wait_for_stop(&sidecar.control).await.map_err(CliError)?;
+    wait_for_stop(&sidecar.control).await?;
     sidecar.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -63,13 +60,10 @@ fn write_ready_file(path: &Path, addresses: &serde_json::Value) -> Result<(), Cl
 }
 
 /// Waits for SIGTERM or SIGINT, reloading the config on every SIGHUP meanwhile.
-async fn wait_for_stop(control: &Arc<Control>) -> Result<(), String> {
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|err| format!("cannot handle SIGTERM: {err}"))?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|err| format!("cannot handle SIGINT: {err}"))?;
-    let mut hangup =
-        signal(SignalKind::hangup()).map_err(|err| format!("cannot handle SIGHUP: {err}"))?;
+async fn wait_for_stop(control: &Arc<Control>) -> Result<(), CliError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(CliError::Runtime)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Runtime)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(CliError::Runtime)?;
     loop {
         tokio::select! {
             _ = terminate.recv() => return Ok(()),

@@ -23,7 +23,7 @@ pub(super) fn run(
     let base: Uri = admin
         .trim_end_matches('/')
         .parse()
-        .map_err(|err| CliError(format!("--admin {admin:?} is not a URL: {err}")))?;
+        .map_err(|err| CliError::at(format!("--admin {admin:?}"), format!("not a URL: {err}")))?;
     let token = match token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -38,7 +38,7 @@ pub(super) fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|err| CliError(format!("cannot start the async runtime: {err}")))?;
+        .map_err(CliError::Runtime)?;
     let report = runtime.block_on(async {
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
         let get = |path: &'static str| fetch(&client, &base, token.as_deref(), path);
@@ -72,9 +72,10 @@ pub(super) async fn fetch(
     path: &str,
 ) -> Result<Value, CliError> {
     let (Some(scheme), Some(authority)) = (base.scheme_str(), base.authority()) else {
-        return Err(CliError(format!(
-            "--admin {base} must be an absolute http:// URL"
-        )));
+        return Err(CliError::at(
+            format!("--admin {base}"),
+            "must be an absolute http:// URL",
+        ));
     };
     let url = format!(
         "{scheme}://{authority}{}{path}",
@@ -86,31 +87,32 @@ pub(super) async fn fetch(
     }
     let request = request
         .body(Empty::new())
-        .map_err(|err| CliError(format!("{url}: {err}")))?;
+        .map_err(|err| CliError::at(&url, err))?;
     let response = client
         .request(request)
         .await
-        .map_err(|err| CliError(format!("{url}: cannot reach the admin API: {err}")))?;
+        .map_err(|err| CliError::at(&url, format!("cannot reach the admin API: {err}")))?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|err| CliError(format!("{url}: {err}")))?
+        .map_err(|err| CliError::at(&url, err))?
         .to_bytes();
     if status == StatusCode::UNAUTHORIZED {
-        return Err(CliError(format!(
-            "{url}: the admin API refused the token (pass the admin token with --token-file)"
-        )));
+        return Err(CliError::at(
+            &url,
+            "the admin API refused the token (pass the admin token with --token-file)",
+        ));
     }
     if !status.is_success() {
-        return Err(CliError(format!(
-            "{url}: {status}: {}",
-            String::from_utf8_lossy(&body)
-        )));
+        return Err(CliError::at(
+            &url,
+            format!("{status}: {}", String::from_utf8_lossy(&body)),
+        ));
     }
     serde_json::from_slice(&body)
-        .map_err(|err| CliError(format!("{url}: the answer is not JSON: {err}")))
+        .map_err(|err| CliError::at(&url, format!("the answer is not JSON: {err}")))
 }
 
 /// `[#########+....]` — used against the limit, `+` inside the 10% buffer.

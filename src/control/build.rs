@@ -1,4 +1,5 @@
-//! Compiling the control state into a snapshot, and journaling what changed.
+//! Compiling the control state into a live snapshot (the policy snapshot and the client pool
+//! of each instance), and journaling what changed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -6,10 +7,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::State;
-use crate::clock::Clock;
+use super::error::ControlError;
+use super::plane::Plane;
+use super::shared::Live;
 use crate::license::{self, Rejected};
-use crate::policy::{compile, DisabledReason, FlowSetting, FlowState, Moment, Snapshot};
+use crate::policy::{compile, DisabledReason, FlowSetting, FlowState, Snapshot};
 use crate::store::{AuditEvent, StoredFlow};
 
 /// An audit event stamped now.
@@ -24,15 +26,11 @@ pub(super) fn event(now: DateTime<Utc>, kind: &str, detail: serde_json::Value) -
 
 /// Reads the license directory into the state, logging refused files and journaling
 /// licenses that appeared or disappeared.
-pub(super) fn read_licenses(state: &mut State, clock: &dyn Clock) -> Result<(), String> {
+pub(super) fn read_licenses(state: &mut Plane) -> Result<(), ControlError> {
     let dir = &state.config.licensing.license_dir;
-    let now = clock.now();
-    let listing = license::read_dir(dir, &state.keys).map_err(|err| {
-        format!(
-            "{}: cannot read the license directory: {err}",
-            dir.display()
-        )
-    })?;
+    let now = state.shared.clock.now();
+    let listing = license::read_dir(dir, &state.keys)
+        .map_err(|err| ControlError::io(dir, "cannot read the license directory", err))?;
     for rejected in &listing.rejected {
         if !state.rejected.iter().any(|r| same_rejection(r, rejected)) {
             tracing::error!(file = %rejected.path.display(), reason = %rejected.reason, "license file refused");
@@ -74,33 +72,11 @@ fn same_rejection(a: &Rejected, b: &Rejected) -> bool {
     a.path == b.path && a.reason.to_string() == b.reason.to_string()
 }
 
-/// Compiles a snapshot from the state. Flows whose license was removed, and flows refused a
-/// point, are disabled for good (until the operator enables them again), as SPEC §1.1 says.
-pub(super) fn build(
-    state: &mut State,
-    moment: Moment,
-    previous: Option<&Snapshot>,
-) -> Result<Snapshot, String> {
+/// Compiles a live snapshot from the state. Flows whose license was removed, and flows
+/// refused a point, are disabled for good (until the operator enables them again).
+pub(super) fn build(state: &mut Plane, previous: Option<&Live>) -> Result<Live, ControlError> {
     if let Some(previous) = previous {
-        let ids: HashSet<&str> = state
-            .licenses
-            .iter()
-            .map(|l| l.file.payload.common.id.as_str())
-            .collect();
-        for flow in &previous.flows {
-            if let FlowState::Active {
-                license: Some(index),
-            } = flow.state
-            {
-                let license = previous.licenses[index as usize].id();
-                if !ids.contains(license) {
-                    if let Some(setting) = state.settings.get_mut(&*flow.id) {
-                        setting.enabled = false;
-                        setting.reason = DisabledReason::LicenseRemoved;
-                    }
-                }
-            }
-        }
+        disable_flows_of_removed_licenses(state, previous);
     }
     let settings: Vec<FlowSetting> = state
         .config
@@ -118,6 +94,7 @@ pub(super) fn build(
                 })
         })
         .collect();
+    let moment = state.moment(state.shared.clock.now());
     let compiled = compile(
         state.config.clone(),
         &state.licenses,
@@ -125,7 +102,7 @@ pub(super) fn build(
         &mut state.resources,
         &state.host,
         moment,
-        previous,
+        previous.map(|live| &live.snapshot),
     )?;
     for &(index, reason) in &compiled.refused {
         let flow = &state.config.flows[index as usize];
@@ -135,7 +112,45 @@ pub(super) fn build(
         }
     }
     state.entitlement_refusals = compiled.entitlement_refusals;
-    Ok(compiled.snapshot)
+    let mut upstreams = Vec::with_capacity(state.config.instances.len());
+    for instance in &state.config.instances {
+        let upstream = state
+            .upstreams
+            .get(instance)
+            .map_err(|source| ControlError::Upstream {
+                instance: instance.id.clone(),
+                source,
+            })?;
+        upstreams.push(upstream);
+    }
+    state.upstreams.retain_used();
+    Ok(Live {
+        snapshot: compiled.snapshot,
+        upstreams,
+    })
+}
+
+/// Flows holding a point of a license that is no longer installed become disabled
+/// (`license-removed`).
+fn disable_flows_of_removed_licenses(state: &mut Plane, previous: &Snapshot) {
+    let ids: HashSet<&str> = state
+        .licenses
+        .iter()
+        .map(|l| l.file.payload.common.id.as_str())
+        .collect();
+    for flow in &previous.flows {
+        if let FlowState::Active {
+            license: Some(index),
+        } = flow.state
+        {
+            if !ids.contains(previous.licenses[index as usize].id()) {
+                if let Some(setting) = state.settings.get_mut(&*flow.id) {
+                    setting.enabled = false;
+                    setting.reason = DisabledReason::LicenseRemoved;
+                }
+            }
+        }
+    }
 }
 
 /// How a flow's state reads in logs and the audit trail.
@@ -158,7 +173,7 @@ fn describe(state: FlowState, snapshot: &Snapshot) -> (bool, String) {
 
 /// Logs and journals every flow whose state changed between two snapshots.
 pub(super) fn journal_flow_changes(
-    state: &mut State,
+    state: &mut Plane,
     previous: &Snapshot,
     current: &Snapshot,
     now: DateTime<Utc>,
@@ -175,7 +190,7 @@ pub(super) fn journal_flow_changes(
         tracing::info!(flow = %flow.id, state = %now_text, was = %was, "flow state changed");
         let reason = match flow.state {
             FlowState::Disabled(reason) => Some(reason.as_str()),
-            FlowState::Unlicensed(reason) => Some(reason),
+            FlowState::Unlicensed(reason) => Some(reason.as_str()),
             FlowState::Active { .. } => None,
         };
         let kind = if enabled {
@@ -192,7 +207,7 @@ pub(super) fn journal_flow_changes(
 }
 
 /// The flow settings as the store keeps them.
-pub(super) fn stored_flows(state: &State) -> BTreeMap<String, StoredFlow> {
+pub(super) fn stored_flows(state: &Plane) -> BTreeMap<String, StoredFlow> {
     state
         .settings
         .iter()

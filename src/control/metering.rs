@@ -2,23 +2,20 @@
 //! detection, month rollover (resuming flows stopped by the records limit), licenses crossing
 //! their start or expiry, and warnings and limits reported by the request path.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::build::event;
-use super::{moment, Control, State};
+use super::plane::Plane;
 use crate::clock::{month_index, month_index_label};
-use crate::meter::{MeterEvent, MeterEventKind, MeterReport};
+use crate::meter::{MeterEvent, MeterEventKind};
 use crate::policy::{DisabledReason, FlowState};
 
 /// How often the high-water mark is written while time moves on normally.
 const HIGH_WATER_EVERY: TimeDelta = TimeDelta::seconds(10);
 
 /// Updates the high-water mark and the rollback flag; returns whether the flag changed.
-pub(super) fn check_rollback(state: &mut State, now: DateTime<Utc>) -> bool {
+pub(super) fn check_rollback(state: &mut Plane, now: DateTime<Utc>) -> bool {
     let skew = TimeDelta::from_std(state.config.licensing.max_clock_skew).unwrap_or(TimeDelta::MAX);
     let behind = state
         .high_water
@@ -42,7 +39,7 @@ pub(super) fn check_rollback(state: &mut State, now: DateTime<Utc>) -> bool {
 
 /// Starts a new month: journals it and, with `resume_at_reset`, enables the flows the records
 /// limit stopped.
-pub(super) fn roll_over(state: &mut State, month: u32, now: DateTime<Utc>) {
+pub(super) fn roll_over(state: &mut Plane, month: u32, now: DateTime<Utc>) {
     let resume = state.config.licensing.resume_at_reset;
     let mut resumed = Vec::new();
     if resume {
@@ -63,36 +60,34 @@ pub(super) fn roll_over(state: &mut State, month: u32, now: DateTime<Utc>) {
     state.month = month;
 }
 
-impl Control {
+impl Plane {
     /// Once a second: high-water mark, rollback, month rollover, license start and expiry.
-    pub async fn tick(&self) {
+    pub(super) fn tick(&mut self) {
         let now = self.shared.clock.now();
-        let mut state = self.state.lock().await;
-        let mut changed = check_rollback(&mut state, now);
-        if state.high_water - state.high_water_written >= HIGH_WATER_EVERY {
-            self.shared.recorder.high_water(state.high_water);
-            state.high_water_written = state.high_water;
+        let mut changed = check_rollback(self, now);
+        if self.high_water - self.high_water_written >= HIGH_WATER_EVERY {
+            self.shared.recorder.high_water(self.high_water);
+            self.high_water_written = self.high_water;
         }
-        let snapshot = self.snapshot();
-        let month = month_index(now, snapshot.tz);
-        if month > state.month {
-            roll_over(&mut state, month, now);
+        let live = self.shared.live.load_full();
+        let month = month_index(now, live.tz);
+        if month > self.month {
+            roll_over(self, month, now);
             if let Err(err) = self.store.set_counted_month(month) {
                 tracing::error!(error = %err, "the new month could not be stored");
             }
             changed = true;
         }
-        if changed || snapshot.is_stale(moment(&state, now)) {
-            if let Err(err) = self.rebuild(&mut state) {
+        if changed || live.is_stale(self.moment(now)) {
+            if let Err(err) = self.rebuild() {
                 tracing::error!(error = %err, "re-evaluating licenses failed");
             }
         }
     }
 
     /// Acts on a warning or limit the request path reported.
-    async fn on_meter_event(&self, reported: MeterEvent) {
-        let mut state = self.state.lock().await;
-        if reported.month != state.month {
+    pub(super) fn on_meter_event(&mut self, reported: MeterEvent) {
+        if reported.month != self.month {
             return;
         }
         let now = self.shared.clock.now();
@@ -107,48 +102,37 @@ impl Control {
         if !marks.warning {
             tracing::warn!(license = %reported.license, limit = reported.limit, hard_limit = reported.hard_limit, "transferred records reached the monthly limit; loads continue up to the hard limit");
             let warning = json!({"license": &*reported.license, "month": label, "used": reported.used.min(reported.limit), "limit": reported.limit, "hard_limit": reported.hard_limit});
-            state.journal.push(event(now, "records-warning", warning));
+            self.journal.push(event(now, "records-warning", warning));
             marks.warning = true;
         }
-        match reported.kind {
-            MeterEventKind::Warning => {}
-            MeterEventKind::Limit if marks.limit => {}
-            MeterEventKind::Limit => {
-                tracing::warn!(license = %reported.license, used = reported.used, hard_limit = reported.hard_limit, "transferred records reached the hard limit; the license's flows stop until the month resets");
-                state.journal.push(event(now, "records-limit", detail));
-                marks.limit = true;
-                let snapshot = self.snapshot();
-                // Every flow whose loads count against the license: those its points cover
-                // and the single-system data loaders that draw on its budget.
-                for flow in &snapshot.flows {
-                    let Some(index) = flow.budget else { continue };
-                    let active = matches!(flow.state, FlowState::Active { .. });
-                    if active && *snapshot.licenses[index as usize].meter.id == *reported.license {
-                        if let Some(setting) = state.settings.get_mut(&*flow.id) {
-                            setting.enabled = false;
-                            setting.reason = DisabledReason::RecordsLimit;
-                        }
-                    }
-                }
-            }
+        if reported.kind == MeterEventKind::Limit && !marks.limit {
+            tracing::warn!(license = %reported.license, used = reported.used, hard_limit = reported.hard_limit, "transferred records reached the hard limit; the license's flows stop until the month resets");
+            self.journal.push(event(now, "records-limit", detail));
+            marks.limit = true;
+            self.stop_flows_of(&reported.license);
         }
         if let Err(err) = self.store.set_marks(&reported.license, &label, &marks) {
             tracing::error!(error = %err, "the warning could not be stored");
         }
-        if let Err(err) = self.rebuild(&mut state) {
+        if let Err(err) = self.rebuild() {
             tracing::error!(error = %err, "stopping the license's flows failed");
         }
     }
-}
 
-/// Hands warnings and limits from the request path to the control plane.
-pub fn spawn_meter_listener(control: Arc<Control>, mut events: UnboundedReceiver<MeterReport>) {
-    tokio::spawn(async move {
-        while let Some(report) = events.recv().await {
-            control.on_meter_event(report.event).await;
-            if let Some(acted) = report.acted {
-                let _ = acted.send(());
+    /// Disables (`records-limit`) every running flow whose loads count against the license:
+    /// those its points cover and the single-system data loaders that draw on its budget.
+    fn stop_flows_of(&mut self, license: &str) {
+        let live = self.shared.live.load_full();
+        for (index, flow) in live.flows.iter().enumerate() {
+            let counts_here = live
+                .budget_of(index as u32)
+                .is_some_and(|entry| *entry.meter.id == *license);
+            if counts_here && matches!(flow.state, FlowState::Active { .. }) {
+                if let Some(setting) = self.settings.get_mut(&*flow.id) {
+                    setting.enabled = false;
+                    setting.reason = DisabledReason::RecordsLimit;
+                }
             }
         }
-    });
+    }
 }

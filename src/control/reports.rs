@@ -3,23 +3,25 @@
 
 use serde_json::{json, Value};
 
-use super::Control;
+use super::plane::Plane;
+use super::restart::restart_required;
 use crate::clock::month_index;
+use crate::store::StoreError;
 
-impl Control {
+impl Plane {
     /// The admin status: generation, rejected license files, the last config error.
-    pub async fn status(&self) -> Value {
-        let state = self.state.lock().await;
+    pub(super) fn status(&self) -> Value {
+        let state = self;
         let rejected: Vec<Value> = state
             .rejected
             .iter()
             .map(|r| json!({"path": r.path.display().to_string(), "reason": r.reason.to_string()}))
             .collect();
         json!({
-            "generation": self.snapshot().generation,
+            "generation": self.shared.live.load().generation,
             "config": self.config_path.display().to_string(),
             "config_error": state.config_error,
-            "restart_required": super::restart_required(&state.started_with, &state.config),
+            "restart_required": restart_required(&state.started_with, &state.config),
             "rejected": rejected,
             "host": state.host.entries(),
             "trusted_keys": state.keys.len(),
@@ -31,12 +33,11 @@ impl Control {
 
     /// Records for a month (`YYYY-MM`) per license and per flow: the live counters for the
     /// current month, the store for any other.
-    pub fn usage(&self, month: u32) -> Result<Value, String> {
-        let snapshot = self.snapshot();
+    pub(super) fn usage(&self, month: u32) -> Result<Value, StoreError> {
+        let snapshot = self.shared.live.load_full();
         let label = crate::clock::month_index_label(month);
         let current = month_index(self.shared.clock.now(), snapshot.tz);
-        let (stored_licenses, stored_flows) =
-            self.store.month(&label).map_err(|err| err.to_string())?;
+        let (stored_licenses, stored_flows) = self.store.month(&label)?;
         let mut licenses: Vec<Value> = Vec::new();
         for entry in &snapshot.licenses {
             let used = if month == current {
@@ -65,10 +66,7 @@ impl Control {
             .collect();
         let mut daily = serde_json::Map::new();
         for entry in &snapshot.licenses {
-            let days = self
-                .store
-                .license_days(entry.id(), &label)
-                .map_err(|err| err.to_string())?;
+            let days = self.store.license_days(entry.id(), &label)?;
             daily.insert(entry.id().to_owned(), json!(days));
         }
         Ok(
@@ -78,11 +76,8 @@ impl Control {
 
     /// A page of the audit trail, newest first: `{events, next}` where `next` is the cursor of
     /// the following page.
-    pub fn audit(&self, limit: usize, before: Option<u64>) -> Result<Value, String> {
-        let events = self
-            .store
-            .audit_page(limit, before)
-            .map_err(|err| err.to_string())?;
+    pub(super) fn audit(&self, limit: usize, before: Option<u64>) -> Result<Value, StoreError> {
+        let events = self.store.audit_page(limit, before)?;
         let next = if events.len() == limit {
             events.last().map(|e| e.seq)
         } else {

@@ -1,52 +1,41 @@
-//! Background triggers of the control plane: the license directory watcher and the ticker
-//! that notices licenses crossing their start or expiry.
+//! The license directory watcher: file-system events become commands to the control plane,
+//! which debounces them (one copy, one reload).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::mpsc::Sender;
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 
-use super::Control;
+use super::plane::Command;
 
-/// Quiet time after a directory event before reloading, so one copy is one reload.
-const DEBOUNCE: Duration = Duration::from_millis(150);
-/// How often license validity windows are re-checked.
-const TICK: Duration = Duration::from_secs(1);
-
-/// Watches the license directory and reloads licenses after changes; the returned watcher
-/// must be kept alive.
-pub fn spawn_license_watcher(control: Arc<Control>) -> Result<notify::RecommendedWatcher, String> {
-    let dir = control.snapshot().config.licensing.license_dir.clone();
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
-    })
-    .map_err(|err| format!("cannot watch {}: {err}", dir.display()))?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|err| format!("cannot watch {}: {err}", dir.display()))?;
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            tokio::time::sleep(DEBOUNCE).await;
-            while rx.try_recv().is_ok() {}
-            control.reload_licenses().await;
-        }
-    });
-    Ok(watcher)
+/// Why the license directory cannot be watched (reloads then come from SIGHUP or the API).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {}: {source}", dir.display())]
+pub struct WatchError {
+    /// The license directory.
+    pub dir: std::path::PathBuf,
+    /// notify's reason.
+    pub source: notify::Error,
 }
 
-/// Ticks the control plane every second so expiry, start, month rollover and clock
-/// rollback take effect on time.
-pub fn spawn_boundary_ticker(control: Arc<Control>) {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(TICK);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            control.tick().await;
+/// Watches `dir` and tells the control plane about every change; the watcher must be kept
+/// alive (dropping it stops the watch).
+pub(super) fn watch_license_dir(
+    dir: &Path,
+    commands: Sender<Command>,
+) -> Result<notify::RecommendedWatcher, WatchError> {
+    let failed = |source| WatchError {
+        dir: dir.to_owned(),
+        source,
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = commands.send(Command::LicenseDirChanged);
         }
-    });
+    })
+    .map_err(failed)?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(failed)?;
+    Ok(watcher)
 }

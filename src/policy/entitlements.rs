@@ -1,45 +1,165 @@
-//! Entitlement accounting (SPEC §1.2): what each flow adds to its environment when enabled,
-//! what the enabled flows use, and which limit a set of flows would exceed.
+//! Entitlement accounting: what each flow adds to its environment when enabled, what the
+//! enabled flows use, and which limit a set of flows would exceed.
 
 use std::collections::BTreeMap;
+use std::ops::{Index, IndexMut};
 
 use crate::catalog::{canonical_endpoint, trading_partner_host};
 use crate::config::{Config, Environment, FlowKind};
 use crate::license::{EnvLimits, Pricing};
 
-/// The four entitlements, as the API and problem answers name them.
-pub const ENTITLEMENTS: [&str; 4] = ["flows", "endpoint_apps", "trading_partners", "agents"];
+/// The four entitlements of a subscription environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entitlement {
+    /// Active flows.
+    Flows,
+    /// Distinct canonical endpoints.
+    EndpointApps,
+    /// Distinct trading-partner hosts.
+    TradingPartners,
+    /// Distinct agents.
+    Agents,
+}
+
+impl Entitlement {
+    /// Every entitlement, in the order reports list them.
+    pub const ALL: [Entitlement; 4] = [
+        Entitlement::Flows,
+        Entitlement::EndpointApps,
+        Entitlement::TradingPartners,
+        Entitlement::Agents,
+    ];
+
+    /// The name the API, the payload and problem answers use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Entitlement::Flows => "flows",
+            Entitlement::EndpointApps => "endpoint_apps",
+            Entitlement::TradingPartners => "trading_partners",
+            Entitlement::Agents => "agents",
+        }
+    }
+}
+
+impl std::fmt::Display for Entitlement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One value per entitlement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerEntitlement<T> {
+    /// Active flows.
+    pub flows: T,
+    /// Endpoint apps.
+    pub endpoint_apps: T,
+    /// Trading partners.
+    pub trading_partners: T,
+    /// Agents.
+    pub agents: T,
+}
+
+impl<T> PerEntitlement<T> {
+    /// `(entitlement, value)` in [`Entitlement::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Entitlement, &T)> {
+        Entitlement::ALL.into_iter().map(move |e| (e, &self[e]))
+    }
+
+    /// The same shape with every value mapped.
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> PerEntitlement<U> {
+        PerEntitlement {
+            flows: f(&self.flows),
+            endpoint_apps: f(&self.endpoint_apps),
+            trading_partners: f(&self.trading_partners),
+            agents: f(&self.agents),
+        }
+    }
+}
+
+impl<T> Index<Entitlement> for PerEntitlement<T> {
+    type Output = T;
+
+    fn index(&self, entitlement: Entitlement) -> &T {
+        match entitlement {
+            Entitlement::Flows => &self.flows,
+            Entitlement::EndpointApps => &self.endpoint_apps,
+            Entitlement::TradingPartners => &self.trading_partners,
+            Entitlement::Agents => &self.agents,
+        }
+    }
+}
+
+impl<T> IndexMut<Entitlement> for PerEntitlement<T> {
+    fn index_mut(&mut self, entitlement: Entitlement) -> &mut T {
+        match entitlement {
+            Entitlement::Flows => &mut self.flows,
+            Entitlement::EndpointApps => &mut self.endpoint_apps,
+            Entitlement::TradingPartners => &mut self.trading_partners,
+            Entitlement::Agents => &mut self.agents,
+        }
+    }
+}
+
+/// One value per environment: nothing is traded between production and sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerEnvironment<T> {
+    /// Production.
+    pub production: T,
+    /// Sandbox.
+    pub sandbox: T,
+}
+
+impl<T> Index<Environment> for PerEnvironment<T> {
+    type Output = T;
+
+    fn index(&self, environment: Environment) -> &T {
+        match environment {
+            Environment::Production => &self.production,
+            Environment::Sandbox => &self.sandbox,
+        }
+    }
+}
+
+impl<T> IndexMut<Environment> for PerEnvironment<T> {
+    fn index_mut(&mut self, environment: Environment) -> &mut T {
+        match environment {
+            Environment::Production => &mut self.production,
+            Environment::Sandbox => &mut self.sandbox,
+        }
+    }
+}
 
 /// What one flow uses of its environment's entitlements while enabled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Contribution {
     /// The environment.
     pub environment: Environment,
-    /// Keys per entitlement, in [`ENTITLEMENTS`] order: the flow id (if it counts as an
-    /// active flow), canonical endpoint keys, trading-partner hosts, agent ids.
-    pub keys: [Vec<String>; 4],
+    /// Keys per entitlement: the flow id (if it counts as an active flow), canonical endpoint
+    /// keys, trading-partner hosts, agent ids.
+    pub keys: PerEntitlement<Vec<String>>,
 }
 
 /// What flow `index` of `config` uses under `pricing`.
 pub fn contribution(config: &Config, index: usize, pricing: Pricing) -> Contribution {
     let flow = &config.flows[index];
-    let mut keys: [Vec<String>; 4] = Default::default();
+    let mut keys = PerEntitlement::<Vec<String>>::default();
     let counts_as_flow = match flow.kind {
         FlowKind::Flow => true,
         FlowKind::DataLoader => false,
         FlowKind::IntegrationApp => pricing == Pricing::Platform,
     };
     if counts_as_flow {
-        keys[0].push(flow.id.clone());
+        keys.flows.push(flow.id.clone());
     }
     for instance in flow.systems.iter().filter_map(|id| config.instance(id)) {
         if flow.kind != FlowKind::DataLoader {
-            keys[1].extend(canonical_endpoint(instance));
+            keys.endpoint_apps.extend(canonical_endpoint(instance));
         }
         if pricing == Pricing::Endpoint {
-            keys[2].extend(trading_partner_host(instance));
+            keys.trading_partners.extend(trading_partner_host(instance));
         }
-        keys[3].extend(instance.agent.clone());
+        keys.agents.extend(instance.agent.clone());
     }
     Contribution {
         environment: flow.environment,
@@ -51,14 +171,14 @@ pub fn contribution(config: &Config, index: usize, pricing: Pricing) -> Contribu
 /// using it, so that removing a flow frees exactly what no other flow still uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InUse {
-    keys: [BTreeMap<String, u32>; 4],
+    keys: PerEntitlement<BTreeMap<String, u32>>,
 }
 
 /// A limit that a set of flows exceeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Excess {
-    /// Which entitlement (one of [`ENTITLEMENTS`]).
-    pub entitlement: &'static str,
+    /// Which entitlement.
+    pub entitlement: Entitlement,
     /// Distinct keys in use.
     pub used: u64,
     /// The limit.
@@ -68,7 +188,8 @@ pub struct Excess {
 impl InUse {
     /// Adds an enabled flow.
     pub fn add(&mut self, contribution: &Contribution) {
-        for (keys, added) in self.keys.iter_mut().zip(&contribution.keys) {
+        for (entitlement, added) in contribution.keys.iter() {
+            let keys = &mut self.keys[entitlement];
             for key in added {
                 *keys.entry(key.clone()).or_default() += 1;
             }
@@ -77,7 +198,8 @@ impl InUse {
 
     /// Removes a flow added before.
     pub fn remove(&mut self, contribution: &Contribution) {
-        for (keys, removed) in self.keys.iter_mut().zip(&contribution.keys) {
+        for (entitlement, removed) in contribution.keys.iter() {
+            let keys = &mut self.keys[entitlement];
             for key in removed {
                 if let Some(count) = keys.get_mut(key) {
                     *count -= 1;
@@ -89,40 +211,38 @@ impl InUse {
         }
     }
 
-    /// Distinct keys in use per entitlement, in [`ENTITLEMENTS`] order.
-    pub fn used(&self) -> [u64; 4] {
-        self.keys.each_ref().map(|keys| keys.len() as u64)
+    /// Distinct keys in use per entitlement.
+    pub fn used(&self) -> PerEntitlement<u64> {
+        self.keys.map(|keys| keys.len() as u64)
     }
 
-    /// The keys in use of entitlement `index` (see [`ENTITLEMENTS`]), sorted.
-    pub fn keys(&self, index: usize) -> Vec<&str> {
-        self.keys[index].keys().map(String::as_str).collect()
+    /// The keys in use of an entitlement, sorted.
+    pub fn keys(&self, entitlement: Entitlement) -> Vec<&str> {
+        self.keys[entitlement].keys().map(String::as_str).collect()
     }
 
-    /// The first entitlement whose limit (in [`ENTITLEMENTS`] order) the flows exceed, if any.
-    pub fn excess(&self, limits: [u64; 4]) -> Option<Excess> {
-        ENTITLEMENTS
-            .iter()
-            .zip(self.used())
-            .zip(limits)
-            .find(|((_, used), limit)| used > limit)
-            .map(|((entitlement, used), limit)| Excess {
+    /// The first entitlement whose limit (in [`Entitlement::ALL`] order) the flows exceed.
+    pub fn excess(&self, limits: PerEntitlement<u64>) -> Option<Excess> {
+        let used = self.used();
+        Entitlement::ALL
+            .into_iter()
+            .find(|&e| used[e] > limits[e])
+            .map(|entitlement| Excess {
                 entitlement,
-                used,
-                limit,
+                used: used[entitlement],
+                limit: limits[entitlement],
             })
     }
 }
 
-/// An environment's limits in [`ENTITLEMENTS`] order.
-pub fn limits_of(limits: &EnvLimits) -> [u64; 4] {
-    [
-        limits.flows,
-        limits.endpoint_apps,
-        limits.trading_partners,
-        limits.agents,
-    ]
-    .map(u64::from)
+/// An environment's limits.
+pub fn limits_of(limits: &EnvLimits) -> PerEntitlement<u64> {
+    PerEntitlement {
+        flows: limits.flows.into(),
+        endpoint_apps: limits.endpoint_apps.into(),
+        trading_partners: limits.trading_partners.into(),
+        agents: limits.agents.into(),
+    }
 }
 
 #[cfg(test)]
@@ -195,7 +315,7 @@ systems = ["sb"]
         environment: Environment,
         pricing: Pricing,
         enabled: impl Fn(usize) -> bool,
-    ) -> [Vec<String>; 4] {
+    ) -> PerEntitlement<Vec<String>> {
         let mut in_use = InUse::default();
         for index in (0..config.flows.len()).filter(|&i| enabled(i)) {
             let contribution = contribution(config, index, pricing);
@@ -203,7 +323,15 @@ systems = ["sb"]
                 in_use.add(&contribution);
             }
         }
-        [0, 1, 2, 3].map(|i| in_use.keys(i).into_iter().map(str::to_owned).collect())
+        let mut keys = PerEntitlement::<Vec<String>>::default();
+        for entitlement in Entitlement::ALL {
+            keys[entitlement] = in_use
+                .keys(entitlement)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+        }
+        keys
     }
 
     /// Keys as `InUse::keys` lists them: sorted.
@@ -219,17 +347,17 @@ systems = ["sb"]
         let used = tally(&config, Environment::Production, Pricing::Endpoint, |_| {
             true
         });
-        assert_eq!(used[0], set(&["invoices", "orders"]));
+        assert_eq!(used.flows, set(&["invoices", "orders"]));
         assert_eq!(
-            used[1],
+            used.endpoint_apps,
             set(&[
                 "app:netsuite",
                 "ftp:partner.example:22",
                 "ftp:partner.example:2121"
             ])
         );
-        assert_eq!(used[2], set(&["partner.example"]));
-        assert_eq!(used[3], set(&["agent-1", "agent-2"]));
+        assert_eq!(used.trading_partners, set(&["partner.example"]));
+        assert_eq!(used.agents, set(&["agent-1", "agent-2"]));
     }
 
     #[test]
@@ -238,8 +366,8 @@ systems = ["sb"]
         let used = tally(&config, Environment::Production, Pricing::Platform, |_| {
             true
         });
-        assert_eq!(used[0], set(&["app", "invoices", "orders"]));
-        assert!(used[2].is_empty());
+        assert_eq!(used.flows, set(&["app", "invoices", "orders"]));
+        assert!(used.trading_partners.is_empty());
     }
 
     #[test]
@@ -251,12 +379,12 @@ systems = ["sb"]
             Pricing::Endpoint,
             |flow| flow == 0,
         );
-        assert_eq!(used[0], set(&["orders"]));
-        assert_eq!(used[3], set(&["agent-1"]));
+        assert_eq!(used.flows, set(&["orders"]));
+        assert_eq!(used.agents, set(&["agent-1"]));
         let sandbox = tally(&config, Environment::Sandbox, Pricing::Endpoint, |_| true);
         assert_eq!(
             sandbox,
-            <[Vec<String>; 4]>::default(),
+            PerEntitlement::<Vec<String>>::default(),
             "data loaders use no entitlement"
         );
     }
@@ -267,9 +395,9 @@ mod in_use_tests {
     use super::*;
 
     fn contribution(flow: &str, endpoints: &[&str]) -> Contribution {
-        let mut keys: [Vec<String>; 4] = Default::default();
-        keys[0].push(flow.to_owned());
-        keys[1] = endpoints.iter().map(|e| e.to_string()).collect();
+        let mut keys = PerEntitlement::<Vec<String>>::default();
+        keys.flows.push(flow.to_owned());
+        keys.endpoint_apps = endpoints.iter().map(|e| e.to_string()).collect();
         Contribution {
             environment: Environment::Production,
             keys,
@@ -285,9 +413,17 @@ mod in_use_tests {
         let mut in_use = InUse::default();
         in_use.add(&a);
         in_use.add(&b);
-        assert_eq!(in_use.used(), [2, 2, 0, 0]);
+        assert_eq!(
+            in_use.used(),
+            PerEntitlement {
+                flows: 2,
+                endpoint_apps: 2,
+                trading_partners: 0,
+                agents: 0
+            }
+        );
         in_use.remove(&a);
-        assert_eq!(in_use.keys(1), vec!["app:jira"]);
+        assert_eq!(in_use.keys(Entitlement::EndpointApps), vec!["app:jira"]);
         in_use.remove(&b);
         assert_eq!(in_use, InUse::default());
     }
@@ -305,7 +441,7 @@ mod in_use_tests {
         assert_eq!(
             in_use.excess(limits_of(&limits)),
             Some(Excess {
-                entitlement: "endpoint_apps",
+                entitlement: Entitlement::EndpointApps,
                 used: 2,
                 limit: 1
             })

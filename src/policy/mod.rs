@@ -1,16 +1,26 @@
-//! Decisions compiled from config and licenses: which flow gets which point, and what the
-//! enabled flows use of each environment's entitlements.
+//! Decisions compiled from config and licenses: which flow gets which point, what the
+//! enabled flows use of each environment's entitlements, which budget each flow's loads
+//! draw on, and how requests are classified. Pure: no client pools, no I/O.
 
 mod classify;
+mod compile;
 mod entitlements;
 mod points;
+mod reasons;
 mod snapshot;
+mod subscription;
 
 pub use classify::{Classifier, LoadClass};
-pub use entitlements::{contribution, limits_of, Contribution, Excess, InUse, ENTITLEMENTS};
-pub use points::{PointLedger, PointRefusal, PointSource};
-pub use snapshot::{
-    compile, usable_at, Compiled, DisabledReason, FlowEntry, FlowSetting, FlowState, InstanceEntry,
-    LicenseEntry, Moment, Resources, Snapshot,
+pub use compile::{compile, CompileError, Compiled};
+pub use entitlements::{
+    contribution, limits_of, Contribution, Entitlement, Excess, InUse, PerEntitlement,
+    PerEnvironment,
 };
-pub use snapshot::{env_index, EntitlementRefusal, Entitlements, SubscriptionLimits};
+pub use points::{PointLedger, PointRefusal, PointSource};
+pub use reasons::{DisabledReason, InvalidReason};
+pub use snapshot::{
+    usable_at, EntitlementRefusal, Entitlements, FlowEntry, FlowSetting, FlowState, InstanceEntry,
+    LicenseEntry, Resources, Snapshot, SubscriptionLimits,
+};
+
+pub use crate::license::Moment;

@@ -1,10 +1,11 @@
-//! Point allocation (SPEC §1.1): a pair of instances holds one point of a covering license
-//! while at least one of its flows is enabled.
+//! Point allocation: a pair of instances holds one point of a covering license while at
+//! least one of its flows is enabled.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use super::reasons::InvalidReason;
 use crate::catalog::{InstancePair, SystemPair};
 
 /// A pair license as the point planner sees it.
@@ -18,28 +19,17 @@ pub struct PointSource {
     pub points: u32,
     /// When it expires; the license expiring first lends its points first.
     pub expire: DateTime<Utc>,
-    /// `None` when the license is valid now, else the `license-invalid` reason
-    /// (`expired`, `not-yet-valid`, `wrong-host`, `clock-rollback`).
-    pub invalid: Option<&'static str>,
+    /// `None` when the license is valid now, else why it covers nothing.
+    pub invalid: Option<InvalidReason>,
 }
 
 /// Why a pair could not get a point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PointRefusal {
     /// No valid license covers the pair's system types; the `license-invalid` reason.
-    LicenseInvalid(&'static str),
+    LicenseInvalid(InvalidReason),
     /// Valid licenses cover the pair but all their points are held by other pairs.
     PointsExhausted,
-}
-
-impl PointRefusal {
-    /// The problem code of the refusal (SPEC §5, §6).
-    pub fn code(&self) -> &'static str {
-        match self {
-            PointRefusal::LicenseInvalid(_) => "license-invalid",
-            PointRefusal::PointsExhausted => "points-exhausted",
-        }
-    }
 }
 
 /// A pair holding a point: from which license, for how many enabled flows.
@@ -165,7 +155,7 @@ impl PointLedger {
         let reason = self
             .invalid_cover(systems)
             .and_then(|i| self.sources[i].invalid)
-            .unwrap_or("missing");
+            .unwrap_or(InvalidReason::Missing);
         Err(PointRefusal::LicenseInvalid(reason))
     }
 
@@ -308,15 +298,15 @@ mod tests {
     #[test]
     fn invalid_licenses_lend_nothing_and_name_the_reason() {
         let mut expired = source("OLD", "servicenow", "jira", 3, 2020);
-        expired.invalid = Some("expired");
+        expired.invalid = Some(InvalidReason::Expired);
         let mut ledger = PointLedger::new(vec![expired]);
         assert_eq!(
             ledger.enable(&InstancePair::new("x", "y"), &sn_jira()),
-            Err(PointRefusal::LicenseInvalid("expired"))
+            Err(PointRefusal::LicenseInvalid(InvalidReason::Expired))
         );
         assert_eq!(
             ledger.enable(&InstancePair::new("x", "y"), &SystemPair::new("a", "b")),
-            Err(PointRefusal::LicenseInvalid("missing"))
+            Err(PointRefusal::LicenseInvalid(InvalidReason::Missing))
         );
     }
 }

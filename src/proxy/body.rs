@@ -1,15 +1,12 @@
-//! Bodies on the request path: the response body (the target's, streamed through, or a
-//! small local one) and the engine's request body on its way to the target.
+//! The body of a proxied response: the target's body streamed through, or a small local one
+//! (a problem document).
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::time::{Instant, Sleep};
 
 /// Either the upstream's streaming body or a local answer (a problem document).
 #[derive(Debug)]
@@ -20,10 +17,9 @@ pub enum ProxyBody {
     Local(Full<Bytes>),
 }
 
-impl ProxyBody {
-    /// A local body from bytes.
-    pub fn local(bytes: impl Into<Bytes>) -> ProxyBody {
-        ProxyBody::Local(Full::new(bytes.into()))
+impl From<Bytes> for ProxyBody {
+    fn from(bytes: Bytes) -> ProxyBody {
+        ProxyBody::Local(Full::new(bytes))
     }
 }
 
@@ -55,81 +51,5 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(body) => body.size_hint(),
             ProxyBody::Local(body) => body.size_hint(),
         }
-    }
-}
-
-/// How an engine's request body failed on its way to the target; the exchange is then the
-/// engine's fault (400 or 408), never an upstream error.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineBodyError {
-    /// The body is not valid framing (a bad chunk size, a connection cut mid-body).
-    #[error("the request body is malformed: {0}")]
-    Malformed(hyper::Error),
-    /// The engine stopped sending the body for longer than `server.body_read_timeout`.
-    #[error("the engine sent no part of the request body for {} ms", .0.as_millis())]
-    Stalled(Duration),
-}
-
-/// The engine's request body, streamed to the target with a bound on pauses between frames.
-#[derive(Debug)]
-pub struct EngineBody {
-    inner: Incoming,
-    idle: Duration,
-    /// Created on the first pause only, then re-armed: most bodies never wait.
-    timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
-}
-
-impl EngineBody {
-    /// Wraps a request body; a pause longer than `idle` fails it with [`EngineBodyError::Stalled`].
-    pub fn new(inner: Incoming, idle: Duration) -> EngineBody {
-        EngineBody {
-            inner,
-            idle,
-            timer: None,
-            armed: false,
-        }
-    }
-}
-
-impl Body for EngineBody {
-    type Data = Bytes;
-    type Error = EngineBodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, EngineBodyError>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.armed = false;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(EngineBodyError::Malformed(err)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                let deadline = Instant::now() + this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !this.armed {
-                    timer.as_mut().reset(deadline);
-                    this.armed = true;
-                }
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(EngineBodyError::Stalled(this.idle)))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -1,18 +1,13 @@
-//! The request path: listeners accept, then each request is routed, gated on the current
-//! snapshot and forwarded to its target system (SPEC §5).
+//! The request path of the engine-facing listeners: each request is checked, routed,
+//! identified, gated on the current snapshot, admitted against its budget, forwarded to its
+//! target and, for a counted load, counted. The phases read top to bottom in `service`.
 
 mod body;
-mod deadline;
-mod forward;
-mod framing;
 mod path;
-mod problem;
-mod server;
+mod role;
 mod service;
 
-pub use body::{EngineBody, EngineBodyError, ProxyBody};
-pub use forward::{remove_hop_by_hop, ForwardError, Upstream, UpstreamCache};
+pub use body::ProxyBody;
 pub use path::{decode_segment, normalize, split_first, Normal, PathError};
-pub use problem::{Problem, TOLLGATE_REASON};
-pub use server::{bind, serve, BoundListener, ListenerRole, ServeOptions};
-pub use service::{decide, handle, Decision, Shared};
+pub use role::ListenerRole;
+pub use service::{decide, handle, Decision, TOLLGATE_WARNING};

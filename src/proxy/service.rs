@@ -1,7 +1,7 @@
-//! The proxy service, as named phases: [`check_head`] → [`route`] → [`identify`] → [`gate`]
-//! → classify → [`admit`] → [`forward`] → [`count`]. Each phase either passes what the next
-//! needs or answers with a [`Problem`]. Nothing here takes a lock; the snapshot is loaded
-//! once per request.
+//! The proxy service, as named phases, top to bottom: [`check_head`] → [`route`] →
+//! [`identify`] → [`gate`] → [`classify`] → [`admit`] → [`forward`] → [`count`]. Each phase
+//! either passes what the next needs or answers with a [`Problem`]. Nothing here takes a
+//! lock; the live snapshot is loaded once per request.
 //!
 //! A counted load's exchange with the target runs in a task of its own: hyper drops a
 //! request's future when the engine hangs up, and a load the target accepted must still be
@@ -12,49 +12,31 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::uri::Scheme;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use serde_json::Value;
-use tokio::sync::mpsc::UnboundedSender;
-use tokio_util::task::TaskTracker;
 
-use super::body::{EngineBody, ProxyBody};
-use super::forward::{default_port, ForwardError, Upstream};
-use super::framing::FramingWatch;
+use super::body::ProxyBody;
 use super::path::{decode_segment, normalize, split_first, Normal, PathError};
-use super::problem::Problem;
-use super::server::ListenerRole;
-use crate::clock::{month_bounds, month_index, month_index_label, Clock};
+use super::role::ListenerRole;
+use crate::clock::{month_bounds, month_index, month_index_label};
+use crate::control::{Live, Shared};
 use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation};
-use crate::observe::DurationHistogram;
+use crate::observe::Decision as Outcome;
 use crate::policy::{DisabledReason, FlowState, LicenseEntry, LoadClass, Moment, Snapshot};
-use crate::store::{CountItem, Recorder};
+use crate::problem::{Problem, ProblemCode};
+use crate::server::FramingWatch;
+use crate::store::CountItem;
+use crate::upstream::{default_port, EngineBody, ForwardError, Upstream};
 
-/// What every request handler shares: the current snapshot, the clock and the count sinks.
-pub struct Shared {
-    /// The snapshot requests are decided on; swapped whole on every change.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// The time licenses are judged at.
-    pub clock: Arc<dyn Clock>,
-    /// Where counted loads are persisted.
-    pub recorder: Recorder,
-    /// Warnings and limits reached, for the control plane to act on.
-    pub events: UnboundedSender<MeterReport>,
-    /// How long targets take to answer, for `/metrics`.
-    pub upstream_durations: DurationHistogram,
-    /// Counted exchanges in flight, which shutdown waits for before the last flush.
-    pub exchanges: TaskTracker,
-}
+/// The header on allowed loads once the month's limit is reached.
+pub const TOLLGATE_WARNING: &str = "tollgate-warning";
 
 /// Longest the load reaching the hard limit waits for the license's flows to be stopped.
 const LIMIT_ACT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The header on allowed loads once the month's limit is reached (SPEC §1.1).
-pub const TOLLGATE_WARNING: &str = "tollgate-warning";
 
 /// Headers with which clients ask a target to treat a request as another method; a load is
 /// classified under each method it may mean.
@@ -96,28 +78,31 @@ struct Exchange {
     reservation: Option<Reservation>,
 }
 
-/// Handles one request on a proxy listener; never fails, refusals are problem answers.
+/// An answer that got as far as a flow and an instance.
+type Answered = (Response<ProxyBody>, u32, u32);
+
+/// Handles one request on an engine-facing listener; never fails, refusals are problem answers.
 pub async fn handle(
     shared: Arc<Shared>,
     role: Arc<ListenerRole>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let snapshot = shared.snapshot.load_full();
+    let live = shared.live.load_full();
     let now = shared.clock.now();
-    let exchange = match prepare(&snapshot, &role, now, &req) {
+    let exchange = match prepare(&live, &role, now, &req) {
         Ok(exchange) => exchange,
-        Err(problem) => return Ok(finish(&snapshot, Err(problem))),
+        Err(problem) => return Ok(finish(&live, Err(problem))),
     };
     if exchange.reservation.is_none() {
-        let result = send(&snapshot, &shared, exchange, req, now).await;
-        return Ok(finish(&snapshot, result));
+        let result = send(&live, &shared, exchange, req, now).await;
+        return Ok(finish(&live, result));
     }
     // A counted load: the exchange is finished and counted whatever the engine does.
     let task = shared.exchanges.spawn({
-        let (snapshot, shared) = (snapshot.clone(), shared.clone());
+        let (live, shared) = (live.clone(), shared.clone());
         async move {
-            let result = send(&snapshot, &shared, exchange, req, now).await;
-            finish(&snapshot, result)
+            let result = send(&live, &shared, exchange, req, now).await;
+            finish(&live, result)
         }
     });
     Ok(match task.await {
@@ -125,32 +110,27 @@ pub async fn handle(
         Err(err) => {
             tracing::error!(error = %err, "a counted exchange failed inside tollgate");
             let problem = Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal-error",
+                ProblemCode::InternalError,
                 "the exchange with the target failed inside tollgate",
             );
-            finish(&snapshot, Err(problem))
+            finish(&live, Err(problem))
         }
     })
 }
 
 /// Records the request's decision in the metrics and turns it into the engine's answer.
-fn finish(
-    snapshot: &Snapshot,
-    result: Result<(Response<ProxyBody>, u32, u32), Problem>,
-) -> Response<ProxyBody> {
+fn finish(snapshot: &Snapshot, result: Result<Answered, Problem>) -> Response<ProxyBody> {
     match result {
         Ok((response, flow, instance)) => {
             snapshot
                 .request_counts(Some(flow), Some(instance))
-                .record("allowed");
+                .record(Outcome::Allowed);
             response
         }
         Err(problem) => {
-            let label = |name: &str| problem.fields.get(name).and_then(Value::as_str);
-            let flow = label("flow").and_then(|id| snapshot.flow(id));
-            let instance = label("instance").and_then(|id| snapshot.instance(id));
-            snapshot.request_counts(flow, instance).record(problem.code);
+            snapshot
+                .request_counts(problem.flow, problem.instance)
+                .record(Outcome::Refused(problem.code));
             problem.into_response()
         }
     }
@@ -158,22 +138,22 @@ fn finish(
 
 /// Runs the decision phases and admission; returns what forwarding needs.
 fn prepare(
-    snapshot: &Snapshot,
+    live: &Live,
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: &Request<Incoming>,
 ) -> Result<Exchange, Problem> {
-    let decision = decide(snapshot, role, now, req)?;
-    let upstream = snapshot.instances[decision.instance as usize]
-        .upstream
-        .clone()
+    let decision = decide(live, role, now, req)?;
+    let upstream = live
+        .upstream(decision.instance)
+        .cloned()
         .ok_or_else(|| no_route("the instance has no base_uri"))?;
     let target = &decision.target;
     let mut path_and_query = String::with_capacity(target.path.forward.len() + 64);
     match &target.absolute {
         Some(whole) => path_and_query.push_str(whole),
         None => {
-            path_and_query.push_str(upstream.base_path());
+            path_and_query.push_str(&live.instances[decision.instance as usize].base_path);
             path_and_query.push_str(&target.path.forward);
         }
     }
@@ -181,7 +161,7 @@ fn prepare(
         path_and_query.push('?');
         path_and_query.push_str(query);
     }
-    let reservation = admit(snapshot, &decision, now)?;
+    let reservation = admit(live, &decision, now)?;
     Ok(Exchange {
         flow: decision.flow,
         instance: decision.instance,
@@ -211,206 +191,6 @@ pub fn decide<'r, B>(
     })
 }
 
-/// Classifies a request under every method it may mean and every spelling of its path a
-/// target may read.
-fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> LoadClass {
-    if snapshot.instances[target.instance as usize]
-        .classifier
-        .is_empty()
-    {
-        return LoadClass::Other;
-    }
-    let path = &target.path;
-    let both: [&str; 2];
-    let one: [&str; 1];
-    let paths: &[&str] = match &path.variant {
-        Some(variant) => {
-            both = [path.classify(), variant];
-            &both
-        }
-        None => {
-            one = [path.classify()];
-            &one
-        }
-    };
-    let class = snapshot.classify(target.instance, [req.method()], paths);
-    if class == LoadClass::Main {
-        return class;
-    }
-    // Only a request that is not a main load under its own method can be one under another;
-    // one pass over the header names finds the override headers (usually none).
-    let mut overrides = [None, None, None];
-    let mut found = 0;
-    for (name, value) in req.headers() {
-        if found == overrides.len() || !name.as_str().starts_with("x-") {
-            continue;
-        }
-        if METHOD_OVERRIDES.contains(&name.as_str()) {
-            overrides[found] = value.to_str().ok().and_then(|text| {
-                Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes()).ok()
-            });
-            found += 1;
-        }
-    }
-    if overrides.iter().all(Option::is_none) {
-        return class;
-    }
-    match snapshot.classify(target.instance, overrides.iter().flatten(), paths) {
-        LoadClass::Other => class,
-        other => other,
-    }
-}
-
-/// Reserves a record of the month's budget for a main-entity load (SPEC §1.1); 429 at the hard limit.
-fn admit(
-    snapshot: &Snapshot,
-    decision: &Decision<'_>,
-    now: DateTime<Utc>,
-) -> Result<Option<Reservation>, Problem> {
-    if decision.class != LoadClass::Main {
-        return Ok(None);
-    }
-    let flow = &snapshot.flows[decision.flow as usize];
-    let license = flow.budget.map(|index| &snapshot.licenses[index as usize]);
-    let month = month_index(now, snapshot.tz);
-    Reservation::take(license.map(|l| (&l.meter, l.hard_limit)), &flow.meter, month).map(Some).map_err(|at| {
-        let hard = license.and_then(|l| l.hard_limit).unwrap_or(at.used);
-        let license = license.map(LicenseEntry::id).unwrap_or_default();
-        let mut problem = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "records-limit-exceeded",
-            format!("license {license} has transferred its {hard} records for this month (limit plus 10%)"),
-        )
-        .with("flow", &*flow.id)
-        .with("instance", &*snapshot.instances[decision.instance as usize].id)
-        .with("license", license)
-        .with("reason", "hard-limit")
-        .with("used", at.used)
-        .with("hard_limit", hard);
-        problem.retry_after = Some(seconds_to_reset(snapshot, now));
-        problem
-    })
-}
-
-/// Forwards an admitted request and, for a counted load the target accepted, counts it.
-async fn send(
-    snapshot: &Snapshot,
-    shared: &Shared,
-    exchange: Exchange,
-    req: Request<Incoming>,
-    now: DateTime<Utc>,
-) -> Result<(Response<ProxyBody>, u32, u32), Problem> {
-    let Exchange {
-        flow,
-        instance,
-        upstream,
-        path_and_query,
-        reservation,
-    } = exchange;
-    let idle = snapshot.config.server.body_read_timeout;
-    let req = req.map(|body| EngineBody::new(body, idle));
-    let started = Instant::now();
-    let response = forward(snapshot, flow, instance, &upstream, req, path_and_query).await?;
-    shared.upstream_durations.observe(started.elapsed());
-    let response = match reservation {
-        Some(reservation) if response.status().is_success() => {
-            count(snapshot, shared, flow, instance, reservation, response, now).await?
-        }
-        // A refused or failed load gives its reservation back when it is dropped here.
-        _ => response,
-    };
-    Ok((response, flow, instance))
-}
-
-/// Commits a load the target accepted: counts it, waits for the store in strict durability,
-/// raises the warning and limit events, and marks the answer once the limit is reached.
-async fn count(
-    snapshot: &Snapshot,
-    shared: &Shared,
-    flow: u32,
-    instance: u32,
-    reservation: Reservation,
-    mut response: Response<ProxyBody>,
-    now: DateTime<Utc>,
-) -> Result<Response<ProxyBody>, Problem> {
-    let entry = &snapshot.flows[flow as usize];
-    let license = entry.budget.map(|index| &snapshot.licenses[index as usize]);
-    let committed = reservation.commit();
-    let item = CountItem {
-        license: license.map(|l| l.meter.id.clone()),
-        flow: entry.meter.id.clone(),
-        month: month_index_label(committed.month),
-        day: now
-            .with_timezone(&snapshot.tz)
-            .format("%Y-%m-%d")
-            .to_string(),
-        at: now,
-    };
-    if let Err(err) = shared.recorder.record(item).await {
-        tracing::error!(flow = %entry.id, error = %err, "a counted load could not be stored; answering 503");
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            format!("the target accepted the load but its count could not be stored: {err}"),
-        )
-        .with("flow", &*entry.id)
-        .with("instance", &*snapshot.instances[instance as usize].id)
-        .with(
-            "license",
-            license.map_or(Value::Null, |l| Value::from(l.id())),
-        ));
-    }
-    let Some(license) = license else {
-        return Ok(response);
-    };
-    let (Some(limit), Some(hard)) = (license.limit, license.hard_limit) else {
-        return Ok(response);
-    };
-    let event = |kind| MeterEvent {
-        kind,
-        license: license.meter.id.clone(),
-        month: committed.month,
-        used: committed.after,
-        limit,
-        hard_limit: hard,
-    };
-    if committed.before < limit && committed.after >= limit {
-        let _ = shared.events.send(MeterReport {
-            event: event(MeterEventKind::Warning),
-            acted: None,
-        });
-    }
-    if committed.before < hard && committed.after >= hard {
-        // The load that reaches the hard limit is answered once the license's flows are
-        // stopped, so whoever sees its answer sees them stopped (bounded: never hangs).
-        let (acted, done) = tokio::sync::oneshot::channel();
-        let report = MeterReport {
-            event: event(MeterEventKind::Limit),
-            acted: Some(acted),
-        };
-        if shared.events.send(report).is_ok() {
-            let _ = tokio::time::timeout(LIMIT_ACT_WAIT, done).await;
-        }
-    }
-    if committed.after >= limit {
-        let warning = format!(
-            "records-limit-reached; used={}; limit={limit}; hard_limit={hard}",
-            committed.after
-        );
-        if let Ok(value) = HeaderValue::from_str(&warning) {
-            response.headers_mut().insert(TOLLGATE_WARNING, value);
-        }
-    }
-    Ok(response)
-}
-
-/// Whole seconds until the month resets in the licensing time zone (at least 1).
-fn seconds_to_reset(snapshot: &Snapshot, now: DateTime<Utc>) -> u64 {
-    let (_, next) = month_bounds(now, snapshot.tz);
-    let millis = (next - now).num_milliseconds().max(0) as u64;
-    millis.div_ceil(1000).max(1)
-}
-
 /// Refuses request heads the server must not forward: conflicting framing, transfer codings
 /// other than `chunked` alone, methods spelt in another case, oversized heads.
 fn check_head<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
@@ -427,15 +207,13 @@ fn check_head<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
     }
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {
-        if codings.next().is_some()
-            || !first
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"chunked")
-        {
+        let chunked = first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked");
+        if codings.next().is_some() || !chunked {
             return Err(Problem::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "not-implemented",
+                ProblemCode::NotImplemented,
                 format!(
                     "Transfer-Encoding {:?} is not forwarded: only \"chunked\" alone is",
                     String::from_utf8_lossy(first.as_bytes())
@@ -453,8 +231,7 @@ fn check_head<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
     }
     if size > limit {
         return Err(Problem::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "header-too-large",
+            ProblemCode::HeaderTooLarge,
             format!("the request head is about {size} bytes, over the {limit}-byte limit"),
         ));
     }
@@ -512,7 +289,7 @@ fn route<'r, B>(
         ListenerRole::Engine if uri.authority().is_some() && req.version() < Version::HTTP_2 => {
             absolute_form(snapshot, req)
         }
-        ListenerRole::Engine | ListenerRole::Admin => {
+        ListenerRole::Engine => {
             let (first, rest) = split_first(raw);
             let instance = decode_segment(first)
                 .and_then(|id| snapshot.instance(&id))
@@ -556,10 +333,7 @@ fn absolute_form<'r, B>(snapshot: &Snapshot, req: &'r Request<B>) -> Result<Targ
         }
     };
     let whole = normalize(uri.path()).map_err(path_problem)?;
-    let base = snapshot.instances[instance as usize]
-        .upstream
-        .as_ref()
-        .map_or("", |upstream| upstream.base_path());
+    let base = &*snapshot.instances[instance as usize].base_path;
     let outside = || {
         no_route(format!(
             "{} is outside the base path {base:?} of the instance at {authority}",
@@ -605,15 +379,17 @@ fn identify<B>(
     req: &Request<B>,
     instance: u32,
 ) -> Result<u32, Problem> {
-    let instance_id = &*snapshot.instances[instance as usize].id;
     let named = match req.headers().get(&snapshot.flow_header) {
         Some(value) => Some(value.to_str().map_err(|_| {
-            Problem::new(
-                StatusCode::FORBIDDEN,
-                "unknown-flow",
-                "the flow header is not visible ASCII",
+            at(
+                snapshot,
+                Problem::new(
+                    ProblemCode::UnknownFlow,
+                    "the flow header is not visible ASCII",
+                ),
+                None,
+                instance,
             )
-            .with("instance", instance_id)
         })?),
         None => match role {
             ListenerRole::Instance {
@@ -623,33 +399,30 @@ fn identify<B>(
         },
     };
     let Some(name) = named else {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "flow-required",
-            format!(
-                "the request names no flow: send the {} header",
-                snapshot.flow_header
-            ),
-        )
-        .with("instance", instance_id));
+        let detail = format!(
+            "the request names no flow: send the {} header",
+            snapshot.flow_header
+        );
+        return Err(at(
+            snapshot,
+            Problem::new(ProblemCode::FlowRequired, detail),
+            None,
+            instance,
+        ));
     };
-    let flow = snapshot.flow(name).ok_or_else(|| {
-        Problem::new(
-            StatusCode::FORBIDDEN,
-            "unknown-flow",
+    let Some(flow) = snapshot.flow(name) else {
+        let problem = Problem::new(
+            ProblemCode::UnknownFlow,
             format!("flow {name:?} is not configured"),
         )
-        .with("flow", name)
-        .with("instance", instance_id)
-    })?;
+        .with("flow", name);
+        return Err(at(snapshot, problem, None, instance));
+    };
     if !snapshot.flows[flow as usize].systems.contains(&instance) {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "flow-instance-mismatch",
-            format!("instance {instance_id:?} is not one of the systems of flow {name:?}"),
-        )
-        .with("flow", name)
-        .with("instance", instance_id));
+        let instance_id = &snapshot.instances[instance as usize].id;
+        let detail = format!("instance {instance_id:?} is not one of the systems of flow {name:?}");
+        let problem = Problem::new(ProblemCode::FlowInstanceMismatch, detail).with("flow", name);
+        return Err(at(snapshot, problem, None, instance));
     }
     Ok(flow)
 }
@@ -657,49 +430,41 @@ fn identify<B>(
 /// Lets the request through only while its flow is enabled and a valid license covers it.
 fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Result<(), Problem> {
     let entry = &snapshot.flows[flow as usize];
-    let instance_id = &*snapshot.instances[instance as usize].id;
-    let refuse = |status, code, detail: String, license: Option<&str>, reason: &str| {
-        Problem::new(status, code, detail)
-            .with("flow", &*entry.id)
-            .with("instance", instance_id)
+    let refuse = |code, detail: String, license: Option<&str>, reason: &str| {
+        let problem = Problem::new(code, detail)
             .with("license", license.map_or(Value::Null, Value::from))
-            .with("reason", reason)
+            .with("reason", reason);
+        at(snapshot, problem, Some(flow), instance)
     };
+    let license_id = |index: Option<u32>| index.map(|i| snapshot.licenses[i as usize].id());
     match entry.state {
         FlowState::Disabled(DisabledReason::RecordsLimit) => {
+            let resumes = if snapshot.config.licensing.resume_at_reset {
+                "it resumes when the month resets"
+            } else {
+                "an operator must enable it again"
+            };
+            let detail = format!(
+                "flow {:?} is stopped: its license reached the transferred-records hard limit; {resumes}",
+                entry.id
+            );
             let mut problem = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "records-limit-exceeded",
-                if snapshot.config.licensing.resume_at_reset {
-                    format!(
-                        "flow {:?} is stopped: its license reached the transferred-records hard limit; it resumes when the month resets",
-                        entry.id
-                    )
-                } else {
-                    format!(
-                        "flow {:?} is stopped: its license reached the transferred-records hard limit; an operator must enable it again",
-                        entry.id
-                    )
-                },
-                entry
-                    .refusal_license
-                    .map(|index| snapshot.licenses[index as usize].id()),
+                ProblemCode::RecordsLimitExceeded,
+                detail,
+                license_id(entry.refusal_license),
                 DisabledReason::RecordsLimit.as_str(),
             );
             problem.retry_after = Some(seconds_to_reset(snapshot, now));
             Err(problem)
         }
         FlowState::Disabled(reason) => Err(refuse(
-            StatusCode::FORBIDDEN,
-            "flow-disabled",
+            ProblemCode::FlowDisabled,
             format!("flow {:?} is disabled ({})", entry.id, reason.as_str()),
             None,
             reason.as_str(),
         )),
         FlowState::Unlicensed(reason) => {
-            let license = entry
-                .refusal_license
-                .map(|index| snapshot.licenses[index as usize].id());
+            let license = license_id(entry.refusal_license);
             let detail = match license {
                 Some(id) => format!(
                     "no valid license covers flow {:?}: license {id} is {reason}",
@@ -708,11 +473,10 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
                 None => format!("no valid license covers flow {:?} ({reason})", entry.id),
             };
             Err(refuse(
-                StatusCode::FORBIDDEN,
-                "license-invalid",
+                ProblemCode::LicenseInvalid,
                 detail,
                 license,
-                reason,
+                reason.as_str(),
             ))
         }
         FlowState::Active {
@@ -724,21 +488,132 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
                 floor: snapshot.clock_floor,
             };
             license.usable_at(moment).map_err(|reason| {
+                let detail = format!(
+                    "license {} covering flow {:?} is {reason}",
+                    license.id(),
+                    entry.id
+                );
                 refuse(
-                    StatusCode::FORBIDDEN,
-                    "license-invalid",
-                    format!(
-                        "license {} covering flow {:?} is {reason}",
-                        license.id(),
-                        entry.id
-                    ),
+                    ProblemCode::LicenseInvalid,
+                    detail,
                     Some(license.id()),
-                    reason,
+                    reason.as_str(),
                 )
             })
         }
         FlowState::Active { license: None } => Ok(()),
     }
+}
+
+/// Classifies a request under every method it may mean and every spelling of its path a
+/// target may read.
+fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> LoadClass {
+    if snapshot.instances[target.instance as usize]
+        .classifier
+        .is_empty()
+    {
+        return LoadClass::Other;
+    }
+    let path = &target.path;
+    let both: [&str; 2];
+    let one: [&str; 1];
+    let paths: &[&str] = match &path.variant {
+        Some(variant) => {
+            both = [path.classify(), variant];
+            &both
+        }
+        None => {
+            one = [path.classify()];
+            &one
+        }
+    };
+    let class = snapshot.classify(target.instance, [req.method()], paths);
+    if class == LoadClass::Main {
+        return class;
+    }
+    // Only a request that is not a main load under its own method can be one under another;
+    // one pass over the header names finds the override headers (usually none).
+    let mut overrides = [None, None, None];
+    let mut found = 0;
+    for (name, value) in req.headers() {
+        if found == overrides.len() || !name.as_str().starts_with("x-") {
+            continue;
+        }
+        if METHOD_OVERRIDES.contains(&name.as_str()) {
+            overrides[found] = value.to_str().ok().and_then(|text| {
+                Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes()).ok()
+            });
+            found += 1;
+        }
+    }
+    if overrides.iter().all(Option::is_none) {
+        return class;
+    }
+    match snapshot.classify(target.instance, overrides.iter().flatten(), paths) {
+        LoadClass::Other => class,
+        other => other,
+    }
+}
+
+/// Reserves a record of the month's budget for a main-entity load; 429 at the hard limit.
+fn admit(
+    snapshot: &Snapshot,
+    decision: &Decision<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Reservation>, Problem> {
+    if decision.class != LoadClass::Main {
+        return Ok(None);
+    }
+    let flow = &snapshot.flows[decision.flow as usize];
+    let license = snapshot.budget_of(decision.flow);
+    let month = month_index(now, snapshot.tz);
+    let budget = license.map(|l| (&l.meter, l.hard_limit));
+    Reservation::take(budget, &flow.meter, month)
+        .map(Some)
+        .map_err(|refused| {
+            let hard = license.and_then(|l| l.hard_limit).unwrap_or(refused.used);
+            let id = license.map(LicenseEntry::id).unwrap_or_default();
+            let detail = format!(
+                "license {id} has transferred its {hard} records for this month (limit plus 10%)"
+            );
+            let mut problem = Problem::new(ProblemCode::RecordsLimitExceeded, detail)
+                .with("license", id)
+                .with("reason", "hard-limit")
+                .with("used", refused.used)
+                .with("hard_limit", hard);
+            problem.retry_after = Some(seconds_to_reset(snapshot, now));
+            at(snapshot, problem, Some(decision.flow), decision.instance)
+        })
+}
+
+/// Forwards an admitted request and, for a counted load the target accepted, counts it.
+async fn send(
+    snapshot: &Snapshot,
+    shared: &Shared,
+    exchange: Exchange,
+    req: Request<Incoming>,
+    now: DateTime<Utc>,
+) -> Result<Answered, Problem> {
+    let Exchange {
+        flow,
+        instance,
+        upstream,
+        path_and_query,
+        reservation,
+    } = exchange;
+    let idle = snapshot.config.server.body_read_timeout;
+    let req = req.map(|body| EngineBody::new(body, idle));
+    let started = Instant::now();
+    let response = forward(snapshot, flow, instance, &upstream, req, path_and_query).await?;
+    shared.upstream_durations.observe(started.elapsed());
+    let response = match reservation {
+        Some(reservation) if response.status().is_success() => {
+            count(snapshot, shared, flow, instance, reservation, response, now).await?
+        }
+        // A refused or failed load gives its reservation back when it is dropped here.
+        _ => response,
+    };
+    Ok((response, flow, instance))
 }
 
 /// Sends the request to the target and streams its answer back.
@@ -750,60 +625,149 @@ async fn forward(
     req: Request<EngineBody>,
     path_and_query: String,
 ) -> Result<Response<ProxyBody>, Problem> {
-    let flow_id = &*snapshot.flows[flow as usize].id;
-    let instance_id = &*snapshot.instances[instance as usize].id;
-    match upstream
+    let problem = match upstream
         .send(req, path_and_query, &snapshot.flow_header)
         .await
     {
-        Ok(response) => Ok(response.map(ProxyBody::Upstream)),
+        Ok(response) => return Ok(response.map(ProxyBody::Upstream)),
         Err(ForwardError::Unavailable(why)) => {
-            tracing::debug!(flow = flow_id, instance = instance_id, error = %why, "upstream unavailable");
-            Err(Problem::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream-unavailable",
+            let instance_id = &snapshot.instances[instance as usize].id;
+            tracing::debug!(instance = %instance_id, error = %why, "upstream unavailable");
+            Problem::new(
+                ProblemCode::UpstreamUnavailable,
                 format!(
                     "cannot reach {} for instance {instance_id:?}: {why}",
                     upstream.origin()
                 ),
             )
-            .with("flow", flow_id)
-            .with("instance", instance_id))
         }
-        Err(ForwardError::Timeout(after)) => Err(Problem::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream-timeout",
+        Err(ForwardError::Timeout(after)) => Problem::new(
+            ProblemCode::UpstreamTimeout,
             format!(
                 "{} did not answer within {} ms",
                 upstream.origin(),
                 after.as_millis()
             ),
         )
-        .with("flow", flow_id)
-        .with("instance", instance_id)
         .with(
             "timeout_ms",
             u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-        )),
-        Err(ForwardError::EngineBody(why, stalled)) => {
-            let (status, code) = if stalled {
-                (StatusCode::REQUEST_TIMEOUT, "request-timeout")
-            } else {
-                (StatusCode::BAD_REQUEST, "bad-request")
-            };
-            Err(Problem::new(status, code, why)
-                .with("flow", flow_id)
-                .with("instance", instance_id))
+        ),
+        Err(ForwardError::MalformedBody(why)) => Problem::new(ProblemCode::BadRequest, why),
+        Err(ForwardError::StalledBody(after)) => Problem::new(
+            ProblemCode::RequestTimeout,
+            format!(
+                "the engine sent no part of the request body for {} ms",
+                after.as_millis()
+            ),
+        ),
+    };
+    Err(at(snapshot, problem, Some(flow), instance))
+}
+
+/// Commits a load the target accepted: counts it, waits for the store in strict durability,
+/// raises the warning and limit events, and marks the answer once the limit is reached.
+async fn count(
+    snapshot: &Snapshot,
+    shared: &Shared,
+    flow: u32,
+    instance: u32,
+    reservation: Reservation,
+    mut response: Response<ProxyBody>,
+    now: DateTime<Utc>,
+) -> Result<Response<ProxyBody>, Problem> {
+    let entry = &snapshot.flows[flow as usize];
+    let license = snapshot.budget_of(flow);
+    let committed = reservation.commit();
+    let item = CountItem {
+        license: license.map(|l| l.meter.id.clone()),
+        flow: entry.meter.id.clone(),
+        month: month_index_label(committed.month),
+        day: now
+            .with_timezone(&snapshot.tz)
+            .format("%Y-%m-%d")
+            .to_string(),
+        at: now,
+    };
+    if let Err(err) = shared.recorder.record(item).await {
+        tracing::error!(flow = %entry.id, error = %err, "a counted load could not be stored; answering 503");
+        let problem = Problem::new(
+            ProblemCode::StoreUnavailable,
+            format!("the target accepted the load but its count could not be stored: {err}"),
+        )
+        .with(
+            "license",
+            license.map_or(Value::Null, |l| Value::from(l.id())),
+        );
+        return Err(at(snapshot, problem, Some(flow), instance));
+    }
+    let Some(license) = license else {
+        return Ok(response);
+    };
+    let (Some(limit), Some(hard)) = (license.limit, license.hard_limit) else {
+        return Ok(response);
+    };
+    let event = |kind| MeterEvent {
+        kind,
+        license: license.meter.id.clone(),
+        month: committed.month,
+        used: committed.after,
+        limit,
+        hard_limit: hard,
+    };
+    if committed.before < limit && committed.after >= limit {
+        shared.report(MeterReport {
+            event: event(MeterEventKind::Warning),
+            acted: None,
+        });
+    }
+    if committed.before < hard && committed.after >= hard {
+        // The load that reaches the hard limit is answered once the license's flows are
+        // stopped, so whoever sees its answer sees them stopped (bounded: never hangs).
+        let (acted, done) = tokio::sync::oneshot::channel();
+        shared.report(MeterReport {
+            event: event(MeterEventKind::Limit),
+            acted: Some(acted),
+        });
+        let _ = tokio::time::timeout(LIMIT_ACT_WAIT, done).await;
+    }
+    if committed.after >= limit {
+        let warning = format!(
+            "records-limit-reached; used={}; limit={limit}; hard_limit={hard}",
+            committed.after
+        );
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().insert(TOLLGATE_WARNING, value);
         }
     }
+    Ok(response)
+}
+
+/// Whole seconds until the month resets in the licensing time zone (at least 1).
+fn seconds_to_reset(snapshot: &Snapshot, now: DateTime<Utc>) -> u64 {
+    let (_, next) = month_bounds(now, snapshot.tz);
+    let millis = (next - now).num_milliseconds().max(0) as u64;
+    millis.div_ceil(1000).max(1)
+}
+
+/// Names the flow (if the request got that far) and the instance in a problem's fields and
+/// ties it to them for the request metrics.
+fn at(snapshot: &Snapshot, problem: Problem, flow: Option<u32>, instance: u32) -> Problem {
+    let problem = match flow {
+        Some(flow) => problem.with("flow", &*snapshot.flows[flow as usize].id),
+        None => problem,
+    };
+    problem
+        .with("instance", &*snapshot.instances[instance as usize].id)
+        .tied_to(flow, Some(instance))
 }
 
 fn no_route(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "unknown-route", detail)
+    Problem::new(ProblemCode::UnknownRoute, detail)
 }
 
 fn bad_request(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    Problem::new(ProblemCode::BadRequest, detail)
 }
 
 /// A path climbing above its root is no route; every other refused spelling is a bad request.
@@ -817,44 +781,5 @@ fn path_problem(err: PathError) -> Problem {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_under_a_base_keep_their_remainder() {
-        let borrowed = |p: &'static str| Cow::Borrowed(p);
-        assert_eq!(
-            under_base(&borrowed("/jira/rest/api/2/issue"), "/jira").as_deref(),
-            Some("/rest/api/2/issue")
-        );
-        assert_eq!(
-            under_base(&borrowed("/jira"), "/jira").as_deref(),
-            Some("/")
-        );
-        assert_eq!(
-            under_base(&borrowed("/jira/"), "/jira").as_deref(),
-            Some("/")
-        );
-        assert_eq!(under_base(&borrowed("/jirax/a"), "/jira"), None);
-        assert_eq!(under_base(&borrowed("/admin/secret"), "/jira"), None);
-        assert_eq!(
-            under_base(&borrowed("/anything"), "").as_deref(),
-            Some("/anything")
-        );
-        let owned: Cow<'static, str> = Cow::Owned("/jira/x;y".to_owned());
-        assert_eq!(under_base(&owned, "/jira").as_deref(), Some("/x;y"));
-    }
-
-    #[test]
-    fn methods_spelt_in_another_case_are_refused_and_extensions_pass() {
-        for method in ["post", "Get", "pAtCh", "delete"] {
-            let method = Method::from_bytes(method.as_bytes()).unwrap();
-            let problem = check_method(&method).unwrap_err();
-            assert_eq!(problem.code, "bad-request", "{method}");
-        }
-        for method in ["POST", "GET", "PROPFIND", "purge"] {
-            let method = Method::from_bytes(method.as_bytes()).unwrap();
-            assert!(check_method(&method).is_ok(), "{method}");
-        }
-    }
-}
+#[path = "service_tests.rs"]
+mod tests;

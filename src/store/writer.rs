@@ -76,11 +76,12 @@ impl Recorder {
         let _ = self.tx.send(Message::HighWater(now));
     }
 
-    /// Writes everything pending, durably.
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    /// Writes everything pending, durably; waits on the calling thread (the control plane's,
+    /// never the async runtime's).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx.send(Message::Flush(ack)).map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?
+        done.blocking_recv().map_err(|_| stopped())?
     }
 }
 
@@ -240,7 +241,11 @@ mod tests {
             0,
             "not before the flush"
         );
-        recorder.flush().await.unwrap();
+        let flushing = recorder.clone();
+        tokio::task::spawn_blocking(move || flushing.flush_blocking())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(store.flow_month("a", "2026-11").unwrap(), 7);
     }
 }

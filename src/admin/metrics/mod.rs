@@ -18,7 +18,7 @@ use crate::clock::month_index;
 use crate::config::Environment;
 use crate::control::Control;
 use crate::license::Terms;
-use crate::policy::{env_index, LicenseEntry, Moment, Snapshot, ENTITLEMENTS};
+use crate::policy::{Entitlement, LicenseEntry, Moment, PerEntitlement, Snapshot};
 
 /// Encodes the running sidecar's metrics in `format`.
 pub fn render(control: &Control, format: Format) -> Result<String, fmt::Error> {
@@ -238,25 +238,19 @@ fn license_families(snapshot: &Snapshot, moment: Moment, month: u32) -> Vec<Fami
 /// `tollgate_entitlement_used` and `tollgate_entitlement_limit{environment, entitlement}`.
 fn entitlement_families(snapshot: &Snapshot) -> [Family; 2] {
     let entitlements = &snapshot.entitlements;
-    let per_entitlement = |environment: Environment, values: [u64; 4]| {
-        ENTITLEMENTS
-            .iter()
-            .zip(values)
-            .map(move |(name, value)| Sample {
-                labels: vec![
-                    ("environment", environment.as_str().to_owned()),
-                    ("entitlement", (*name).to_owned()),
-                ],
-                value: gauge(value),
-            })
+    let per_entitlement = |environment: Environment, values: PerEntitlement<u64>| {
+        Entitlement::ALL.into_iter().map(move |entitlement| Sample {
+            labels: vec![
+                ("environment", environment.as_str().to_owned()),
+                ("entitlement", entitlement.as_str().to_owned()),
+            ],
+            value: gauge(values[entitlement]),
+        })
     };
     let used = Environment::ALL
         .into_iter()
         .flat_map(|environment| {
-            per_entitlement(
-                environment,
-                entitlements.in_use[env_index(environment)].used(),
-            )
+            per_entitlement(environment, entitlements.in_use[environment].used())
         })
         .collect();
     let limits = Environment::ALL

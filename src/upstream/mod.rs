@@ -1,6 +1,11 @@
-//! Forwarding to target systems: one pooled hyper client per upstream (HTTP/1.1 and HTTP/2,
-//! rustls with the platform roots plus an optional per-instance CA), hop-by-hop headers
-//! removed both ways, connect and response-head timeouts.
+//! Client pools to the target systems: one pooled hyper client per upstream (HTTP/1.1 and
+//! HTTP/2, rustls with the platform roots plus an optional per-instance CA), hop-by-hop
+//! headers removed both ways, connect and response-head timeouts. Pools live outside every
+//! snapshot, so a swap never drops pooled connections.
+
+mod body;
+
+pub use body::{EngineBody, EngineBodyError};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,7 +24,6 @@ use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use super::body::{EngineBody, EngineBodyError};
 use crate::config::Instance;
 
 /// How long an idle pooled upstream connection is kept.
@@ -32,27 +36,45 @@ pub enum ForwardError {
     Unavailable(String),
     /// No response head within the instance's `response_timeout`: 504.
     Timeout(Duration),
-    /// The engine's request body failed (malformed: 400, stalled: 408): not the target's fault.
-    EngineBody(String, bool),
+    /// The engine's request body is malformed (400): not the target's fault.
+    MalformedBody(String),
+    /// The engine stopped sending its request body (408): not the target's fault.
+    StalledBody(Duration),
+}
+
+/// Why an upstream's client cannot be built from an instance's settings.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// `base_uri` is not an absolute URI (validation normally catches this first).
+    #[error("base_uri {uri:?} is not an absolute URI")]
+    BaseUri {
+        /// The configured URI.
+        uri: String,
+    },
+    /// The instance's `ca_file` cannot be used.
+    #[error("ca_file {}: {why}", path.display())]
+    CaFile {
+        /// The configured file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// rustls refused the client configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A target system: where its requests go and the client pool that takes them there.
 pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
-    /// The base URI's path without its trailing `/`; requests' paths are appended to it.
-    base_path: Box<str>,
     response_timeout: Duration,
     client: Client<HttpsConnector<HttpConnector>, EngineBody>,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Upstream({}://{}{})",
-            self.scheme, self.authority, self.base_path
-        )
+        write!(f, "Upstream({}://{})", self.scheme, self.authority)
     }
 }
 
@@ -60,22 +82,6 @@ impl Upstream {
     /// The scheme and authority requests go to, e.g. `https://acme.atlassian.net`.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.authority)
-    }
-
-    /// The base URI's path (without trailing `/`), which entity templates are relative to.
-    pub fn base_path(&self) -> &str {
-        &self.base_path
-    }
-
-    /// The host requests go to, lowercased, and the port (the scheme's default where the
-    /// base URI names none): how absolute-form requests find their instance.
-    pub fn host_and_port(&self) -> (String, u16) {
-        (
-            self.authority.host().to_ascii_lowercase(),
-            self.authority
-                .port_u16()
-                .unwrap_or(default_port(Some(&self.scheme))),
-        )
     }
 
     /// Sends `req` to `path_and_query` (the whole target path, base path included) and waits
@@ -129,9 +135,10 @@ fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ForwardErro
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
-        if let Some(body) = cause.downcast_ref::<EngineBodyError>() {
-            let stalled = matches!(body, EngineBodyError::Stalled(_));
-            return ForwardError::EngineBody(body.to_string(), stalled);
+        match cause.downcast_ref::<EngineBodyError>() {
+            Some(EngineBodyError::Stalled(after)) => return ForwardError::StalledBody(*after),
+            Some(malformed) => return ForwardError::MalformedBody(malformed.to_string()),
+            None => {}
         }
         text.push_str(": ");
         text.push_str(&cause.to_string());
@@ -201,7 +208,7 @@ impl UpstreamCache {
     }
 
     /// The upstream of an instance with a `base_uri` (reused when unchanged).
-    pub fn get(&mut self, instance: &Instance) -> Result<Option<Arc<Upstream>>, String> {
+    pub fn get(&mut self, instance: &Instance) -> Result<Option<Arc<Upstream>>, UpstreamError> {
         let Some(base_uri) = &instance.base_uri else {
             return Ok(None);
         };
@@ -225,40 +232,22 @@ impl UpstreamCache {
             .retain(|_, upstream| Arc::strong_count(upstream) > 1);
     }
 
-    fn build(&self, key: &UpstreamKey) -> Result<Upstream, String> {
-        let uri: Uri = key
-            .base_uri
-            .parse()
-            .map_err(|err| format!("base_uri {:?}: {err}", key.base_uri))?;
+    fn build(&self, key: &UpstreamKey) -> Result<Upstream, UpstreamError> {
+        let not_absolute = || UpstreamError::BaseUri {
+            uri: key.base_uri.clone(),
+        };
+        let uri: Uri = key.base_uri.parse().map_err(|_| not_absolute())?;
         let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
         else {
-            return Err(format!("base_uri {:?} must be absolute", key.base_uri));
+            return Err(not_absolute());
         };
         let roots = match &key.ca_file {
             None => self.platform_roots.clone(),
-            Some(path) => {
-                let mut roots = (*self.platform_roots).clone();
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect())
-                    .map_err(|err| format!("ca_file {}: {err}", path.display()))?;
-                if certs.is_empty() {
-                    return Err(format!(
-                        "ca_file {}: no PEM certificate in it",
-                        path.display()
-                    ));
-                }
-                for cert in certs {
-                    roots
-                        .add(cert)
-                        .map_err(|err| format!("ca_file {}: {err}", path.display()))?;
-                }
-                Arc::new(roots)
-            }
+            Some(path) => Arc::new(self.roots_with(path)?),
         };
         let tls =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|err| format!("TLS configuration: {err}"))?
+                .with_safe_default_protocol_versions()?
                 .with_root_certificates(roots)
                 .with_no_client_auth();
         let mut http = HttpConnector::new();
@@ -273,14 +262,33 @@ impl UpstreamCache {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(connector);
-        let base_path = uri.path().trim_end_matches('/').into();
         Ok(Upstream {
             scheme,
             authority,
-            base_path,
             response_timeout: key.response_timeout,
             client,
         })
+    }
+}
+
+impl UpstreamCache {
+    /// The platform roots plus the PEM certificates of a `ca_file`.
+    fn roots_with(&self, path: &std::path::Path) -> Result<RootCertStore, UpstreamError> {
+        let refused = |why: String| UpstreamError::CaFile {
+            path: path.to_owned(),
+            why,
+        };
+        let mut roots = (*self.platform_roots).clone();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect())
+            .map_err(|err| refused(err.to_string()))?;
+        if certs.is_empty() {
+            return Err(refused("no PEM certificate in it".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|err| refused(err.to_string()))?;
+        }
+        Ok(roots)
     }
 }
 
@@ -337,8 +345,6 @@ mod tests {
         let second = cache.get(&instance).unwrap().unwrap();
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(first.origin(), "https://API.example:8443");
-        assert_eq!(first.base_path(), "/base");
-        assert_eq!(first.host_and_port(), ("api.example".to_owned(), 8443));
         drop((first, second));
         cache.retain_used();
         assert!(cache.upstreams.is_empty());

@@ -1,5 +1,15 @@
 //! Listeners: accept TCP (optionally TLS) connections and serve HTTP/1.1 and HTTP/2 on them
-//! with hyper, bounded head size and header-read timeout, and graceful draining on shutdown.
+//! with hyper, with a bound on open connections, the first-head deadline, the framing scanner,
+//! bounded head size and header-read timeout, and graceful draining on shutdown. What a
+//! request means is the handler's business: the engine-facing listeners serve the proxy, the
+//! admin listener the admin API.
+
+mod deadline;
+mod framing;
+mod tls;
+
+pub use framing::FramingWatch;
+pub use tls::{acceptor, TlsError};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,59 +26,47 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::deadline::FirstHead;
-use super::framing::{FramingWatch, Scanner, ScanningIo};
+use deadline::FirstHead;
+use framing::{Scanner, ScanningIo};
 
 /// hyper's smallest accepted HTTP/1 read buffer.
 const MIN_HTTP1_BUFFER: usize = 8192;
 
-/// What a listener is for, which decides how its requests are routed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenerRole {
-    /// The engine-facing listener: `/{instance-id}/…`, or absolute-form in forward-proxy mode.
-    Engine,
-    /// A dedicated listener: every request goes to this instance.
-    Instance {
-        /// The instance id.
-        id: Arc<str>,
-        /// The flow bound to the listener, used when a request names none.
-        flow: Option<Arc<str>>,
-    },
-    /// The admin API.
-    Admin,
-}
-
-impl std::fmt::Display for ListenerRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ListenerRole::Engine => f.write_str("engine"),
-            ListenerRole::Instance { id, .. } => write!(f, "instance:{id}"),
-            ListenerRole::Admin => f.write_str("admin"),
-        }
-    }
-}
-
-/// A bound socket with its role.
+/// A bound socket with the name its logs and errors use.
 pub struct BoundListener {
-    /// What the listener serves.
-    pub role: Arc<ListenerRole>,
+    /// What the listener serves: `engine`, `admin`, `instance:<id>`.
+    pub name: String,
     /// The socket.
     pub listener: TcpListener,
     /// The address it is bound to (the real port when the config said 0).
     pub addr: SocketAddr,
 }
 
+/// A listener that cannot be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for {name}: {source}")]
+pub struct BindError {
+    /// The configured address.
+    pub addr: SocketAddr,
+    /// What the listener is for.
+    pub name: String,
+    /// The socket error.
+    pub source: std::io::Error,
+}
+
 /// Binds a listener and logs where it listens.
-pub async fn bind(addr: SocketAddr, role: ListenerRole) -> Result<BoundListener, String> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|err| format!("cannot listen on {addr} for {role}: {err}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|err| format!("listener for {role}: {err}"))?;
-    tracing::info!(role = %role, addr = %addr, "listening");
+pub async fn bind(addr: SocketAddr, name: impl Into<String>) -> Result<BoundListener, BindError> {
+    let name = name.into();
+    let failed = |source| BindError {
+        addr,
+        name: name.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
+    tracing::info!(role = %name, addr = %addr, "listening");
     Ok(BoundListener {
-        role: Arc::new(role),
+        name,
         listener,
         addr,
     })
@@ -97,7 +95,7 @@ pub async fn serve<H, F, B>(
     graceful: Arc<GracefulShutdown>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    H: Fn(Arc<ListenerRole>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
     B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -128,7 +126,7 @@ pub async fn serve<H, F, B>(
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(role = %bound.role, error = %err, "accept failed");
+                    tracing::warn!(role = %bound.name, error = %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -138,7 +136,6 @@ pub async fn serve<H, F, B>(
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let builder = builder.clone();
-        let role = bound.role.clone();
         let handler = handler.clone();
         let tls = options.tls.clone();
         let handshake_timeout = options.header_read_timeout;
@@ -149,7 +146,7 @@ pub async fn serve<H, F, B>(
             let scanner = Scanner::new(max_head, framing.clone());
             let service = service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(framing.clone());
-                handler(role.clone(), req)
+                handler(req)
             });
             let result = match tls {
                 None => {

@@ -1,0 +1,421 @@
+//! The control plane's own thread: it owns every piece of mutable control state (config,
+//! licenses, flow settings, counters' registry, the journal) and carries out every change one
+//! at a time, compiling a new snapshot off the request path and swapping it in. Store and
+//! file work happens here, never on the async runtime; the runtime only sends commands and
+//! awaits their replies.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::build::{build, journal_flow_changes, read_licenses, stored_flows};
+use super::error::{ControlError, Refusal};
+use super::metering;
+use super::shared::{Live, Shared};
+use crate::clock::{month_index, month_index_label, Clock};
+use crate::config::{Config, Durability};
+use crate::license::{HostIdentity, Installed, Moment, Rejected, TrustedKeys};
+use crate::meter::{MeterReport, Meters};
+use crate::policy::{DisabledReason, EntitlementRefusal, FlowSetting, Resources};
+use crate::store::{AuditEvent, Recorder, Store, StoreError};
+use crate::upstream::UpstreamCache;
+
+/// How often the plane re-judges licenses against time (start, expiry, month, rollback).
+const TICK: Duration = Duration::from_secs(1);
+/// Quiet time after a license-directory event before reloading, so one copy is one reload.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// A reply the caller awaits.
+pub(super) type Reply<T> = oneshot::Sender<T>;
+
+/// Everything the control plane is asked to do.
+pub(super) enum Command {
+    /// The license directory changed (from the watcher).
+    LicenseDirChanged,
+    /// Re-read the config file (SIGHUP).
+    ReloadConfig(Reply<()>),
+    /// Enable a flow.
+    EnableFlow(String, Reply<Result<(), Refusal>>),
+    /// Disable a flow.
+    DisableFlow(String, Reply<Result<(), Refusal>>),
+    /// Install an uploaded license file.
+    UploadLicense(Bytes, Reply<Result<(String, Vec<String>), Refusal>>),
+    /// Remove an installed license.
+    RemoveLicense(String, Reply<Result<(), Refusal>>),
+    /// A warning or limit the request path crossed.
+    Meter(MeterReport),
+    /// The admin status.
+    Status(Reply<Value>),
+    /// Records of a month.
+    Usage(u32, Reply<Result<Value, StoreError>>),
+    /// A page of the audit trail.
+    Audit(usize, Option<u64>, Reply<Result<Value, StoreError>>),
+    /// Write pending counts, the high-water mark and the journal.
+    Flush(Reply<Result<(), StoreError>>),
+    /// Stop the thread.
+    Stop,
+}
+
+/// The control state, owned by the plane's thread.
+pub(super) struct Plane {
+    pub(super) config_path: PathBuf,
+    pub(super) shared: Arc<Shared>,
+    pub(super) store: Arc<Store>,
+    pub(super) config: Arc<Config>,
+    /// The config start-up applied: keys read only at start keep its values until a restart.
+    pub(super) started_with: Arc<Config>,
+    pub(super) keys: TrustedKeys,
+    pub(super) host: Arc<HostIdentity>,
+    pub(super) licenses: Vec<Arc<Installed>>,
+    pub(super) rejected: Vec<Rejected>,
+    /// What is wanted of each flow, by flow id.
+    pub(super) settings: HashMap<String, FlowSetting>,
+    pub(super) next_order: u64,
+    /// Counters, kept across snapshots.
+    pub(super) resources: Resources,
+    /// Client pools, kept across snapshots.
+    pub(super) upstreams: UpstreamCache,
+    pub(super) config_error: Option<String>,
+    /// Audit events not yet written.
+    pub(super) journal: Vec<AuditEvent>,
+    /// Whether start-up is over (licenses read later are journaled as added).
+    pub(super) started: bool,
+    /// The latest time seen (persisted), for clock-rollback detection.
+    pub(super) high_water: DateTime<Utc>,
+    /// The high-water mark last handed to the store.
+    pub(super) high_water_written: DateTime<Utc>,
+    /// Whether the clock is behind the high-water mark by more than `max_clock_skew`.
+    pub(super) rollback: bool,
+    /// The month counted in, to notice rollovers.
+    pub(super) month: u32,
+    /// Why the last compile refused flows for entitlements.
+    pub(super) entitlement_refusals: Vec<EntitlementRefusal>,
+}
+
+/// The state read from disk before the first snapshot.
+struct Loaded {
+    config: Arc<Config>,
+    keys: TrustedKeys,
+    host: Arc<HostIdentity>,
+    store: Arc<Store>,
+    recorder: Recorder,
+    meters: Meters,
+    settings: HashMap<String, FlowSetting>,
+    next_order: u64,
+    high_water: DateTime<Utc>,
+    month: u32,
+}
+
+impl Plane {
+    /// Loads the config, its keys and host identity, opens the store, seeds the counters and
+    /// the flow settings, and compiles the first snapshot.
+    pub(super) fn start(
+        config_path: &Path,
+        clock: Arc<dyn Clock>,
+        commands: Sender<Command>,
+    ) -> Result<Plane, ControlError> {
+        let loaded = load(config_path, clock.as_ref())?;
+        let placeholder = Live {
+            snapshot: empty_snapshot(&loaded.config, &loaded.host, clock.now())?,
+            upstreams: Vec::new(),
+        };
+        let shared = Arc::new(Shared::new(placeholder, clock, loaded.recorder, commands));
+        let mut plane = Plane {
+            config_path: config_path.to_owned(),
+            shared,
+            store: loaded.store,
+            started_with: loaded.config.clone(),
+            config: loaded.config,
+            keys: loaded.keys,
+            host: loaded.host,
+            licenses: Vec::new(),
+            rejected: Vec::new(),
+            settings: loaded.settings,
+            next_order: loaded.next_order,
+            resources: Resources {
+                meters: loaded.meters,
+                stats: Default::default(),
+            },
+            upstreams: UpstreamCache::new(),
+            config_error: None,
+            journal: Vec::new(),
+            started: false,
+            high_water: loaded.high_water,
+            high_water_written: loaded.high_water,
+            rollback: false,
+            month: loaded.month,
+            entitlement_refusals: Vec::new(),
+        };
+        plane.catch_up_on_time()?;
+        read_licenses(&mut plane)?;
+        let live = build(&mut plane, None)?;
+        plane.shared.live.store(Arc::new(live));
+        plane.started = true;
+        plane.shared.recorder.high_water(plane.high_water);
+        plane.high_water_written = plane.high_water;
+        plane.persist();
+        Ok(plane)
+    }
+
+    /// Start-up only: the clock against the stored high-water mark, and a month that turned
+    /// while the sidecar was down (a rollover too).
+    fn catch_up_on_time(&mut self) -> Result<(), ControlError> {
+        let now = self.shared.clock.now();
+        metering::check_rollback(self, now);
+        let month = self.month;
+        let counted = self.store.counted_month()?;
+        if let Some(counted) = counted.filter(|&counted| counted < month) {
+            self.month = counted;
+            metering::roll_over(self, month, now);
+        }
+        if counted != Some(month) {
+            self.store.set_counted_month(month)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the plane until [`Command::Stop`] (or until every sender is gone), ticking once a
+    /// second and reloading licenses after the directory settles.
+    pub(super) fn run(mut self, commands: Receiver<Command>) {
+        let mut next_tick = Instant::now() + TICK;
+        let mut reload_at: Option<Instant> = None;
+        loop {
+            let wake = reload_at.map_or(next_tick, |at| at.min(next_tick));
+            match commands.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Command::LicenseDirChanged) => reload_at = Some(Instant::now() + DEBOUNCE),
+                Ok(command) => self.handle(command),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            if reload_at.is_some_and(|at| now >= at) {
+                reload_at = None;
+                self.reload_licenses();
+            }
+            if now >= next_tick {
+                self.tick();
+                next_tick = now + TICK;
+            }
+        }
+        self.persist();
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::ReloadConfig(reply) => {
+                self.reload_config();
+                let _ = reply.send(());
+            }
+            Command::EnableFlow(id, reply) => {
+                let _ = reply.send(self.enable_flow(&id));
+            }
+            Command::DisableFlow(id, reply) => {
+                let _ = reply.send(self.disable_flow(&id));
+            }
+            Command::UploadLicense(bytes, reply) => {
+                let _ = reply.send(self.upload_license(&bytes));
+            }
+            Command::RemoveLicense(id, reply) => {
+                let _ = reply.send(self.remove_license(&id));
+            }
+            Command::Meter(report) => {
+                self.on_meter_event(report.event);
+                if let Some(acted) = report.acted {
+                    let _ = acted.send(());
+                }
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Usage(month, reply) => {
+                let _ = reply.send(self.usage(month));
+            }
+            Command::Audit(limit, before, reply) => {
+                let _ = reply.send(self.audit(limit, before));
+            }
+            Command::Flush(reply) => {
+                let _ = reply.send(self.flush());
+            }
+            Command::LicenseDirChanged | Command::Stop => {}
+        }
+    }
+
+    /// Re-reads the license directory and swaps in what it holds now.
+    pub(super) fn reload_licenses(&mut self) {
+        if let Err(err) = self.reload_licenses_now() {
+            tracing::error!(error = %err, "license reload failed; the running licenses stay");
+        }
+    }
+
+    pub(super) fn reload_licenses_now(&mut self) -> Result<(), ControlError> {
+        read_licenses(self)?;
+        self.rebuild()
+    }
+
+    /// Writes the clock high-water mark, pending counts and the journal (shutdown).
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let now = self.shared.clock.now();
+        self.shared.recorder.high_water(now);
+        self.shared.recorder.flush_blocking()?;
+        self.persist();
+        Ok(())
+    }
+
+    /// Compiles from the current state and swaps the result in.
+    pub(super) fn rebuild(&mut self) -> Result<(), ControlError> {
+        let previous = self.shared.live.load_full();
+        let live = build(self, Some(&previous))?;
+        self.swap(live);
+        Ok(())
+    }
+
+    /// Swaps a new snapshot in, journals the flow changes and persists flow states.
+    pub(super) fn swap(&mut self, live: Live) {
+        let previous = self.shared.live.swap(Arc::new(live));
+        let current = self.shared.live.load_full();
+        journal_flow_changes(self, &previous, &current, self.shared.clock.now());
+        self.persist();
+    }
+
+    /// Writes flow states and pending audit events; a failure is logged and retried next time.
+    pub(super) fn persist(&mut self) {
+        match self.store.save_flows(&stored_flows(self), &self.journal) {
+            Ok(()) => self.journal.clear(),
+            Err(err) => {
+                tracing::error!(error = %err, "flow states could not be stored; retrying with the next change")
+            }
+        }
+    }
+
+    /// The instant and rollback floor a compile is judged at.
+    pub(super) fn moment(&self, now: DateTime<Utc>) -> Moment {
+        let skew =
+            TimeDelta::from_std(self.config.licensing.max_clock_skew).unwrap_or(TimeDelta::MAX);
+        Moment {
+            now,
+            floor: self.high_water.checked_sub_signed(skew),
+        }
+    }
+}
+
+/// Reads what the first snapshot is built from: config, keys, host, store and its contents.
+fn load(config_path: &Path, clock: &dyn Clock) -> Result<Loaded, ControlError> {
+    let config = Arc::new(Config::load(config_path)?);
+    let (keys, host) = trust(&config, config_path)?;
+    let dir = &config.licensing.license_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|err| ControlError::io(dir, "cannot create the license directory", err))?;
+    let store = Arc::new(Store::open(&config.state.dir)?);
+    let now = clock.now();
+    let tz = config
+        .licensing
+        .timezone
+        .parse()
+        .unwrap_or(chrono_tz::Tz::UTC);
+    let month = month_index(now, tz);
+    let (license_counts, flow_counts) = store.month(&month_index_label(month))?;
+    let meters = Meters::seeded(
+        month,
+        &license_counts.into_iter().collect(),
+        &flow_counts.into_iter().collect(),
+    );
+    let (settings, next_order) = stored_settings(&config, &store)?;
+    let high_water = store.high_water()?.unwrap_or(now).max(now);
+    let recorder = Recorder::start(
+        store.clone(),
+        config.state.durability == Durability::Strict,
+        config.state.flush_interval,
+    )?;
+    Ok(Loaded {
+        config,
+        keys,
+        host,
+        store,
+        recorder,
+        meters,
+        settings,
+        next_order,
+        high_water,
+        month,
+    })
+}
+
+/// Each flow's setting: as stored, else as the config says (enabling order = config order);
+/// and the next enabling order to hand out.
+fn stored_settings(
+    config: &Config,
+    store: &Store,
+) -> Result<(HashMap<String, FlowSetting>, u64), ControlError> {
+    let stored = store.flows()?;
+    let mut settings = HashMap::new();
+    for (order, flow) in config.flows.iter().enumerate() {
+        let setting = match stored.get(&flow.id) {
+            Some(saved) => FlowSetting {
+                enabled: saved.enabled,
+                reason: DisabledReason::parse(&saved.reason).unwrap_or(DisabledReason::Operator),
+                order: saved.order,
+            },
+            None => FlowSetting {
+                enabled: flow.enabled,
+                reason: DisabledReason::Operator,
+                order: order as u64,
+            },
+        };
+        settings.insert(flow.id.clone(), setting);
+    }
+    let next_order = settings
+        .values()
+        .map(|s| s.order + 1)
+        .max()
+        .unwrap_or(0)
+        .max(config.flows.len() as u64);
+    Ok((settings, next_order))
+}
+
+/// The snapshot `Shared` holds for the instant before the first real one is swapped in.
+fn empty_snapshot(
+    config: &Arc<Config>,
+    host: &Arc<HostIdentity>,
+    now: DateTime<Utc>,
+) -> Result<crate::policy::Snapshot, ControlError> {
+    let compiled = crate::policy::compile(
+        config.clone(),
+        &[],
+        &[],
+        &mut Resources::default(),
+        host,
+        Moment::at(now),
+        None,
+    )?;
+    Ok(compiled.snapshot)
+}
+
+/// Loads the trusted keys and the host identity a config names; a `licensing.host` entry that
+/// is not this machine's is refused, naming the config file and the entry.
+pub(super) fn trust(
+    config: &Config,
+    config_path: &Path,
+) -> Result<(TrustedKeys, Arc<HostIdentity>), ControlError> {
+    let mut keys = TrustedKeys::new();
+    for path in &config.licensing.public_keys {
+        keys.load_pem_file(path)
+            .map_err(|source| ControlError::Key {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    let host = HostIdentity::detect()
+        .with_claims(config.licensing.host.as_deref().unwrap_or_default())
+        .map_err(|source| ControlError::ForeignHost {
+            config: config_path.to_owned(),
+            source,
+        })?;
+    Ok((keys, Arc::new(host)))
+}
