@@ -115,6 +115,33 @@ pub fn parse_month(label: &str) -> Option<u32> {
         .then(|| year * 12 + month - 1)
 }
 
+/// A clock tests move by hand.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+
+#[cfg(test)]
+impl ManualClock {
+    /// A clock reading `now` until moved.
+    pub(crate) fn new(now: DateTime<Utc>) -> ManualClock {
+        ManualClock(std::sync::Mutex::new(now))
+    }
+
+    /// Moves the clock to `now`.
+    pub(crate) fn set(&self, now: DateTime<Utc>) {
+        if let Ok(mut current) = self.0.lock() {
+            *current = now;
+        }
+    }
+}
+
+#[cfg(test)]
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.lock().map_or_else(|_| Utc::now(), |now| *now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

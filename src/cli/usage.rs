@@ -142,6 +142,20 @@ fn text(value: &Value) -> String {
 }
 
 fn print_tables(report: &Value) {
+    say!(
+        "Licenses ({})\n{}\n",
+        text(&report["usage"]["month"]),
+        licenses_table(report)
+    );
+    say!("Flows\n{}\n", flows_table(report));
+    say!(
+        "Entitlements in use / limit\n{}",
+        entitlements_table(report)
+    );
+}
+
+/// One row per license: state, points, this month's records and a usage bar.
+fn licenses_table(report: &Value) -> comfy_table::Table {
     let mut licenses = table([
         "license",
         "kind",
@@ -181,11 +195,11 @@ fn print_tables(report: &Value) {
             usage,
         ]);
     }
-    say!(
-        "Licenses ({})\n{licenses}\n",
-        text(&report["usage"]["month"])
-    );
+    licenses
+}
 
+/// One row per flow: environment, pair, state, license and this month's records.
+fn flows_table(report: &Value) -> comfy_table::Table {
     let used_by_flow = |id: &Value| {
         report["usage"]["flows"]
             .as_array()
@@ -217,8 +231,11 @@ fn print_tables(report: &Value) {
             used_by_flow(&flow["id"]),
         ]);
     }
-    say!("Flows\n{flows}\n");
+    flows
+}
 
+/// One row per environment: each entitlement in use against its limit.
+fn entitlements_table(report: &Value) -> comfy_table::Table {
     let mut entitlements = table([
         "environment",
         "active flows",
@@ -242,7 +259,7 @@ fn print_tables(report: &Value) {
             cell("agents"),
         ]);
     }
-    say!("Entitlements in use / limit\n{entitlements}");
+    entitlements
 }
 
 #[cfg(test)]

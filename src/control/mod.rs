@@ -13,6 +13,8 @@ mod plane;
 mod reports;
 mod restart;
 mod shared;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 use std::path::Path;

@@ -76,17 +76,7 @@ pub fn compile(
     sorted.sort_by(|a, b| a.file.payload.common.id.cmp(&b.file.payload.common.id));
     let (sources, source_license) = point_sources(&sorted, host, moment);
     let mut ledger = PointLedger::new(sources);
-    let at_hard_limit: Vec<bool> = sorted
-        .iter()
-        .map(|license| {
-            let hard = license.file.payload.records_limits().map(|(_, hard)| hard);
-            let used = resources
-                .meters
-                .license(&license.file.payload.common.id)
-                .committed(month);
-            hard.is_some_and(|hard| used >= hard)
-        })
-        .collect();
+    let at_hard_limit = at_hard_limit(&sorted, resources, month);
 
     let pair_model = config.requires(Model::Pair);
     let pairs: Vec<Option<(InstancePair, SystemPair)>> = config
@@ -151,6 +141,21 @@ pub fn compile(
         refused: plan.refused,
         entitlement_refusals,
     })
+}
+
+/// Which licenses (in `sorted` order) have counted their hard limit this month.
+fn at_hard_limit(sorted: &[Arc<Installed>], resources: &mut Resources, month: u32) -> Vec<bool> {
+    sorted
+        .iter()
+        .map(|license| {
+            let hard = license.file.payload.records_limits().map(|(_, hard)| hard);
+            let used = resources
+                .meters
+                .license(&license.file.payload.common.id)
+                .committed(month);
+            hard.is_some_and(|hard| used >= hard)
+        })
+        .collect()
 }
 
 /// The instance table: entries in config order, the index of each id, and instances by the

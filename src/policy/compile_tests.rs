@@ -473,3 +473,141 @@ systems = ["loader-src"]
         assert_eq!(states[3], ACTIVE, "a one-system data loader needs no point");
     }
 }
+
+mod stages {
+    use super::*;
+    use crate::observe::RequestStats;
+
+    fn setting(enabled: bool, order: u64, reason: DisabledReason) -> FlowSetting {
+        FlowSetting {
+            enabled,
+            reason,
+            order,
+        }
+    }
+
+    #[test]
+    fn enabled_flows_take_points_in_setting_order_then_config_order() {
+        let settings = [
+            setting(true, 7, DisabledReason::Operator),
+            setting(false, 0, DisabledReason::Operator),
+            setting(true, 3, DisabledReason::Operator),
+            setting(true, 7, DisabledReason::Operator),
+        ];
+        assert_eq!(enabling_order(&settings, 4), vec![2, 0, 3]);
+        assert_eq!(
+            enabling_order(&settings, 2),
+            vec![0],
+            "flows past the config are ignored"
+        );
+    }
+
+    #[test]
+    fn disabled_flows_keep_their_reason_until_allocation() {
+        let settings = [
+            setting(false, 0, DisabledReason::RecordsLimit),
+            setting(true, 1, DisabledReason::Operator),
+        ];
+        let plan = disabled_states(&settings, 3);
+        assert_eq!(
+            plan.states,
+            vec![
+                FlowState::Disabled(DisabledReason::RecordsLimit),
+                FlowState::Disabled(DisabledReason::Operator),
+                FlowState::Disabled(DisabledReason::Operator),
+            ]
+        );
+        assert!(plan.refused.is_empty());
+    }
+
+    #[test]
+    fn instances_are_indexed_by_id_base_path_and_authority() {
+        let config = load(
+            r#"
+[[instances]]
+id = "a"
+connector = "http"
+base_uri = "https://API.example/v2/"
+[[instances]]
+id = "b"
+connector = "http"
+base_uri = "http://api.example:8080"
+[[instances]]
+id = "db"
+connector = "rdbms"
+engine = "mysql"
+host = "db.example"
+"#,
+        )
+        .unwrap();
+        let table = index_instances(&config, &mut RequestStats::default());
+        assert_eq!(table.ids.get("b"), Some(&1));
+        assert_eq!(&*table.entries[0].base_path, "/v2");
+        assert_eq!(&*table.entries[1].base_path, "");
+        assert_eq!(&*table.entries[2].base_path, "", "no base_uri, no path");
+        let mut at_host = table.authorities["api.example"].clone();
+        at_host.sort();
+        assert_eq!(at_host, vec![(443, 0), (8080, 1)]);
+        assert_eq!(table.authorities.len(), 1);
+    }
+
+    #[test]
+    fn a_single_system_loader_draws_on_the_covering_license_that_expires_first() {
+        let config = Arc::new(
+            load(
+                r#"
+[[instances]]
+id = "jira-1"
+connector = "named"
+app = "jira"
+base_uri = "https://jira.example"
+[[flows]]
+id = "loader"
+kind = "data-loader"
+systems = ["jira-1"]
+"#,
+            )
+            .unwrap(),
+        );
+        let license = |id: &str, expire: &str, systems: (&str, &str)| {
+            let payload = format!(
+                r#"{{"version":1,"id":"{id}","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"{expire}","system_a":"{}","system_b":"{}","points":1,"transferred_records":5}}"#,
+                systems.0, systems.1
+            );
+            let text = crate::license::sign(payload.as_bytes(), &SigningKey::from_bytes(&[4; 32]))
+                .unwrap();
+            Arc::new(Installed {
+                path: PathBuf::from(format!("{id}.lic")),
+                file: LicenseFile::parse(text.as_bytes()).unwrap(),
+            })
+        };
+        let licenses = [
+            license("LATE", "2031-01-01T00:00:00Z", ("jira", "servicenow")),
+            license("EARLY", "2029-01-01T00:00:00Z", ("Jira", "zendesk")),
+            license("OTHER", "2028-01-01T00:00:00Z", ("netsuite", "servicenow")),
+            license("GONE", "2026-02-01T00:00:00Z", ("jira", "servicenow")),
+        ];
+        let compiled = compile(
+            config,
+            &licenses,
+            &[setting(true, 0, DisabledReason::Operator)],
+            &mut Resources::default(),
+            &Arc::default(),
+            Moment::at(
+                DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+                    .unwrap()
+                    .into(),
+            ),
+            None,
+        )
+        .unwrap();
+        let snapshot = &compiled.snapshot;
+        let budget = snapshot.budget_of(0).map(LicenseEntry::id);
+        assert_eq!(budget, Some("EARLY"), "valid, covers jira, expires first");
+        assert_eq!(snapshot.flows[0].state, FlowState::Active { license: None });
+        assert!(
+            snapshot.licenses.iter().all(|l| l.points_used == 0),
+            "a loader holds no point"
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! The control plane's operations, driven directly on its state (no thread, no sockets):
+//! start-up from disk, enabling and disabling flows with their refusals, license upload and
+//! removal, config reload, the records limit and the month rollover.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::plane::{Command, Plane};
+use super::Refusal;
+use crate::clock::{Clock, ManualClock};
+use crate::license::{generate_keypair, sign, signing_key_from_pem, SigningKey};
+use crate::meter::{MeterEvent, MeterEventKind};
+use crate::policy::{DisabledReason, FlowState, InvalidReason};
+use crate::problem::ProblemCode;
+
+/// A scratch directory with an issuer key, a token, a license directory and a config.
+struct Scratch {
+    dir: tempfile::TempDir,
+    key: SigningKey,
+}
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.2:0"
+token_file = "admin.token"
+[licensing]
+public_keys = ["issuer.pub"]
+license_dir = "licenses"
+[state]
+dir = "state"
+[[instances]]
+id = "sn-1"
+connector = "named"
+app = "servicenow"
+base_uri = "https://sn.example"
+[[instances]]
+id = "jira-1"
+connector = "named"
+app = "jira"
+base_uri = "https://jira.example"
+[[instances]]
+id = "jira-2"
+connector = "named"
+app = "jira"
+base_uri = "https://jira2.example"
+[[flows]]
+id = "first"
+systems = ["sn-1", "jira-1"]
+[[flows]]
+id = "second"
+systems = ["sn-1", "jira-2"]
+enabled = false
+"#;
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = generate_keypair();
+        std::fs::write(dir.path().join("issuer.pub"), public).unwrap();
+        std::fs::write(dir.path().join("admin.token"), "secret\n").unwrap();
+        std::fs::create_dir(dir.path().join("licenses")).unwrap();
+        std::fs::write(dir.path().join("tollgate.toml"), CONFIG).unwrap();
+        Scratch {
+            key: signing_key_from_pem(&private).unwrap(),
+            dir,
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("tollgate.toml")
+    }
+
+    /// A signed servicenow ↔ jira license with `points` points and a records limit.
+    fn license(&self, id: &str, points: u32, records: u64) -> String {
+        let payload = format!(
+            r#"{{"version":1,"id":"{id}","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2030-01-01T00:00:00Z","system_a":"servicenow","system_b":"jira","points":{points},"transferred_records":{records}}}"#
+        );
+        sign(payload.as_bytes(), &self.key).unwrap()
+    }
+
+    fn install(&self, id: &str, points: u32) {
+        let path = self.dir.path().join("licenses").join(format!("{id}.lic"));
+        std::fs::write(path, self.license(id, points, 100)).unwrap();
+    }
+
+    fn start_at(&self, clock: Arc<ManualClock>) -> Plane {
+        let (commands, _received) = mpsc::channel::<Command>();
+        let clock: Arc<dyn Clock> = clock;
+        Plane::start(&self.config(), clock, commands).unwrap()
+    }
+
+    fn start(&self) -> Plane {
+        self.start_at(Arc::new(ManualClock::new(at("2026-06-15T12:00:00Z"))))
+    }
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn state(plane: &Plane, flow: &str) -> FlowState {
+    let live = plane.shared.live.load();
+    live.flows[live.flow(flow).unwrap() as usize].state
+}
+
+fn conflict_code(refusal: Refusal) -> ProblemCode {
+    match refusal {
+        Refusal::Conflict { code, .. } => code,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn start_up_compiles_the_flows_on_the_installed_licenses() {
+    let scratch = Scratch::new();
+    scratch.install("LIC-1", 1);
+    let plane = scratch.start();
+    assert!(matches!(
+        state(&plane, "first"),
+        FlowState::Active { license: Some(_) }
+    ));
+    assert_eq!(
+        state(&plane, "second"),
+        FlowState::Disabled(DisabledReason::Operator)
+    );
+    assert_eq!(plane.shared.live.load().upstreams.len(), 3);
+}
+
+#[test]
+fn enabling_a_flow_without_a_free_point_is_refused_and_remembered() {
+    let scratch = Scratch::new();
+    scratch.install("LIC-1", 1);
+    let mut plane = scratch.start();
+    let refusal = plane.enable_flow("second").unwrap_err();
+    assert_eq!(conflict_code(refusal), ProblemCode::PointsExhausted);
+    assert_eq!(
+        state(&plane, "second"),
+        FlowState::Disabled(DisabledReason::PointsExhausted)
+    );
+    assert!(matches!(
+        plane.enable_flow("nope"),
+        Err(Refusal::NotFound(_))
+    ));
+    // Disabling the first frees the point for the second.
+    plane.disable_flow("first").unwrap();
+    plane.enable_flow("second").unwrap();
+    assert!(matches!(
+        state(&plane, "second"),
+        FlowState::Active { license: Some(_) }
+    ));
+}
+
+#[test]
+fn enabling_without_any_license_is_license_invalid_missing() {
+    let scratch = Scratch::new();
+    let mut plane = scratch.start();
+    assert_eq!(
+        state(&plane, "first"),
+        FlowState::Unlicensed(InvalidReason::Missing)
+    );
+    let refusal = plane.enable_flow("second").unwrap_err();
+    assert_eq!(conflict_code(refusal), ProblemCode::LicenseInvalid);
+}
+
+#[test]
+fn uploads_install_licenses_and_removals_disable_their_flows() {
+    let scratch = Scratch::new();
+    let mut plane = scratch.start();
+    let (id, disabled) = plane
+        .upload_license(scratch.license("LIC-UP", 2, 100).as_bytes())
+        .unwrap();
+    assert_eq!((id.as_str(), disabled.len()), ("LIC-UP", 0));
+    assert!(Path::new(&scratch.dir.path().join("licenses/LIC-UP.lic")).exists());
+    assert!(matches!(
+        state(&plane, "first"),
+        FlowState::Active { license: Some(_) }
+    ));
+    assert!(matches!(
+        plane.upload_license(b"not a license"),
+        Err(Refusal::BadInput(_))
+    ));
+    plane.remove_license("LIC-UP").unwrap();
+    assert_eq!(
+        state(&plane, "first"),
+        FlowState::Disabled(DisabledReason::LicenseRemoved)
+    );
+    assert!(matches!(
+        plane.remove_license("LIC-UP"),
+        Err(Refusal::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_reload_with_a_broken_config_keeps_the_running_one() {
+    let scratch = Scratch::new();
+    scratch.install("LIC-1", 1);
+    let mut plane = scratch.start();
+    let generation = plane.shared.live.load().generation;
+    std::fs::write(scratch.config(), "[server\nbroken").unwrap();
+    plane.reload_config();
+    assert!(plane.config_error.is_some());
+    assert_eq!(plane.shared.live.load().generation, generation);
+    std::fs::write(
+        scratch.config(),
+        CONFIG.replace("enabled = false", "enabled = true"),
+    )
+    .unwrap();
+    plane.reload_config();
+    assert_eq!(plane.config_error, None);
+    assert!(plane.shared.live.load().generation > generation);
+}
+
+#[test]
+fn the_hard_limit_stops_the_flows_of_its_license_until_the_month_turns() {
+    let scratch = Scratch::new();
+    scratch.install("LIC-1", 1);
+    let clock = Arc::new(ManualClock::new(at("2026-06-30T23:59:59Z")));
+    let mut plane = scratch.start_at(clock.clone());
+    let month = plane.month;
+    plane.on_meter_event(MeterEvent {
+        kind: MeterEventKind::Limit,
+        license: "LIC-1".into(),
+        month,
+        used: 110,
+        limit: 100,
+        hard_limit: 110,
+    });
+    assert_eq!(
+        state(&plane, "first"),
+        FlowState::Disabled(DisabledReason::RecordsLimit)
+    );
+    let audit = plane.store.audit_page(10, None).unwrap();
+    let kinds: Vec<&str> = audit.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"records-limit"), "{kinds:?}");
+    // Past midnight, the next tick resets the month and the flow resumes.
+    clock.set(at("2026-07-01T00:00:01Z"));
+    plane.tick();
+    assert_eq!(plane.month, month + 1);
+    assert!(matches!(
+        state(&plane, "first"),
+        FlowState::Active { license: Some(_) }
+    ));
+}
