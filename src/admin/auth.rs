@@ -51,7 +51,7 @@ impl Token {
     }
 }
 
-/// The credentials of a `Bearer` authorization: RFC 9110 §11.1 matches the scheme
+/// The credentials of a `Bearer` authorization: RFC 9110, section 11.1 matches the scheme
 /// case-insensitively and separates it from the credentials by one or more spaces.
 fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
     let space = value.iter().position(|&b| b == b' ')?;

@@ -1,4 +1,4 @@
-//! Canonical endpoint keys (SPEC §1.3, contract): which instances are one endpoint app.
+//! Canonical endpoint keys (docs/licenses.md): which instances are one endpoint app.
 
 use crate::config::{Connector, Instance};
 

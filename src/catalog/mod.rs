@@ -1,4 +1,4 @@
-//! What the config names, in the terms licenses speak: canonical endpoints (SPEC §1.3),
+//! What the config names, in the terms licenses speak: canonical endpoints (docs/licenses.md),
 //! system types and pairs of instances.
 
 mod endpoint;

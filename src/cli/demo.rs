@@ -1,4 +1,4 @@
-//! `tollgate demo` (SPEC §8): one process on loopback — a simulated ServiceNow and Jira, the
+//! `tollgate demo` (docs/cli.md): one process on loopback — a simulated ServiceNow and Jira, the
 //! sidecar with a freshly signed demo license (100 transferred records a month), and an
 //! engine that moves incidents into Jira at a visible pace until the hard limit refuses it.
 

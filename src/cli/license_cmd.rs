@@ -1,4 +1,4 @@
-//! `tollgate license …` (SPEC §4): make issuer keys, sign payloads, verify and show license files.
+//! `tollgate license …` (docs/cli.md): make issuer keys, sign payloads, verify and show license files.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

@@ -1,4 +1,4 @@
-//! Command-line verbs (SPEC §4): thin wrappers that parse arguments and call the library.
+//! Command-line verbs (docs/cli.md): thin wrappers that parse arguments and call the library.
 
 mod check;
 mod demo;
@@ -192,7 +192,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-/// Parses `--pace` (`50ms`, `0s`; at most one second so the demo ends within a minute).
+/// Parses `--pace` (`50ms`, `0s`; at most 400 ms so the demo ends within a minute).
 fn parse_pace(text: &str) -> Result<std::time::Duration, String> {
     let pace = humantime::parse_duration(text).map_err(|err| format!("{text:?}: {err}"))?;
     if pace > std::time::Duration::from_millis(400) {

@@ -1,4 +1,4 @@
-//! The configuration file (SPEC §2): its schema, loading, and whole-file validation.
+//! The configuration file (docs/configuration.md): its schema, loading, and whole-file validation.
 //!
 //! Loading is two steps: serde parses the TOML strictly (unknown keys are errors) and [`parse`]
 //! names the key path, the instance or flow and the line of what does not fit; then
@@ -109,9 +109,9 @@ pub struct Admin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Model {
-    /// Points per pair of instances and a monthly transferred-records budget (SPEC §1.1).
+    /// Points per pair of instances and a monthly transferred-records budget (docs/licenses.md).
     Pair,
-    /// Entitlements per environment (SPEC §1.2).
+    /// Entitlements per environment (docs/licenses.md).
     Subscription,
 }
 
@@ -184,7 +184,7 @@ impl Default for State {
     }
 }
 
-/// How tollgate talks to, and identifies, a kind of target system (SPEC §1.3).
+/// How tollgate talks to, and identifies, a kind of target system (docs/licenses.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Connector {

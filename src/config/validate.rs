@@ -315,7 +315,7 @@ fn needed_by_flows(config: &Config, id: &str) -> Option<String> {
     ))
 }
 
-/// The attributes each connector needs to name its canonical endpoint (SPEC §1.3).
+/// The attributes each connector needs to name its canonical endpoint (docs/licenses.md).
 fn connector_attributes(instance: &Instance, at: &str, problems: &mut Problems) {
     let required: &[(&str, &Option<String>)] = match instance.connector {
         Connector::Named => &[("app", &instance.app)],

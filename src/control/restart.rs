@@ -25,6 +25,10 @@ pub(super) fn restart_required(started: &Config, config: &Config) -> Vec<&'stati
         ),
         ("server.tls", tls(started) != tls(config)),
         (
+            "server.max_header_bytes",
+            started.server.max_header_bytes != config.server.max_header_bytes,
+        ),
+        (
             "server.header_read_timeout",
             started.server.header_read_timeout != config.server.header_read_timeout,
         ),

@@ -1,4 +1,4 @@
-//! The text armor around a license envelope (SPEC §3): BEGIN/END lines around base64 lines.
+//! The text armor around a license envelope (docs/licenses.md): BEGIN/END lines around base64 lines.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

@@ -1,4 +1,4 @@
-//! Reading a license directory (`licensing.license_dir`, SPEC §2/§3): every `*.lic` file,
+//! Reading a license directory (`licensing.license_dir`): every `*.lic` file,
 //! each either installed (parsed and verified) or rejected with its reason. Whether an
 //! installed license is in force is judged later, afresh, at every use.
 

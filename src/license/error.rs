@@ -73,7 +73,7 @@ pub enum LicenseError {
     /// The decoded signature has the wrong length.
     #[error("sig is {0} bytes; an Ed25519 signature is 64")]
     SignatureLength(usize),
-    /// The payload JSON breaks a rule of SPEC §3 (unknown or missing field, bad value).
+    /// The payload JSON breaks a rule of the license format (docs/licenses.md: unknown or missing field, bad value).
     #[error("payload: {0}")]
     Payload(String),
     /// The payload declares a format version this build does not know.

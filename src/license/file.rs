@@ -1,4 +1,4 @@
-//! License files (SPEC §3): the signed envelope inside the armor, parsing, signing and
+//! License files (docs/licenses.md): the signed envelope inside the armor, parsing, signing and
 //! signature verification.
 
 use std::path::Path;
@@ -56,7 +56,7 @@ pub struct LicenseFile {
 }
 
 impl LicenseFile {
-    /// Parses a license file's bytes; refuses anything that breaks SPEC §3.
+    /// Parses a license file's bytes; refuses anything that breaks the license format (docs/licenses.md).
     pub fn parse(bytes: &[u8]) -> Result<LicenseFile, LicenseError> {
         if bytes.len() > MAX_LICENSE_BYTES {
             return Err(LicenseError::TooLarge {
@@ -459,7 +459,7 @@ mod properties {
     /// Cases per property: enough to shake the parser, a few seconds each.
     const CASES: u32 = 256;
 
-    /// A validly signed file (by key 1) of one of the SPEC examples.
+    /// A validly signed file (by key 1) of one of the documented examples.
     fn signed(subscription: bool) -> String {
         let json = if subscription {
             SUBSCRIPTION_JSON
@@ -568,7 +568,7 @@ mod properties {
         "[^\\p{Cc}]{0,16}[^\\p{Cc}\\s]"
     }
 
-    /// An RFC 3339 instant between 1970 and 2100, whole seconds, as the SPEC writes them.
+    /// An RFC 3339 instant between 1970 and 2100, whole seconds, as license files write them.
     fn instant(seconds: i64) -> String {
         crate::license::format_time(DateTime::from_timestamp(seconds, 0).unwrap())
     }

@@ -1,4 +1,4 @@
-//! Shared test fixtures: the SPEC §3 example payloads, fixed keys and file editors.
+//! Shared test fixtures: the example payloads of docs/licenses.md, fixed keys and file editors.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -8,13 +8,13 @@ use serde_json::{Map, Value};
 
 use super::{armor, TrustedKeys};
 
-/// The pair example of SPEC §3.
+/// The pair example of docs/licenses.md.
 pub(super) const PAIR_JSON: &str = r#"{"version":1,"id":"LIC-0001","kind":"pair","company":"Acme Corp","registered_to":"Jane Doe",
  "email":"jane@acme.example","bound_to":"integration-host.acme.example",
  "start":"2026-01-01T00:00:00Z","expire":"2027-01-01T00:00:00Z",
  "system_a":"servicenow","system_b":"jira","points":2,"transferred_records":100000}"#;
 
-/// The subscription example of SPEC §3.
+/// The subscription example of docs/licenses.md.
 pub(super) const SUBSCRIPTION_JSON: &str = r#"{"version":1,"id":"SUB-0001","kind":"subscription","company":"Acme Corp","registered_to":"Jane Doe",
  "email":"jane@acme.example","start":"2026-01-01T00:00:00Z","expire":"2027-01-01T00:00:00Z",
  "pricing":"endpoint","unlimited_until":"2026-01-31T00:00:00Z",

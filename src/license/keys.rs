@@ -1,4 +1,4 @@
-//! Issuer keys (SPEC §3): PEM files (PKCS#8 private, SubjectPublicKeyInfo public), key ids,
+//! Issuer keys (docs/licenses.md): PEM files (PKCS#8 private, SubjectPublicKeyInfo public), key ids,
 //! and the set of trusted issuer keys a license must be signed by.
 
 use std::collections::BTreeMap;
@@ -16,11 +16,11 @@ use super::read::{read_capped, Capped};
 
 /// Largest key file read; an Ed25519 PEM key is about 120 bytes.
 const MAX_KEY_BYTES: usize = 16 * 1024;
-/// DER of an Ed25519 PKCS#8 v1 private key up to the 32-byte seed (RFC 8410 §7).
+/// DER of an Ed25519 PKCS#8 v1 private key up to the 32-byte seed (RFC 8410, section 7).
 const PKCS8_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
-/// DER of an Ed25519 SubjectPublicKeyInfo up to the 32-byte public key (RFC 8410 §4).
+/// DER of an Ed25519 SubjectPublicKeyInfo up to the 32-byte public key (RFC 8410, section 4).
 const SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
@@ -102,7 +102,7 @@ impl TrustedKeys {
     }
 }
 
-/// The key id of SPEC §3: lowercase hex of the first 8 bytes of SHA-256 of the public key.
+/// The key id of a license file (docs/licenses.md): lowercase hex of the first 8 bytes of SHA-256 of the public key.
 pub fn kid(key: &VerifyingKey) -> String {
     let digest = Sha256::digest(key.as_bytes());
     digest[..8]
@@ -188,7 +188,7 @@ mod tests {
     use super::*;
     use ed25519_dalek::{Signer, Verifier};
 
-    /// RFC 8032 §7.1 test 1.
+    /// RFC 8032, section 7.1 test 1.
     const RFC8032_SECRET: [u8; 32] = [
         0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4, 0x92, 0xec, 0x2c,
         0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32, 0x69, 0x19, 0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae,

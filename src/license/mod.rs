@@ -1,4 +1,4 @@
-//! License files (SPEC §3): the payload model, the armored and signed file format, issuer
+//! License files (docs/licenses.md): the payload model, the armored and signed file format, issuer
 //! keys, and the validity of a license on this host at a given instant.
 //!
 //! Reading a file ([`LicenseFile::parse`]) only checks its form; trust comes from
@@ -33,9 +33,9 @@ pub use validity::{judge, Moment, Validity};
 pub(crate) use payload::format_time;
 pub(crate) use read::{read_capped, Capped};
 
-/// Largest license file accepted (SPEC §3): bigger files are refused before parsing.
+/// Largest license file accepted (docs/licenses.md): bigger files are refused before parsing.
 pub const MAX_LICENSE_BYTES: usize = 64 * 1024;
 
-/// Domain-separation prefix of every signed message (SPEC §3), so a license signature can
+/// Domain-separation prefix of every signed message (docs/licenses.md), so a license signature can
 /// never be replayed as a signature over anything else.
 pub const SIGNING_CONTEXT: &[u8] = b"tollgate-license-v1.";

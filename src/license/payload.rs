@@ -1,4 +1,4 @@
-//! License payloads (SPEC §3, version 1): the typed attributes and their strict JSON form.
+//! License payloads (docs/licenses.md): the typed attributes and their strict JSON form.
 //!
 //! Parsing is strict on purpose: a signed file is a contract, so anything the issuer may have
 //! meant differently (an unknown field, a later version, an out-of-range number) is refused
@@ -38,7 +38,7 @@ pub struct Common {
     pub expire: DateTime<Utc>,
 }
 
-/// Terms of a pair license (SPEC §1.1).
+/// Terms of a pair license (docs/licenses.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairTerms {
     /// One system type of the pair, as written by the issuer.
@@ -51,7 +51,7 @@ pub struct PairTerms {
     pub transferred_records: Option<u64>,
 }
 
-/// How a subscription counts flows and trading partners (SPEC §1.2).
+/// How a subscription counts flows and trading partners (docs/licenses.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pricing {
@@ -84,7 +84,7 @@ pub struct EnvLimits {
     pub agents: u32,
 }
 
-/// Terms of a subscription license (SPEC §1.2).
+/// Terms of a subscription license (docs/licenses.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionTerms {
     /// Pricing model.
@@ -106,7 +106,7 @@ pub enum Terms {
     Subscription(SubscriptionTerms),
 }
 
-/// A parsed payload (SPEC §3), version 1.
+/// A parsed payload (docs/licenses.md), version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     /// Fields shared by every kind.
@@ -208,7 +208,7 @@ struct EnvWire {
 }
 
 impl Payload {
-    /// Parses and checks a payload; every rule of SPEC §3 plus sanity ranges.
+    /// Parses and checks a payload; every rule of the license format (docs/licenses.md) plus sanity ranges.
     pub fn from_json(bytes: &[u8]) -> Result<Payload, LicenseError> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| LicenseError::Payload(format!("not valid JSON: {e}")))?;
@@ -224,7 +224,7 @@ impl Payload {
         build(wire, kind)
     }
 
-    /// The payload in the JSON shape of the SPEC examples (absent optional fields omitted).
+    /// The payload in the JSON shape of the documented examples (absent optional fields omitted).
     pub fn to_json(&self) -> serde_json::Value {
         let c = &self.common;
         let mut m = Map::new();
@@ -260,8 +260,7 @@ impl Payload {
         Value::Object(m)
     }
 
-    /// The monthly transferred-records limit and its hard limit (`limit + limit / 10`, SPEC
-    /// §1.1), for a pair license that sets one.
+    /// The monthly transferred-records limit and its hard limit (`limit + limit / 10`), for a pair license that sets one.
     pub fn records_limits(&self) -> Option<(u64, u64)> {
         match &self.terms {
             Terms::Pair(terms) => terms
@@ -280,7 +279,7 @@ impl Payload {
     }
 }
 
-/// Formats an instant as RFC 3339 in UTC with a `Z`, as the SPEC examples do.
+/// Formats an instant as RFC 3339 in UTC with a `Z`, as the documented examples do.
 pub(crate) fn format_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }

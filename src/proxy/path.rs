@@ -1,4 +1,4 @@
-//! Path normalisation for routing, classification and forwarding alike (RFC 3986 §6.2.2
+//! Path normalisation for routing, classification and forwarding alike (RFC 3986, section 6.2.2
 //! plus the ways real targets read paths):
 //!
 //! - escapes of unreserved characters are decoded, other escapes upper-cased;

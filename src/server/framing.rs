@@ -1,7 +1,7 @@
 //! Refusing requests whose framing is ambiguous. hyper resolves a request carrying both
 //! `Content-Length` and `Transfer-Encoding` the RFC 9112 way (chunked wins, the length is
 //! dropped, the connection closes), so by the time the service sees it the conflict is gone.
-//! SPEC §5 wants such a request refused with 400 and never forwarded, so each HTTP/1
+//! The request path refuses such a request with 400 and never forwards it (docs/http.md), so each HTTP/1
 //! connection's bytes pass through a [`ScanningIo`] whose [`Scanner`] frames the requests
 //! exactly as hyper's HTTP/1 server does (heads by httparse with hyper's settings, bodies by
 //! hyper's `Content-Length` rules and its chunked decoder) and notes which request head (by

@@ -147,7 +147,7 @@ fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ForwardErro
     ForwardError::Unavailable(text)
 }
 
-/// Removes the hop-by-hop headers of RFC 9110 §7.6.1, including those `Connection` names.
+/// Removes the hop-by-hop headers of RFC 9110, section 7.6.1, including those `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers

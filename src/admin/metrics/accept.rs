@@ -1,5 +1,5 @@
 //! Which exposition format a scraper gets: the Prometheus text format 0.0.4 unless its
-//! `Accept` header ranks OpenMetrics higher (RFC 9110 §12.5.1: the most specific range that
+//! `Accept` header ranks OpenMetrics higher (RFC 9110, section 12.5.1: the most specific range that
 //! matches a format gives that format's weight).
 
 use http::header::ACCEPT;
