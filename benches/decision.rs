@@ -91,6 +91,7 @@ fn snapshot() -> Snapshot {
     .snapshot
 }
 
+/// Times each decision case on the large snapshot.
 fn decision(c: &mut Criterion) {
     let snapshot = snapshot();
     let now = Utc

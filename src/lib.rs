@@ -11,19 +11,21 @@
 //! - `server`, `upstream`, `store` — listeners, client pools to the targets, durable state;
 //! - `meter`, `observe`, `problem`, `catalog`, `license`, `config`, `clock` — the leaves.
 
-pub mod admin;
+#![warn(missing_docs)]
+
+pub(crate) mod admin;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod control;
+pub(crate) mod control;
 pub mod license;
 pub mod meter;
 pub mod observe;
 pub mod policy;
 pub mod problem;
 pub mod proxy;
-pub mod server;
-pub mod sidecar;
-pub mod store;
-pub mod upstream;
+pub(crate) mod server;
+pub(crate) mod sidecar;
+pub(crate) mod store;
+pub(crate) mod upstream;

@@ -29,7 +29,6 @@ use tokio::sync::oneshot;
 
 pub use error::{ControlError, Refusal};
 pub use shared::{Live, Shared};
-pub use watch::WatchError;
 
 use crate::clock::Clock;
 use plane::{Command, Plane, Reply};
