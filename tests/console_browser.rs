@@ -6,7 +6,7 @@
 //! meters and removes a license after confirming. With `TOLLGATE_SCREENSHOTS=1` the pages
 //! are saved to `docs/screenshots/` (otherwise the tree is left alone).
 
-mod common;
+pub mod common;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

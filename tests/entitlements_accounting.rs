@@ -6,7 +6,7 @@
 //! Everything goes through the real binary: a config with raw `[[instances]]`/`[[flows]]`
 //! tables, subscription licenses signed with `tollgate license sign`, and the admin API.
 
-mod common;
+pub mod common;
 
 use std::collections::BTreeSet;
 

@@ -7,7 +7,7 @@
 //! tables, licenses signed per SPEC §3, the admin API and the engine-facing listener in
 //! front of an in-process upstream.
 
-mod common;
+pub mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! idle and slow connections, a connection flood against `server.max_connections`, and
 //! request bodies the engine breaks or stops sending.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 
@@ -236,10 +236,7 @@ async fn a_malformed_body_is_400_and_a_stalled_body_is_408() {
         "{}",
         String::from_utf8_lossy(&resp.bytes)
     );
-    assert_eq!(
-        resp.header("tollgate-reason").as_deref(),
-        Some("bad-request")
-    );
+    assert_eq!(resp.header("tollgate-reason"), Some("bad-request"));
 
     // A body the engine stops sending.
     let mut stream = TcpStream::connect(tg.engine).await.unwrap();
@@ -257,8 +254,5 @@ async fn a_malformed_body_is_400_and_a_stalled_body_is_408() {
         "{}",
         String::from_utf8_lossy(&resp.bytes)
     );
-    assert_eq!(
-        resp.header("tollgate-reason").as_deref(),
-        Some("request-timeout")
-    );
+    assert_eq!(resp.header("tollgate-reason"), Some("request-timeout"));
 }

@@ -4,7 +4,7 @@
 //! with the exact outcome it must have, and every forwarded path checked the way a lenient
 //! target would resolve it (decode once, `\` as `/`, `;parameters` stripped).
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! Built with the `test-clock` feature every run is pinned to the middle of a month (so a
 //! real month boundary can never split a test); without it the tests use the real clock.
 
-mod common;
+pub mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@
 //! real month boundary can never cut a test in two) and `Retry-After` is checked exactly;
 //! without it the tests run on the real clock.
 
-mod common;
+pub mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 
 #![cfg(feature = "test-clock")]
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! `Accept` prefers it, each checked line by line against its format), and the logs (`--log-format json`) carry one event per license change, flow change,
 //! warning and limit, and no line per request at the default level.
 
-mod common;
+pub mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! running sidecar — `--json` is exactly the four admin answers, the tables show the
 //! licenses and flows, and a missing or wrong token exits 1 naming the problem.
 
-mod common;
+pub mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -226,7 +226,7 @@ async fn usage_without_a_valid_token_exits_1_naming_the_problem() {
 
     // Nothing listening at --admin.
     let closed = closed_port();
-    let out = tollgate_output(&[
+    let out = tollgate_output([
         "usage".as_ref(),
         "--admin".as_ref(),
         format!("http://{closed}").as_ref(),

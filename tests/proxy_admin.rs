@@ -1,7 +1,7 @@
 //! The admin API, first part (SPEC §6, issue 3): bearer token, licenses (list, upload,
 //! remove), flows (list, enable, disable) and point allocation and release per SPEC §1.1.
 
-mod common;
+pub mod common;
 
 use bytes::Bytes;
 use common::*;

@@ -2,7 +2,7 @@
 //! method, path, query, headers (hop-by-hop removed, flow header stripped), multi-megabyte
 //! bodies both ways byte for byte, HTTP/2 to the listener, and TLS upstreams with `ca_file`.
 
-mod common;
+pub mod common;
 
 use bytes::Bytes;
 use common::*;

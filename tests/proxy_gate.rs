@@ -2,7 +2,7 @@
 //! `Tollgate-Reason` header and fields, in the contract's decision order — and none of the
 //! refused requests ever reaches the target.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! API and the watched license directory, bad files refused while the running snapshot
 //! stays, and SIGHUP reloads of the configuration (a broken one keeps the old one serving).
 
-mod common;
+pub mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

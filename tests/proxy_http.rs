@@ -2,7 +2,7 @@
 //! conflicting Content-Length and Transfer-Encoding, oversized heads, slow clients. None of
 //! it is forwarded, and the proxy keeps serving.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 
