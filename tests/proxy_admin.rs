@@ -385,22 +385,12 @@ async fn bad_uploads_are_refused_with_400_and_change_nothing() {
 
     // A valid license whose payload was altered after signing.
     let good = tg.sign(&pair_license("LIC-T", "servicenow", "jira", 1));
-    let tampered = {
+    let tampered = tampered(&good, |envelope| {
         use base64::engine::general_purpose::STANDARD;
         use base64::Engine;
-        let b64: String = good.lines().filter(|l| !l.starts_with("-----")).collect();
-        let mut envelope: Value = serde_json::from_slice(&STANDARD.decode(b64).unwrap()).unwrap();
         let payload = pair_license("LIC-T", "servicenow", "jira", 1000);
         envelope["payload"] = Value::from(STANDARD.encode(payload.to_string()));
-        let armored = STANDARD.encode(envelope.to_string());
-        let mut text = String::from("-----BEGIN TOLLGATE LICENSE-----\n");
-        for chunk in armored.as_bytes().chunks(64) {
-            text.push_str(std::str::from_utf8(chunk).unwrap());
-            text.push('\n');
-        }
-        text.push_str("-----END TOLLGATE LICENSE-----\n");
-        text
-    };
+    });
 
     let bodies: Vec<(&str, Bytes)> = vec![
         ("empty", Bytes::new()),
