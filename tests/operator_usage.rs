@@ -8,7 +8,6 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use common::*;
-use hyper::StatusCode;
 use serde_json::Value;
 
 /// A sidecar with two licenses, three flows (one disabled by the operator) and some loads.
@@ -62,20 +61,6 @@ fn usage(tg: &Tollgate, token_file: Option<&Path>, json: bool) -> std::process::
     tollgate_output(&args)
 }
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-async fn admin_json(tg: &Tollgate, path: &str) -> Value {
-    let resp = tg.admin_get(path).await;
-    assert_eq!(resp.status, StatusCode::OK, "GET {path}: {}", resp.text());
-    resp.json()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_json_is_the_four_admin_answers() {
     let target = Upstream::plain("target").await;
@@ -106,7 +91,7 @@ async fn usage_json_is_the_four_admin_answers() {
         ("entitlements", "/v1/entitlements"),
         ("usage", "/v1/usage"),
     ] {
-        let direct = admin_json(&tg, path).await;
+        let direct = tg.admin_json(path).await;
         assert_eq!(
             report[key], direct,
             "usage --json .{key} differs from GET {path}"
