@@ -1,4 +1,4 @@
-//! `tollgate check --config FILE` end to end (SPEC §1–§4): the real binary against the
+//! `tollgate check --config FILE` end to end: the real binary against the
 //! committed example and against configurations and licenses built in scratch directories,
 //! with licenses signed by the binary's own `license keygen` / `license sign` verbs.
 //!

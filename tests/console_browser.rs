@@ -1,4 +1,4 @@
-//! Operator experience (issue 6): the web console at `/` on the admin listener, driven in a
+//! Operator experience: the web console at `/` on the admin listener, driven in a
 //! real headless Chromium over WebDriver (chromedriver + fantoccini).
 //!
 //! The operator pastes the token, sees the licenses with their points, uploads a license

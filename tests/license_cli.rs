@@ -1,5 +1,5 @@
 //! `tollgate license …` end to end: the real binary, real files, and openssl as an
-//! independent implementation of the key and signature formats (SPEC §3, §4).
+//! independent implementation of the key, signature and license file formats.
 
 pub mod common;
 

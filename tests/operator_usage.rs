@@ -1,4 +1,4 @@
-//! Operator experience (issue 6): `tollgate usage --admin URL --token-file F` against a
+//! Operator experience: `tollgate usage --admin URL --token-file F` against a
 //! running sidecar — `--json` is exactly the four admin answers, the tables show the
 //! licenses and flows, and a missing or wrong token exits 1 naming the problem.
 

@@ -1,5 +1,5 @@
-//! The admin API, first part (SPEC §6, issue 3): bearer token, licenses (list, upload,
-//! remove), flows (list, enable, disable) and point allocation and release per SPEC §1.1.
+//! The admin API, first part: bearer token, licenses (list, upload, remove), flows (list,
+//! enable, disable) and the allocation and release of a pair license's points.
 
 pub mod common;
 
@@ -92,7 +92,7 @@ async fn every_v1_route_needs_the_bearer_token() {
         .await
         .assert_upstream_ok("target");
 
-    // The scheme is case-insensitive and may be followed by several spaces (RFC 9110 §11).
+    // The scheme is case-insensitive and may be followed by several spaces (RFC 9110).
     for auth in [
         format!("bearer {}", tg.token),
         format!("BEARER {}", tg.token),
@@ -551,7 +551,7 @@ async fn a_renewed_license_restores_the_flows_it_covers() {
     assert_eq!(tg.flow("incidents").await["license"], "LIC-R");
 }
 
-/// The fields SPEC §6 lists for every license entry.
+/// The fields the admin API's license list gives for every license entry.
 const LICENSE_FIELDS: [&str; 10] = [
     "id",
     "kind",

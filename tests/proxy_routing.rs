@@ -1,4 +1,4 @@
-//! Routing (SPEC §5, issue 3): the `/{instance-id}/…` prefix on the main listener, path
+//! Routing: the `/{instance-id}/…` prefix on the main listener, path
 //! normalisation and traversal attempts, dedicated instance listeners with and without a
 //! bound flow, and absolute-form requests with `forward_proxy` — tollgate is never an open
 //! proxy.

@@ -1,4 +1,4 @@
-//! Graceful shutdown (SPEC §5, issue 3): on SIGTERM tollgate stops accepting, lets the
+//! Graceful shutdown: on SIGTERM tollgate stops accepting, lets the
 //! requests in flight finish, and exits 0.
 
 pub mod common;
