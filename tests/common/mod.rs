@@ -3,32 +3,30 @@
 //! of `tollgate run --ready-file`, the engine-facing and dedicated listeners, the admin API
 //! and signals sent by process id), in front of HTTP upstreams started in-process.
 //!
-//! | module      | for                                                               |
-//! |-------------|-------------------------------------------------------------------|
-//! | `licenses`  | payload builders, the issuer, armor / unarmor / tamper            |
-//! | `upstream`  | the in-process mock target (plain HTTP or TLS)                    |
-//! | `config`    | the scratch directory and `tollgate.toml` builder                 |
-//! | `process`   | `tollgate run` as a process: readiness, log, signals, restarts    |
-//! | `client`    | hyper requests to tollgate and the assertions on their answers    |
-//! | `admin`     | the admin API client                                              |
-//! | `raw_http`  | byte-exact HTTP/1.1 over TCP, responses parsed with `httparse`    |
-//! | `poll`      | waiting for asynchronous outcomes                                 |
-//!
 //! Every test file declares this module as `pub mod common;`. Each test file is its own
 //! crate and uses only part of the harness; declaring the module `pub` makes its public
-//! items part of that crate's interface, so rustc does not report the helpers other test
-//! files use as dead code, while private items that nothing uses are still reported. No
+//! items part of that crate's interface, so rustc does not report the helpers that other
+//! test files use as dead code, while private items nothing uses are still reported. No
 //! `allow(dead_code)` is needed anywhere in the harness.
 
+/// The admin API client: authenticated requests and the views read through them.
 pub mod admin;
+/// hyper requests to the sidecar's listeners and the assertions on their answers.
 pub mod client;
+/// The scratch directory and `tollgate.toml` builder, and starting the sidecar on it.
 pub mod config;
+/// License payload builders, the issuer, and armor / unarmor / tamper.
 pub mod licenses;
+/// Waiting for asynchronous outcomes.
 pub mod poll;
+/// `tollgate run` as a process: readiness, log, signals, restarts; one-shot CLI runs.
 pub mod process;
+/// Byte-exact HTTP/1.1 over TCP, responses parsed with `httparse`.
 pub mod raw_http;
+/// The in-process mock target, plain HTTP or TLS.
 pub mod upstream;
 
+// Re-exported so that a test file needs only `use common::*;`.
 pub use client::*;
 pub use config::*;
 pub use licenses::*;
