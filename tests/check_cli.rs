@@ -1,10 +1,12 @@
-//! `tollgate check --config FILE` end to end (SPEC §1–§4): the real binary against the
+//! `tollgate check --config FILE` end to end: the real binary against the
 //! committed example and against configurations and licenses built in scratch directories,
 //! with licenses signed by the binary's own `license keygen` / `license sign` verbs.
 //!
 //! Tables are parsed into cells, so the assertions are exact without depending on column
 //! widths. Cells that depend on the current time (days to expiry, the current month) are
 //! computed here from the instants just before and just after the run.
+
+pub mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -13,8 +15,8 @@ use std::process::Command;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, Utc};
+use common::licenses::{during, pair_license, subscription_license, tamper, with, Issuer};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------------------------------
 // Running the binary
@@ -335,50 +337,16 @@ fn month_cells(now: DateTime<Utc>, offset_hours: i64, abbreviation: &str) -> [St
 /// directory (`licenses/`) and a config file (`tollgate.toml`) written per test.
 struct Scratch {
     dir: tempfile::TempDir,
-}
-
-fn keygen(out: &Path) {
-    let run = tollgate(
-        Path::new("/"),
-        [
-            OsStr::new("license"),
-            "keygen".as_ref(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ],
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-}
-
-/// Signs `payload` with the private key `key` into `out`.
-fn sign_with(key: &Path, payload: &Value, out: &Path) {
-    let input = out.with_extension("json");
-    std::fs::write(&input, payload.to_string()).unwrap();
-    let run = tollgate(
-        Path::new("/"),
-        [
-            OsStr::new("license"),
-            "sign".as_ref(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "--in".as_ref(),
-            input.as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ],
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    std::fs::remove_file(&input).unwrap();
+    issuer: Issuer,
 }
 
 impl Scratch {
     fn new() -> Scratch {
         let dir = tempfile::tempdir().unwrap();
-        keygen(&dir.path().join("issuer"));
+        let issuer = Issuer::new(&dir.path().join("issuer"));
         std::fs::write(dir.path().join("admin.token"), "secret\n").unwrap();
         std::fs::create_dir(dir.path().join("licenses")).unwrap();
-        std::fs::create_dir(dir.path().join("work")).unwrap();
-        Scratch { dir }
+        Scratch { dir, issuer }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -419,12 +387,7 @@ license_dir = "licenses"
 
     /// Signs `payload` with the scratch issuer into `licenses/<file>`.
     fn license(&self, file: &str, payload: &Value) -> PathBuf {
-        let out = self.path("licenses").join(file);
-        // Sign next to the license dir, so no stray payload file lands in it.
-        let tmp = self.path("work").join(file);
-        sign_with(&self.path("issuer/issuer.key"), payload, &tmp);
-        std::fs::rename(&tmp, &out).unwrap();
-        out
+        install(&self.issuer, &self.path("licenses").join(file), payload)
     }
 
     fn check(&self) -> Run {
@@ -442,22 +405,16 @@ license_dir = "licenses"
     }
 }
 
-/// A pair license payload as SPEC §3 shows it, unbound, without a records limit.
-fn pair(id: &str, a: &str, b: &str, points: u32, start: &str, expire: &str) -> Value {
-    json!({
-        "version": 1, "id": id, "kind": "pair", "company": "Acme Corp",
-        "registered_to": "Jane Doe", "email": "jane@acme.example",
-        "start": start, "expire": expire,
-        "system_a": a, "system_b": b, "points": points,
-    })
+/// Signs `payload` by `issuer` into the license file `out` (the payload file the signing
+/// needs stays in the issuer's directory, so none lands beside the license).
+fn install(issuer: &Issuer, out: &Path, payload: &Value) -> PathBuf {
+    std::fs::write(out, issuer.sign(payload)).unwrap();
+    out.to_owned()
 }
 
-fn with(mut payload: Value, key: &str, value: Value) -> Value {
-    payload
-        .as_object_mut()
-        .unwrap()
-        .insert(key.to_owned(), value);
-    payload
+/// An unbound pair license payload without a records limit, valid from `start` to `expire`.
+fn pair(id: &str, a: &str, b: &str, points: u32, start: &str, expire: &str) -> Value {
+    during(pair_license(id, a, b, points), start, expire)
 }
 
 const LONG_AGO: &str = "2020-01-01T00:00:00Z";
@@ -466,15 +423,14 @@ const EARLY: &str = "2080-01-01T00:00:00Z";
 const LATE: &str = "2090-01-01T00:00:00Z";
 const FUTURE_START: &str = "2088-01-01T00:00:00Z";
 
+/// Subscription `SUB-0001` with `pricing`, free of limits until `unlimited_until`.
 fn subscription(pricing: &str, unlimited_until: &str) -> Value {
-    json!({
-        "version": 1, "id": "SUB-0001", "kind": "subscription", "company": "Acme Corp",
-        "registered_to": "Jane Doe", "email": "jane@acme.example",
-        "start": LONG_AGO, "expire": LATE,
-        "pricing": pricing, "unlimited_until": unlimited_until,
-        "production": {"flows": 10, "endpoint_apps": 6, "trading_partners": 2, "agents": 3},
-        "sandbox": {"flows": 5, "endpoint_apps": 3, "trading_partners": 1, "agents": 1},
-    })
+    let payload = subscription_license("SUB-0001", pricing, [10, 6, 2, 3], [5, 3, 1, 1]);
+    with(
+        during(payload, LONG_AGO, LATE),
+        "unlimited_until",
+        unlimited_until,
+    )
 }
 
 /// Four named instances: ServiceNow 1 and 2, Jira 1 and 2.
@@ -503,40 +459,6 @@ connector = "named"
 app = "Jira"
 base_uri = "https://jira-2.example"
 "#;
-
-/// The envelope JSON inside an armored license file.
-fn unarmor(text: &str) -> Value {
-    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-    serde_json::from_slice(&STANDARD.decode(b64).unwrap()).unwrap()
-}
-
-/// Armors an envelope as SPEC §3 describes, independently of tollgate's code.
-fn armor(envelope: &Value) -> String {
-    let b64 = STANDARD.encode(envelope.to_string());
-    let mut text = String::from("-----BEGIN TOLLGATE LICENSE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        text.push_str(std::str::from_utf8(chunk).unwrap());
-        text.push('\n');
-    }
-    text.push_str("-----END TOLLGATE LICENSE-----\n");
-    text
-}
-
-/// Rewrites the envelope of a license file in place; the signature stays as it was.
-fn tamper(license: &Path, edit: impl FnOnce(&mut Value)) {
-    let mut envelope = unarmor(&std::fs::read_to_string(license).unwrap());
-    edit(&mut envelope);
-    std::fs::write(license, armor(&envelope)).unwrap();
-}
-
-/// The key id of SPEC §3 of an SPKI PEM file: the public key is the DER's last 32 bytes.
-fn kid_of_public_pem(path: &Path) -> String {
-    let pem = std::fs::read_to_string(path).unwrap();
-    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = STANDARD.decode(b64).unwrap();
-    let digest = Sha256::digest(&der[der.len() - 32..]);
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
 
 // ---------------------------------------------------------------------------------------
 // 1. The committed example
@@ -1215,13 +1137,9 @@ systems = ["sn-2", "jira-2"]
 
 /// A second issuer, not trusted by the scratch config; signs `payload` into `licenses/<file>`.
 fn stranger_license(scratch: &Scratch, file: &str, payload: &Value) -> (PathBuf, String) {
-    let stranger = scratch.path("stranger");
-    keygen(&stranger);
-    let out = scratch.path("licenses").join(file);
-    let tmp = scratch.path("work").join(file);
-    sign_with(&stranger.join("issuer.key"), payload, &tmp);
-    std::fs::rename(&tmp, &out).unwrap();
-    (out, kid_of_public_pem(&stranger.join("issuer.pub")))
+    let stranger = Issuer::new(&scratch.path("stranger"));
+    let out = install(&stranger, &scratch.path("licenses").join(file), payload);
+    (out, stranger.kid())
 }
 
 /// The good license and its flows are still reported when other files are rejected.
@@ -1269,7 +1187,7 @@ fn each_kind_of_bad_license_file_fails_check_naming_the_file() {
                     "b-forged.lic",
                     &pair("LIC-FORGED", "servicenow", "jira", 9, LONG_AGO, LATE),
                 );
-                let trusted = kid_of_public_pem(&scratch.path("issuer/issuer.pub"));
+                let trusted = scratch.issuer.kid();
                 tamper(&bad, |envelope| envelope["kid"] = json!(trusted));
                 (
                     bad,

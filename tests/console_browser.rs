@@ -1,4 +1,4 @@
-//! Operator experience (issue 6): the web console at `/` on the admin listener, driven in a
+//! Operator experience: the web console at `/` on the admin listener, driven in a
 //! real headless Chromium over WebDriver (chromedriver + fantoccini).
 //!
 //! The operator pastes the token, sees the licenses with their points, uploads a license
@@ -6,7 +6,7 @@
 //! meters and removes a license after confirming. With `TOLLGATE_SCREENSHOTS=1` the pages
 //! are saved to `docs/screenshots/` (otherwise the tree is left alone).
 
-mod common;
+pub mod common;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

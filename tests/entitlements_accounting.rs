@@ -1,4 +1,4 @@
-//! Subscription entitlements, the accounting (SPEC §1.2, §1.3, §6; issue 5): every worked
+//! Subscription entitlements, the accounting of what counts against them: every worked
 //! case of the canonical endpoint rules read back from `GET /v1/entitlements` after enabling
 //! flows that use those instances, the data-loader and integration-app rules under both
 //! pricing models, and production and sandbox kept apart.
@@ -6,7 +6,7 @@
 //! Everything goes through the real binary: a config with raw `[[instances]]`/`[[flows]]`
 //! tables, subscription licenses signed with `tollgate license sign`, and the admin API.
 
-mod common;
+pub mod common;
 
 use std::collections::BTreeSet;
 
@@ -39,7 +39,7 @@ fn case(name: &'static str, instances: Vec<Inst>, keys: Vec<&'static str>) -> Ca
     }
 }
 
-/// Every worked case of SPEC §1.3 (and a few more from the table's rules). Instance ids are
+/// Every worked case of the canonical endpoint rules (and a few more from their table). Instance ids are
 /// prefixed per case; the keys are what `GET /v1/entitlements` must list.
 fn worked_cases() -> Vec<Case> {
     vec![

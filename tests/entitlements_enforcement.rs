@@ -1,13 +1,13 @@
-//! Subscription entitlements, the enforcement (SPEC §1.2, §3, §5, §6; issue 5): refusal at
+//! Subscription entitlements, the enforcement of the subscription limits: refusal at
 //! the limit with the exact 409 answer, the free period, downgrades in reverse enabling
 //! order, several subscriptions adding up, pair + subscription licensing together, and bad
 //! subscription files and configs.
 //!
 //! Everything goes through the real binary: a config with raw `[[instances]]`/`[[flows]]`
-//! tables, licenses signed per SPEC §3, the admin API and the engine-facing listener in
+//! tables, licenses signed with the issuer key, the admin API and the engine-facing listener in
 //! front of an in-process upstream.
 
-mod common;
+pub mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

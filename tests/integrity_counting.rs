@@ -4,7 +4,7 @@
 //! another case or asks for it through an override header, adds `;jsessionid`, or changes the
 //! case of a path on a case-insensitive target. And no more records are created than counted.
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 
@@ -246,10 +246,7 @@ async fn method_spellings_and_overrides_cannot_dodge_the_count() {
             "{method}: {}",
             String::from_utf8_lossy(&resp.bytes)
         );
-        assert_eq!(
-            resp.header("tollgate-reason").as_deref(),
-            Some("bad-request")
-        );
+        assert_eq!(resp.header("tollgate-reason"), Some("bad-request"));
     }
     assert_eq!(target.hits(), 0, "a case-variant method reached the target");
     // A GET that asks the target to act as a POST is a POST to the meter.

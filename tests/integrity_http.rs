@@ -2,7 +2,7 @@
 //! idle and slow connections, a connection flood against `server.max_connections`, and
 //! request bodies the engine breaks or stops sending.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 
@@ -74,20 +74,6 @@ fn smuggling_corpus() -> Vec<Case> {
     cases
 }
 
-/// The status of every response in `bytes` (`HTTP/1.1 NNN ` status lines).
-fn statuses(bytes: &[u8]) -> Vec<u16> {
-    let text = String::from_utf8_lossy(bytes);
-    text.match_indices("HTTP/1.1 ")
-        .filter_map(|(at, _)| {
-            let code = text.get(at + 9..at + 13)?;
-            let (digits, space) = code.split_at(3);
-            (space == " " && digits.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| digits.parse().ok())
-                .flatten()
-        })
-        .collect()
-}
-
 async fn one_instance(server: &[&str]) -> (Upstream, Tollgate) {
     let target = Upstream::plain("target").await;
     let mut builder = tollgate()
@@ -110,7 +96,7 @@ async fn the_smuggling_corpus_is_refused_and_never_smuggles() {
     for case in &cases {
         let before = target.hits();
         let resp = raw(tg.engine, &case.bytes, Duration::from_secs(3)).await;
-        let seen = statuses(&resp.bytes);
+        let seen = resp.statuses();
         let hits = target.hits() - before;
         let statuses_ok = seen.len() == case.statuses.len()
             && seen
@@ -165,18 +151,16 @@ async fn a_connection_that_never_sends_a_byte_is_closed_at_the_header_timeout() 
     assert!(closed.is_some(), "a silent connection stayed open");
     // Idle between requests on a kept-alive connection: closed too.
     let mut kept = TcpStream::connect(tg.engine).await.unwrap();
-    kept.write_all(&raw_get_keep_alive("/jira-1/x"))
-        .await
-        .unwrap();
+    let request = RawRequest::get("/jira-1/x")
+        .host("t")
+        .flow("incidents")
+        .keep_alive();
+    kept.write_all(&request.bytes()).await.unwrap();
     let closed = time_to_close(&mut kept, Duration::from_secs(5)).await;
     assert!(
         closed.is_some(),
         "an idle kept-alive connection stayed open"
     );
-}
-
-fn raw_get_keep_alive(target: &str) -> Vec<u8> {
-    format!("GET {target} HTTP/1.1\r\nHost: t\r\nTollgate-Flow: incidents\r\n\r\n").into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,10 +220,7 @@ async fn a_malformed_body_is_400_and_a_stalled_body_is_408() {
         "{}",
         String::from_utf8_lossy(&resp.bytes)
     );
-    assert_eq!(
-        resp.header("tollgate-reason").as_deref(),
-        Some("bad-request")
-    );
+    assert_eq!(resp.header("tollgate-reason"), Some("bad-request"));
 
     // A body the engine stops sending.
     let mut stream = TcpStream::connect(tg.engine).await.unwrap();
@@ -257,8 +238,5 @@ async fn a_malformed_body_is_400_and_a_stalled_body_is_408() {
         "{}",
         String::from_utf8_lossy(&resp.bytes)
     );
-    assert_eq!(
-        resp.header("tollgate-reason").as_deref(),
-        Some("request-timeout")
-    );
+    assert_eq!(resp.header("tollgate-reason"), Some("request-timeout"));
 }

@@ -2,7 +2,7 @@
 //! `wrong-host` before its start and after it, a config cannot claim another host's identity,
 //! and a fleet license bound to `*.domain` works on every host under that domain.
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 

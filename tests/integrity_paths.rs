@@ -4,7 +4,7 @@
 //! with the exact outcome it must have, and every forwarded path checked the way a lenient
 //! target would resolve it (decode once, `\` as `/`, `;parameters` stripped).
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 
@@ -88,13 +88,6 @@ fn lenient_resolve(path: &str) -> Option<Vec<String>> {
     Some(out)
 }
 
-fn request(target: &str, authority: &str) -> Vec<u8> {
-    format!(
-        "GET {target} HTTP/1.1\r\nHost: {authority}\r\nTollgate-Flow: incidents\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes()
-}
-
 /// Sends every case and checks its outcome; returns a description of every failure.
 async fn run_cases(
     tg: &Tollgate,
@@ -105,7 +98,10 @@ async fn run_cases(
     let mut failures = Vec::new();
     for case in cases {
         let before = shared.hits();
-        let resp = raw(tg.engine, &request(&case.target, authority), DEADLINE).await;
+        let request = RawRequest::get(&case.target)
+            .host(authority)
+            .flow("incidents");
+        let resp = raw(tg.engine, &request.bytes(), DEADLINE).await;
         let answer = String::from_utf8_lossy(&resp.bytes).into_owned();
         match &case.expect {
             Expect::Refused(status) => {

@@ -1,4 +1,4 @@
-//! Counts and flow states on disk (SPEC §7, issue 4): in `strict` durability a `kill -9`
+//! Counts and flow states on disk: in `strict` durability a `kill -9`
 //! mid-load loses no count an engine saw answered and counts nothing the target did not
 //! accept; SIGTERM drains and stores exactly what was answered; flow states (operator
 //! changes, the records-limit stop) survive restarts; `batched` counts reach the store
@@ -7,7 +7,7 @@
 //! Built with the `test-clock` feature every run is pinned to the middle of a month (so a
 //! real month boundary can never split a test); without it the tests use the real clock.
 
-mod common;
+pub mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

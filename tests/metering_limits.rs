@@ -1,4 +1,4 @@
-//! Transferred-records limits (SPEC §1.1, issue 4): exactly the hard limit of main-entity
+//! Transferred-records limits: exactly the hard limit of main-entity
 //! loads is counted and reaches the target under heavy concurrency, the warning appears at
 //! the limit, the license's flows stop at the hard limit with 429 `records-limit-exceeded`,
 //! and only main loads the target answered 2xx are ever counted.
@@ -7,7 +7,7 @@
 //! real month boundary can never cut a test in two) and `Retry-After` is checked exactly;
 //! without it the tests run on the real clock.
 
-mod common;
+pub mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Time and transferred records (SPEC §1.1, issue 4): the count resets at 00:00 on the 1st
+//! Time and transferred records: the count resets at 00:00 on the 1st
 //! in `licensing.timezone`, old months stay readable, flows stopped by the records limit
 //! resume at the reset (or not, with `resume_at_reset = false`), and a clock set back
 //! beyond `max_clock_skew` invalidates every license until time catches up.
@@ -9,7 +9,7 @@
 
 #![cfg(feature = "test-clock")]
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

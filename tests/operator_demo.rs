@@ -1,4 +1,4 @@
-//! Operator experience (issue 6, SPEC §8): `tollgate demo` runs to completion on loopback,
+//! Operator experience: `tollgate demo` runs to completion on loopback,
 //! shows the console URL, the warning at 100 and the refusal after 110, and a summary in
 //! which the hard limit held exactly.
 

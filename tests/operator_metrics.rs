@@ -1,9 +1,9 @@
-//! Operator experience (issue 6): `GET /metrics` after known traffic agrees with the admin
+//! Operator experience: `GET /metrics` after known traffic agrees with the admin
 //! API in both exposition formats (the text format 0.0.4 by default, OpenMetrics 1.0 when
 //! `Accept` prefers it, each checked line by line against its format), and the logs (`--log-format json`) carry one event per license change, flow change,
 //! warning and limit, and no line per request at the default level.
 
-mod common;
+pub mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -764,7 +764,7 @@ async fn the_warning_and_the_hard_limit_show_in_metrics_and_are_logged_once() {
     );
     // A burst of 8 concurrent loads: exactly one more fits under the hard limit; the others
     // are refused, whether by the admission check or by the stopped flow, and every refusal
-    // names its flow and instance (SPEC §5), which are also its metric labels.
+    // names its flow and instance, which are also its metric labels.
     let burst: Vec<_> = (0..8)
         .map(|_| {
             let client = tg.client.clone();

@@ -1,14 +1,13 @@
-//! Operator experience (issue 6): `tollgate usage --admin URL --token-file F` against a
+//! Operator experience: `tollgate usage --admin URL --token-file F` against a
 //! running sidecar — `--json` is exactly the four admin answers, the tables show the
 //! licenses and flows, and a missing or wrong token exits 1 naming the problem.
 
-mod common;
+pub mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
 
 use common::*;
-use hyper::StatusCode;
 use serde_json::Value;
 
 /// A sidecar with two licenses, three flows (one disabled by the operator) and some loads.
@@ -62,20 +61,6 @@ fn usage(tg: &Tollgate, token_file: Option<&Path>, json: bool) -> std::process::
     tollgate_output(&args)
 }
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-async fn admin_json(tg: &Tollgate, path: &str) -> Value {
-    let resp = tg.admin_get(path).await;
-    assert_eq!(resp.status, StatusCode::OK, "GET {path}: {}", resp.text());
-    resp.json()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_json_is_the_four_admin_answers() {
     let target = Upstream::plain("target").await;
@@ -106,7 +91,7 @@ async fn usage_json_is_the_four_admin_answers() {
         ("entitlements", "/v1/entitlements"),
         ("usage", "/v1/usage"),
     ] {
-        let direct = admin_json(&tg, path).await;
+        let direct = tg.admin_json(path).await;
         assert_eq!(
             report[key], direct,
             "usage --json .{key} differs from GET {path}"
@@ -226,7 +211,7 @@ async fn usage_without_a_valid_token_exits_1_naming_the_problem() {
 
     // Nothing listening at --admin.
     let closed = closed_port();
-    let out = tollgate_output(&[
+    let out = tollgate_output([
         "usage".as_ref(),
         "--admin".as_ref(),
         format!("http://{closed}").as_ref(),

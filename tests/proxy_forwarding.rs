@@ -1,8 +1,8 @@
-//! Forwarding (SPEC §5, issue 3): what the target receives and what the engine gets back —
+//! Forwarding: what the target receives and what the engine gets back —
 //! method, path, query, headers (hop-by-hop removed, flow header stripped), multi-megabyte
 //! bodies both ways byte for byte, HTTP/2 to the listener, and TLS upstreams with `ca_file`.
 
-mod common;
+pub mod common;
 
 use bytes::Bytes;
 use common::*;
@@ -63,7 +63,7 @@ async fn method_path_query_and_end_to_end_headers_reach_the_target() {
                 ("x-multi-req", "1"),
                 ("x-multi-req", "2"),
                 ("content-type", "application/json"),
-                // Hop-by-hop (RFC 9110 §7.6.1): Connection and every header it names.
+                // Hop-by-hop (RFC 9110): Connection and every header it names.
                 ("connection", "x-hop"),
                 ("x-hop", "must-not-pass"),
                 ("keep-alive", "timeout=5"),

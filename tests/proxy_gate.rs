@@ -1,8 +1,8 @@
-//! The gate (SPEC §5 table, issue 3): every refusal with its status, problem type,
+//! The gate: every refusal with its status, problem type,
 //! `Tollgate-Reason` header and fields, in the contract's decision order — and none of the
 //! refused requests ever reaches the target.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

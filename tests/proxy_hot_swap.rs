@@ -1,8 +1,8 @@
-//! Hot swap (SPEC §5, issue 3): licenses added and removed under load through the admin
+//! Hot swap: licenses added and removed under load through the admin
 //! API and the watched license directory, bad files refused while the running snapshot
 //! stays, and SIGHUP reloads of the configuration (a broken one keeps the old one serving).
 
-mod common;
+pub mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

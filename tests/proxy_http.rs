@@ -1,8 +1,8 @@
-//! Malformed and hostile HTTP on the engine listener (SPEC §5, issue 3 "Bad input"):
+//! Malformed and hostile HTTP on the engine listener, the bad input the proxy refuses:
 //! conflicting Content-Length and Transfer-Encoding, oversized heads, slow clients. None of
 //! it is forwarded, and the proxy keeps serving.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

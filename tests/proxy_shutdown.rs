@@ -1,7 +1,7 @@
-//! Graceful shutdown (SPEC §5, issue 3): on SIGTERM tollgate stops accepting, lets the
+//! Graceful shutdown: on SIGTERM tollgate stops accepting, lets the
 //! requests in flight finish, and exits 0.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

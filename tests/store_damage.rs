@@ -1,8 +1,8 @@
-//! A damaged store file (SPEC §7: the store is never reset) stops `tollgate run` with exit
+//! A damaged store file (the store is never reset) stops `tollgate run` with exit
 //! code 1 and one sentence naming the file and saying it is kept as it is, and the file is
 //! left byte for byte as it was: cut to 4 KiB, cut inside its header, or overwritten.
 
-mod common;
+pub mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
