@@ -249,8 +249,8 @@ async fn enabling_past_a_limit_is_refused_with_the_exact_409_and_the_flow_stays_
         .assert_upstream_ok("target");
 }
 
-/// Issue 5: a flow refused by `POST /v1/flows/{id}/enable` "stays disabled with that reason
-/// and its requests get 403 `flow-disabled`", as a flow refused at start does.
+/// A flow refused by `POST /v1/flows/{id}/enable` stays disabled with that reason and its
+/// requests get 403 `flow-disabled`, as a flow refused at start does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_refused_at_enable_keeps_the_reason_entitlement_exceeded() {
     let target = Upstream::plain("target").await;
