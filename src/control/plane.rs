@@ -205,6 +205,7 @@ impl Plane {
             }
         }
         self.persist();
+        self.shared.recorder.stop_blocking();
     }
 
     fn handle(&mut self, command: Command) {

@@ -32,6 +32,8 @@ enum Message {
     Count(CountItem, Option<oneshot::Sender<Result<(), StoreError>>>),
     HighWater(DateTime<Utc>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// Commit what is pending and end the thread.
+    Stop,
 }
 
 /// The handle the request path records counted loads with.
@@ -39,6 +41,8 @@ enum Message {
 pub struct Recorder {
     tx: Sender<Message>,
     strict: bool,
+    /// The writer thread, joined by [`Recorder::stop_blocking`].
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Recorder {
@@ -49,11 +53,15 @@ impl Recorder {
         flush_interval: Duration,
     ) -> Result<Recorder, StoreError> {
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tollgate-store-writer".into())
             .spawn(move || run(&store, &rx, strict, flush_interval))
             .map_err(|err| StoreError(format!("cannot start the writer thread: {err}")))?;
-        Ok(Recorder { tx, strict })
+        Ok(Recorder {
+            tx,
+            strict,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
     }
 
     /// Records a counted load; in strict durability resolves once its count is on disk.
@@ -82,6 +90,18 @@ impl Recorder {
         let (ack, done) = oneshot::channel();
         self.tx.send(Message::Flush(ack)).map_err(|_| stopped())?;
         done.blocking_recv().map_err(|_| stopped())?
+    }
+
+    /// Commits what is pending, ends the writer thread and joins it (shutdown, after the last
+    /// counted load); later records fail with "the store writer has stopped".
+    pub fn stop_blocking(&self) {
+        let _ = self.tx.send(Message::Stop);
+        let thread = self.thread.lock().ok().and_then(|mut thread| thread.take());
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the store writer thread panicked");
+            }
+        }
     }
 }
 
@@ -123,6 +143,7 @@ impl Pending {
             }
             Message::HighWater(now) => self.high_water = self.high_water.max(Some(now)),
             Message::Flush(ack) => self.acks.push(ack),
+            Message::Stop => {}
         }
     }
 
@@ -152,11 +173,16 @@ fn run(store: &Store, rx: &Receiver<Message>, strict: bool, flush_interval: Dura
     if strict {
         // Group commit: block for the first message, take everything that queued meanwhile.
         while let Ok(message) = rx.recv() {
+            let mut stop = matches!(message, Message::Stop);
             pending.take(message);
             while let Ok(message) = rx.try_recv() {
+                stop |= matches!(message, Message::Stop);
                 pending.take(message);
             }
             pending.commit(store);
+            if stop {
+                return;
+            }
         }
     } else {
         let mut deadline = Instant::now() + flush_interval;
@@ -166,6 +192,7 @@ fn run(store: &Store, rx: &Receiver<Message>, strict: bool, flush_interval: Dura
                     pending.take(message);
                     pending.commit(store);
                 }
+                Ok(Message::Stop) => break,
                 Ok(message) => pending.take(message),
                 Err(RecvTimeoutError::Timeout) => {
                     pending.commit(store);
@@ -225,6 +252,25 @@ mod tests {
             store.high_water().unwrap(),
             Some(item("a").at),
             "count commits carry the high-water mark"
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_commits_what_is_pending_and_joins_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let recorder = Recorder::start(store.clone(), false, Duration::from_secs(3600)).unwrap();
+        for _ in 0..3 {
+            recorder.record(item("a")).await.unwrap();
+        }
+        let stopping = recorder.clone();
+        tokio::task::spawn_blocking(move || stopping.stop_blocking())
+            .await
+            .unwrap();
+        assert_eq!(store.flow_month("a", "2026-11").unwrap(), 3);
+        assert!(
+            recorder.record(item("a")).await.is_err(),
+            "the writer is gone"
         );
     }
 
