@@ -7,15 +7,25 @@
 //! hyper's `Content-Length` rules and its chunked decoder) and notes which request head (by
 //! sequence number) had both headers. Where hyper refuses the bytes (it answers 400 and
 //! closes the connection) the scanner stops, as it does for HTTP/2.
+//!
+//! The same reads bound how long a connection may take to send its first head. hyper's
+//! `header_read_timeout` only starts once hyper-util has chosen the protocol, which needs the
+//! client's first bytes: a client that connects and never sends a byte would hold its
+//! connection (and a file descriptor) for ever. [`ScanningIo`] fails the reads once the
+//! timeout has passed since accept without a complete first head (or the HTTP/2 preface);
+//! from then on hyper's own timer bounds the time between requests.
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// Most headers a head may have: hyper's default limit, beyond which it refuses the head.
 const MAX_HEADERS: usize = 100;
@@ -374,12 +384,21 @@ fn may_end_head(bytes: &[u8], before: usize) -> bool {
 pub struct ScanningIo<S> {
     inner: S,
     scanner: Scanner,
+    /// Running until the scanner has seen the first head (or stopped following, as after the
+    /// HTTP/2 preface); `None` afterwards.
+    first_head: Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
 }
 
 impl<S> ScanningIo<S> {
-    /// Wraps a connection.
-    pub fn new(inner: S, scanner: Scanner) -> ScanningIo<S> {
-        ScanningIo { inner, scanner }
+    /// Wraps a connection; its first request head must be complete within `first_head` of now.
+    pub fn new(inner: S, scanner: Scanner, first_head: Duration) -> ScanningIo<S> {
+        ScanningIo {
+            inner,
+            scanner,
+            first_head: Some(Box::pin(tokio::time::sleep(first_head))),
+            timeout: first_head,
+        }
     }
 }
 
@@ -392,8 +411,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for ScanningIo<S> {
         let before = buf.filled().len();
         let this = &mut *self;
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            this.scanner.feed(&buf.filled()[before..]);
+        match result {
+            Poll::Ready(Ok(())) => {
+                this.scanner.feed(&buf.filled()[before..]);
+                if this.scanner.heads > 0 || !this.scanner.watch.following() {
+                    this.first_head = None;
+                }
+            }
+            Poll::Pending => {
+                if let Some(deadline) = this.first_head.as_mut() {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "no complete request head within {} ms of connecting",
+                                this.timeout.as_millis()
+                            ),
+                        )));
+                    }
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         result
     }
@@ -482,7 +520,8 @@ mod tests {
         runtime.block_on(async move {
             let (client, server) = tokio::io::duplex(16 * 1024);
             let watch = Arc::new(FramingWatch::default());
-            let io = TokioIo::new(ScanningIo::new(server, Scanner::new(LIMIT, watch.clone())));
+            let scanner = Scanner::new(LIMIT, watch.clone());
+            let io = TokioIo::new(ScanningIo::new(server, scanner, Duration::from_secs(3600)));
             let service = service_fn(move |req: Request<Incoming>| {
                 let conflicts = watch.next_request_conflicts();
                 recorded.lock().expect("lock").push(conflicts);
@@ -1077,5 +1116,72 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod first_head {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    fn scanning(server: DuplexStream) -> ScanningIo<DuplexStream> {
+        let scanner = Scanner::new(65536, Arc::new(FramingWatch::default()));
+        ScanningIo::new(server, scanner, Duration::from_secs(10))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_fails_its_read_at_the_deadline() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut io = scanning(server);
+        let mut buf = [0u8; 16];
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_sent_in_pieces_ends_the_deadline() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let mut io = scanning(server);
+        let mut buf = [0u8; 64];
+        for piece in [&b"GET / HTTP/1.1\r\nHost: x\r"[..], b"\n\r", b"\n"] {
+            client.write_all(piece).await.unwrap();
+            assert!(io.read(&mut buf).await.unwrap() > 0);
+        }
+        assert!(io.first_head.is_none());
+        // Idle afterwards: no deadline of its own any more (hyper's timer takes over).
+        let idle = tokio::time::timeout(Duration::from_secs(60), io.read(&mut buf)).await;
+        assert!(idle.is_err(), "the read is still pending, not failed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bare_line_feeds_and_the_http2_preface_end_it_too() {
+        for stream in [
+            &b"GET / HTTP/1.1\nHost: x\n\n"[..],
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            let (mut client, server) = tokio::io::duplex(256);
+            let mut io = scanning(server);
+            client.write_all(stream).await.unwrap();
+            let mut buf = [0u8; 64];
+            assert!(io.read(&mut buf).await.unwrap() > 0);
+            assert!(
+                io.first_head.is_none(),
+                "{:?}",
+                String::from_utf8_lossy(stream)
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_never_ends_is_cut_off() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let mut io = scanning(server);
+        client.write_all(b"GET / HTTP/1.1\r\nX: ").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

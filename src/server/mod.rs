@@ -4,7 +4,6 @@
 //! request means is the handler's business: the engine-facing listeners serve the proxy, the
 //! admin listener the admin API.
 
-mod deadline;
 mod framing;
 mod tls;
 
@@ -26,7 +25,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use deadline::FirstHead;
 use framing::{Scanner, ScanningIo};
 
 /// hyper's smallest accepted HTTP/1 read buffer.
@@ -150,16 +148,14 @@ pub async fn serve<H, F, B>(
             });
             let result = match tls {
                 None => {
-                    let stream = FirstHead::new(stream, handshake_timeout);
-                    let io = TokioIo::new(ScanningIo::new(stream, scanner));
+                    let io = TokioIo::new(ScanningIo::new(stream, scanner, handshake_timeout));
                     watcher
                         .watch(builder.serve_connection(io, service).into_owned())
                         .await
                 }
                 Some(acceptor) => match accept_tls(&acceptor, stream, handshake_timeout).await {
                     Ok(tls) => {
-                        let tls = FirstHead::new(tls, handshake_timeout);
-                        let io = TokioIo::new(ScanningIo::new(tls, scanner));
+                        let io = TokioIo::new(ScanningIo::new(tls, scanner, handshake_timeout));
                         watcher
                             .watch(builder.serve_connection(io, service).into_owned())
                             .await
