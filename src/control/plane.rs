@@ -380,14 +380,24 @@ fn stored_settings(
     Ok((settings, next_order))
 }
 
-/// The snapshot `Shared` holds for the instant before the first real one is swapped in.
+/// The snapshot `Shared` holds until the first real one is swapped in (before any listener
+/// is bound, so no request ever sees it): the config's settings without instances or flows,
+/// so it costs nothing to compile however large the configuration is.
 fn empty_snapshot(
-    config: &Arc<Config>,
+    config: &Config,
     host: &Arc<HostIdentity>,
     now: DateTime<Utc>,
 ) -> Result<crate::policy::Snapshot, ControlError> {
+    let bare = Config {
+        server: config.server.clone(),
+        admin: config.admin.clone(),
+        licensing: config.licensing.clone(),
+        state: config.state.clone(),
+        instances: Vec::new(),
+        flows: Vec::new(),
+    };
     let compiled = crate::policy::compile(
-        config.clone(),
+        Arc::new(bare),
         &[],
         &[],
         &mut Resources::default(),
