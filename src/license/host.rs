@@ -114,21 +114,18 @@ impl HostIdentity {
     /// Whether a license bound to `bound_to` (an IP address, a name, or `*.domain`) may run on
     /// this host. Allocation-free: it is called on the request path.
     pub fn matches(&self, bound_to: &str) -> bool {
-        let text = bound_to.trim();
-        let bare = text
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .unwrap_or(text);
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return self.ips.contains(&ip.to_canonical());
+        match Entry::parse_borrowed(bound_to) {
+            Some(EntryRef::Ip(ip)) => self.ips.contains(&ip),
+            Some(EntryRef::Name(name)) => match name.strip_prefix("*.") {
+                Some(domain) => {
+                    !domain.is_empty()
+                        && !domain.contains('*')
+                        && self.names.iter().any(|own| is_under(own, domain))
+                }
+                None => self.names.iter().any(|own| own.eq_ignore_ascii_case(name)),
+            },
+            None => false,
         }
-        let name = text.strip_suffix('.').unwrap_or(text);
-        if let Some(domain) = name.strip_prefix("*.") {
-            return !domain.is_empty()
-                && !domain.contains('*')
-                && self.names.iter().any(|own| is_under(own, domain));
-        }
-        !name.is_empty() && self.names.iter().any(|own| own.eq_ignore_ascii_case(name))
     }
 
     /// The names, then the addresses, normalized; for status output.
@@ -172,19 +169,34 @@ enum Entry {
     Name(String),
 }
 
+/// An entry as written, read without allocating: the address, or the name without its
+/// trailing dot (its case as written).
+enum EntryRef<'a> {
+    Ip(IpAddr),
+    Name(&'a str),
+}
+
 impl Entry {
     /// Normalizes an IP (brackets allowed) or a name (case and trailing dot ignored).
     fn parse(text: &str) -> Option<Entry> {
+        Some(match Entry::parse_borrowed(text)? {
+            EntryRef::Ip(ip) => Entry::Ip(ip),
+            EntryRef::Name(name) => Entry::Name(name.to_ascii_lowercase()),
+        })
+    }
+
+    /// An IP (brackets allowed, IPv4-mapped folded) or a non-empty name without its trailing dot.
+    fn parse_borrowed(text: &str) -> Option<EntryRef<'_>> {
         let text = text.trim();
         let bare = text
             .strip_prefix('[')
             .and_then(|t| t.strip_suffix(']'))
             .unwrap_or(text);
         if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Some(Entry::Ip(ip.to_canonical()));
+            return Some(EntryRef::Ip(ip.to_canonical()));
         }
-        let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
-        (!name.is_empty()).then_some(Entry::Name(name))
+        let name = text.strip_suffix('.').unwrap_or(text);
+        (!name.is_empty()).then_some(EntryRef::Name(name))
     }
 }
 
