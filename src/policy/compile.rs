@@ -117,7 +117,7 @@ pub fn compile(
         at_hard_limit: &at_hard_limit,
     };
     let budgets = budgets(&cover, &plan.states, pair_model);
-    name_stopped_loaders(&cover, &mut plan);
+    name_stopped_flows(&cover, &pairs, &mut plan);
 
     let flows = flow_table(&config, &plan, &budgets, &pairs, &instances.ids, resources);
     let licenses = license_table(sorted, &ledger, &source_license, resources, host, moment);
@@ -470,15 +470,19 @@ fn budgets(cover: &Cover<'_>, states: &[FlowState], pair_model: bool) -> Vec<Opt
 }
 
 /// Flows stopped by the records limit name the license at its hard limit in their refusals.
-fn name_stopped_loaders(cover: &Cover<'_>, plan: &mut Plan) {
+fn name_stopped_flows(
+    cover: &Cover<'_>,
+    pairs: &[Option<(InstancePair, SystemPair)>],
+    plan: &mut Plan,
+) {
     for (index, flow) in cover.config.flows.iter().enumerate() {
         if plan.states[index] != FlowState::Disabled(DisabledReason::RecordsLimit)
             || plan.refusal_license[index].is_some()
         {
             continue;
         }
-        plan.refusal_license[index] = match flow_pair(cover.config, flow) {
-            Some((_, systems)) => cover.stopping_license(&systems),
+        plan.refusal_license[index] = match &pairs[index] {
+            Some((_, systems)) => cover.stopping_license(systems),
             None => cover.loader_license(flow, true),
         };
     }
