@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
 use serde_json::{Map, Value};
 
-use super::{armor, TrustedKeys};
+use super::{armor, Installed, LicenseFile, TrustedKeys};
 
 /// The pair example of docs/licenses.md.
 pub(super) const PAIR_JSON: &str = r#"{"version":1,"id":"LIC-0001","kind":"pair","company":"Acme Corp","registered_to":"Jane Doe",
@@ -34,7 +34,7 @@ pub(super) fn trusting(key: &SigningKey) -> TrustedKeys {
 }
 
 /// An RFC 3339 instant.
-pub(super) fn at(text: &str) -> DateTime<Utc> {
+pub(crate) fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .unwrap()
         .with_timezone(&Utc)
@@ -57,5 +57,15 @@ pub(super) fn edit_envelope(text: &str, edit: impl FnOnce(&mut Map<String, Value
 pub(super) fn replace_payload(text: &str, payload_json: &str) -> String {
     edit_envelope(text, |env| {
         env.insert("payload".into(), STANDARD.encode(payload_json).into());
+    })
+}
+
+/// A verified license installed from `<id>.lic`: `payload_json` signed with a fixed key, for
+/// tests that compile snapshots without a license directory.
+pub(crate) fn installed(id: &str, payload_json: &str) -> std::sync::Arc<Installed> {
+    let text = super::sign(payload_json.as_bytes(), &key(9)).expect("a valid test payload");
+    std::sync::Arc::new(Installed {
+        path: format!("{id}.lic").into(),
+        file: LicenseFile::parse(text.as_bytes()).expect("a signed test license"),
     })
 }

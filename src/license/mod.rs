@@ -10,7 +10,7 @@ mod dir;
 mod error;
 mod file;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod host;
 mod keys;
 mod payload;

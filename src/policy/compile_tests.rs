@@ -1,15 +1,32 @@
 //! Tests of compilation: each stage on its own, then the whole pipeline.
 
-use std::path::PathBuf;
-
-use chrono::{DateTime, Utc};
 use http::Method;
 
 use super::*;
 use crate::config::testing::load;
-use crate::license::{LicenseFile, SigningKey};
+use crate::license::fixtures::{at, installed};
+
 use crate::policy::entitlements::Entitlement;
 use crate::policy::LoadClass;
+
+/// Compiles a first snapshot (fresh counters, any host) at `now`.
+fn compile_at(
+    config: Arc<Config>,
+    licenses: &[Arc<Installed>],
+    settings: &[FlowSetting],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Compiled {
+    compile(
+        config,
+        licenses,
+        settings,
+        &mut Resources::default(),
+        &Arc::default(),
+        Moment::at(now),
+        None,
+    )
+    .unwrap()
+}
 
 mod pipeline {
     use super::*;
@@ -46,23 +63,11 @@ id = "off"
 systems = ["sn-1", "jira-1"]
 "#;
 
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
     fn pair_license(id: &str, points: u32, expire: &str) -> Arc<Installed> {
         let payload = format!(
             r#"{{"version":1,"id":"{id}","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"{expire}","system_a":"jira","system_b":"servicenow","points":{points}}}"#
         );
-        let text =
-            crate::license::sign(payload.as_bytes(), &SigningKey::from_bytes(&[1; 32])).unwrap();
-        let file = LicenseFile::parse(text.as_bytes()).unwrap();
-        Arc::new(Installed {
-            path: PathBuf::from(format!("{id}.lic")),
-            file,
-        })
+        installed(id, &payload)
     }
 
     fn setting(enabled: bool, order: u64) -> FlowSetting {
@@ -80,16 +85,7 @@ systems = ["sn-1", "jira-1"]
         let now = at("2026-06-01T00:00:00Z");
         // "second" was enabled before "first": it takes the only point.
         let settings = [setting(true, 5), setting(true, 2), setting(false, 0)];
-        let compiled = compile(
-            config,
-            &licenses,
-            &settings,
-            &mut Resources::default(),
-            &Arc::default(),
-            Moment::at(now),
-            None,
-        )
-        .unwrap();
+        let compiled = compile_at(config, &licenses, &settings, now);
         let snapshot = &compiled.snapshot;
         assert_eq!(snapshot.generation, 1);
         assert_eq!(
@@ -115,17 +111,7 @@ systems = ["sn-1", "jira-1"]
         let licenses = [pair_license("L", 5, "2030-01-01T00:00:00Z")];
         let settings = [setting(true, 0), setting(true, 1), setting(true, 2)];
         let now = at("2026-06-01T00:00:00Z");
-        let snapshot = compile(
-            config,
-            &licenses,
-            &settings,
-            &mut Resources::default(),
-            &Arc::default(),
-            Moment::at(now),
-            None,
-        )
-        .unwrap()
-        .snapshot;
+        let snapshot = compile_at(config, &licenses, &settings, now).snapshot;
         let (jira, sn) = (
             snapshot.instance("jira-1").unwrap(),
             snapshot.instance("sn-1").unwrap(),
@@ -152,34 +138,14 @@ systems = ["sn-1", "jira-1"]
         let settings = [setting(true, 0), setting(true, 1), setting(false, 2)];
         let before = at("2026-06-30T23:59:59Z");
         let after = at("2026-07-01T00:00:00Z");
-        let snapshot = compile(
-            config.clone(),
-            &licenses,
-            &settings,
-            &mut Resources::default(),
-            &Arc::default(),
-            Moment::at(before),
-            None,
-        )
-        .unwrap()
-        .snapshot;
+        let snapshot = compile_at(config.clone(), &licenses, &settings, before).snapshot;
         assert!(!snapshot.is_stale(Moment::at(before)));
         assert!(snapshot.is_stale(Moment::at(after)));
         assert_eq!(
             snapshot.licenses[0].usable_at(Moment::at(after)),
             Err(InvalidReason::Expired)
         );
-        let expired = compile(
-            config,
-            &licenses,
-            &settings,
-            &mut Resources::default(),
-            &Arc::default(),
-            Moment::at(after),
-            None,
-        )
-        .unwrap()
-        .snapshot;
+        let expired = compile_at(config, &licenses, &settings, after).snapshot;
         assert_eq!(
             expired.flows[0].state,
             FlowState::Unlicensed(InvalidReason::Expired)
@@ -196,35 +162,25 @@ systems = ["sn-1", "jira-1"]
 mod subscriptions {
     use super::*;
 
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
-    fn installed(payload: &str) -> Arc<Installed> {
-        let text =
-            crate::license::sign(payload.as_bytes(), &SigningKey::from_bytes(&[2; 32])).unwrap();
-        let file = LicenseFile::parse(text.as_bytes()).unwrap();
-        Arc::new(Installed {
-            path: PathBuf::from("x.lic"),
-            file,
-        })
-    }
-
     fn subscription(id: &str, endpoint_apps: u32, unlimited_until: Option<&str>) -> Arc<Installed> {
         let until = unlimited_until
             .map(|u| format!(r#","unlimited_until":"{u}""#))
             .unwrap_or_default();
-        installed(&format!(
-            r#"{{"version":1,"id":"{id}","kind":"subscription","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2030-01-01T00:00:00Z","pricing":"endpoint"{until},"production":{{"flows":10,"endpoint_apps":{endpoint_apps},"trading_partners":5,"agents":5}},"sandbox":{{"flows":1,"endpoint_apps":1,"trading_partners":1,"agents":1}}}}"#
-        ))
+        installed(
+            id,
+            &format!(
+                r#"{{"version":1,"id":"{id}","kind":"subscription","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2030-01-01T00:00:00Z","pricing":"endpoint"{until},"production":{{"flows":10,"endpoint_apps":{endpoint_apps},"trading_partners":5,"agents":5}},"sandbox":{{"flows":1,"endpoint_apps":1,"trading_partners":1,"agents":1}}}}"#
+            ),
+        )
     }
 
     fn pair(points: u32) -> Arc<Installed> {
-        installed(&format!(
-            r#"{{"version":1,"id":"P","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2030-01-01T00:00:00Z","system_a":"netsuite","system_b":"shopify","points":{points}}}"#
-        ))
+        installed(
+            "P",
+            &format!(
+                r#"{{"version":1,"id":"P","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2030-01-01T00:00:00Z","system_a":"netsuite","system_b":"shopify","points":{points}}}"#
+            ),
+        )
     }
 
     /// Four flows, each adding one endpoint app (netsuite is shared); enabled in the order `orders`.
@@ -289,16 +245,7 @@ systems = ["loader-src"]
                 order,
             })
             .collect();
-        compile(
-            config,
-            licenses,
-            &settings,
-            &mut Resources::default(),
-            &Arc::default(),
-            Moment::at(at(now)),
-            None,
-        )
-        .unwrap()
+        compile_at(config, licenses, &settings, at(now))
     }
 
     fn states(compiled: &Compiled) -> Vec<FlowState> {
@@ -574,12 +521,7 @@ systems = ["jira-1"]
                 r#"{{"version":1,"id":"{id}","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"{expire}","system_a":"{}","system_b":"{}","points":1,"transferred_records":5}}"#,
                 systems.0, systems.1
             );
-            let text = crate::license::sign(payload.as_bytes(), &SigningKey::from_bytes(&[4; 32]))
-                .unwrap();
-            Arc::new(Installed {
-                path: PathBuf::from(format!("{id}.lic")),
-                file: LicenseFile::parse(text.as_bytes()).unwrap(),
-            })
+            installed(id, &payload)
         };
         let licenses = [
             license("LATE", "2031-01-01T00:00:00Z", ("jira", "servicenow")),
@@ -587,20 +529,12 @@ systems = ["jira-1"]
             license("OTHER", "2028-01-01T00:00:00Z", ("netsuite", "servicenow")),
             license("GONE", "2026-02-01T00:00:00Z", ("jira", "servicenow")),
         ];
-        let compiled = compile(
+        let compiled = compile_at(
             config,
             &licenses,
             &[setting(true, 0, DisabledReason::Operator)],
-            &mut Resources::default(),
-            &Arc::default(),
-            Moment::at(
-                DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
-                    .unwrap()
-                    .into(),
-            ),
-            None,
-        )
-        .unwrap();
+            at("2026-06-01T00:00:00Z"),
+        );
         let snapshot = &compiled.snapshot;
         let budget = snapshot.budget_of(0).map(LicenseEntry::id);
         assert_eq!(budget, Some("EARLY"), "valid, covers jira, expires first");

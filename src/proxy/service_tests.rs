@@ -8,7 +8,7 @@ use http::Request;
 
 use super::*;
 use crate::config::testing::load;
-use crate::license::{sign, Installed, LicenseFile, SigningKey};
+use crate::license::fixtures::installed;
 use crate::policy::{compile, FlowSetting, Resources};
 
 const CONFIG: &str = r#"
@@ -56,12 +56,8 @@ fn now() -> DateTime<Utc> {
 fn snapshot(licensed: bool) -> Snapshot {
     let config = Arc::new(load(CONFIG).unwrap());
     let payload = r#"{"version":1,"id":"L","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2030-01-01T00:00:00Z","system_a":"jira","system_b":"servicenow","points":2,"transferred_records":10}"#;
-    let text = sign(payload.as_bytes(), &SigningKey::from_bytes(&[3; 32])).unwrap();
-    let licenses: Vec<Arc<Installed>> = if licensed {
-        vec![Arc::new(Installed {
-            path: "L.lic".into(),
-            file: LicenseFile::parse(text.as_bytes()).unwrap(),
-        })]
+    let licenses = if licensed {
+        vec![installed("L", payload)]
     } else {
         Vec::new()
     };
