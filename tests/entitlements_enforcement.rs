@@ -10,7 +10,6 @@
 pub mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use common::*;
 use hyper::StatusCode;
@@ -428,7 +427,7 @@ async fn the_free_period_ends_on_time_in_a_running_sidecar() {
 
     let e = eventually(
         "the free period to end at 2030-06-15T12:00:00Z",
-        Duration::from_secs(8),
+        std::time::Duration::from_secs(8),
         || async {
             let e = tg.entitlements().await;
             (e["unlimited"] == false).then_some(e)

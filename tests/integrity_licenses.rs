@@ -84,6 +84,10 @@ async fn a_license_for_another_host_stays_wrong_host_when_its_start_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "test-clock"),
+    ignore = "needs the test-clock feature: TOLLGATE_NOW and TOLLGATE_TEST_HOST"
+)]
 async fn a_license_for_this_host_becomes_valid_at_its_start() {
     let hostname = gethostname::gethostname().to_string_lossy().to_uppercase();
     let license = bound("LIC-HERE", &hostname, TimeDelta::seconds(2));
@@ -106,6 +110,10 @@ async fn a_license_for_this_host_becomes_valid_at_its_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "test-clock"),
+    ignore = "needs the test-clock feature: TOLLGATE_NOW and TOLLGATE_TEST_HOST"
+)]
 async fn a_fleet_license_works_on_every_host_under_its_domain() {
     let fleet = with(
         pair_license("LIC-FLEET", "servicenow", "jira", 1),
@@ -157,6 +165,10 @@ fn with_claims(verb: &str, claims: &str, test_host: &str) -> std::process::Outpu
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-clock"),
+    ignore = "needs the test-clock feature: TOLLGATE_NOW and TOLLGATE_TEST_HOST"
+)]
 fn a_config_that_claims_another_host_is_refused_naming_the_entry() {
     let machine = "sidecar-b.engines.acme.example,10.0.0.7";
     for verb in ["check", "run"] {
