@@ -48,6 +48,29 @@ impl Tollgate {
         self.admin(Method::DELETE, path, Bytes::new()).await
     }
 
+    /// The status of `GET /readyz` (no token).
+    pub async fn readyz(&self) -> StatusCode {
+        self.admin_request(Method::GET, "/readyz", None, Bytes::new())
+            .await
+            .status
+    }
+
+    /// The status of `GET /healthz` (no token).
+    pub async fn healthz(&self) -> StatusCode {
+        self.admin_request(Method::GET, "/healthz", None, Bytes::new())
+            .await
+            .status
+    }
+
+    /// The text of `GET /metrics` (Prometheus text format), asserting 200.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self
+            .admin_request(Method::GET, "/metrics", None, Bytes::new())
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "GET /metrics: {}", resp.text());
+        resp.text()
+    }
+
     /// `GET path` on the admin API with the token, as JSON, asserting 200.
     pub async fn admin_json(&self, path: &str) -> Value {
         let resp = self.admin_get(path).await;

@@ -103,6 +103,31 @@ impl Builder {
         self
     }
 
+    /// Adds a `key = value` line to `[state]` (e.g. `redis = "redis://…"`).
+    pub fn state_option(mut self, line: &str) -> Builder {
+        self.state.push(line.to_owned());
+        self
+    }
+
+    /// Trusts and signs with `issuer`'s key pair instead of the scratch directory's own:
+    /// its `issuer.key` and `issuer.pub` are copied over the scratch ones, so several
+    /// sidecars (a fleet) trust one key and accept the same license files.
+    pub fn issuer_from(self, issuer: &Issuer) -> Builder {
+        for name in ["issuer.key", "issuer.pub"] {
+            let to = self.scratch.path().join(name);
+            std::fs::copy(issuer.path(name), &to)
+                .unwrap_or_else(|err| panic!("copy {name} to {}: {err}", to.display()));
+        }
+        self
+    }
+
+    /// Installs license file text as it is (e.g. one file shared by a fleet), as
+    /// `licenses/<name>` before start.
+    pub fn license_text(self, name: &str, text: &str) -> Builder {
+        self.file(&format!("licenses/{name}"), text);
+        self
+    }
+
     /// A named-connector instance of system type `app` forwarding to `base_uri`.
     pub fn instance(self, id: &str, app: &str, base_uri: &str) -> Builder {
         self.instance_with(id, app, base_uri, &[])
@@ -251,6 +276,14 @@ impl Builder {
             .extend(state.iter().map(|line| (*line).to_owned()));
         let config_text = self.config_text();
         Tollgate::launch(self.scratch, config_text, env, &[], LogLevel::TestOverride).await
+    }
+
+    /// Like [`Builder::start_with`] (with `env`), but returns once the ready file is
+    /// written, without waiting for `/readyz` to answer 200 (a sidecar whose store is not
+    /// reachable yet).
+    pub async fn start_unready(self, env: &[(&str, &str)]) -> Tollgate {
+        let config_text = self.config_text();
+        Tollgate::launch_unready(self.scratch, config_text, env).await
     }
 
     /// Writes the config with `toml` appended (see [`toml_instance`] and [`toml_flow`]) and

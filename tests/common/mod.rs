@@ -15,6 +15,8 @@ pub mod admin;
 pub mod client;
 /// The scratch directory and `tollgate.toml` builder, and starting the sidecar on it.
 pub mod config;
+/// Fleets of sidecars sharing one issuer, license files and Redis; concurrent loaders.
+pub mod fleet;
 /// License payload builders, the issuer, and armor / unarmor / tamper.
 pub mod licenses;
 /// Waiting for asynchronous outcomes.
@@ -23,6 +25,8 @@ pub mod poll;
 pub mod process;
 /// Byte-exact HTTP/1.1 over TCP, responses parsed with `httparse`.
 pub mod raw_http;
+/// A real `redis-server` child process: start, freeze, thaw, restart, kill; raw RESP.
+pub mod redis;
 /// The in-process mock target, plain HTTP or TLS.
 pub mod upstream;
 

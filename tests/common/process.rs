@@ -93,12 +93,38 @@ impl Tollgate {
         args: &[&str],
         level: LogLevel,
     ) -> Tollgate {
+        let mut tollgate = Tollgate::spawned(scratch, config_text, env, args, level);
+        tollgate.await_ready().await;
+        tollgate
+    }
+
+    /// Like [`Tollgate::launch`], but returns once the ready file is written, without
+    /// waiting for `/readyz` (see [`Tollgate::readyz`]).
+    pub(crate) async fn launch_unready(
+        scratch: ScratchDir,
+        config_text: String,
+        env: &[(&str, &str)],
+    ) -> Tollgate {
+        let mut tollgate =
+            Tollgate::spawned(scratch, config_text, env, &[], LogLevel::TestOverride);
+        tollgate.take_ready_file().await;
+        tollgate
+    }
+
+    /// Writes the config and spawns the process; the listener addresses are not known yet.
+    fn spawned(
+        scratch: ScratchDir,
+        config_text: String,
+        env: &[(&str, &str)],
+        args: &[&str],
+        level: LogLevel,
+    ) -> Tollgate {
         let config_path = scratch.path().join("tollgate.toml");
         std::fs::write(&config_path, &config_text)
             .unwrap_or_else(|err| panic!("write {}: {err}", config_path.display()));
         let (process, log) = spawn(&config_path, scratch.path(), env, args, level);
         let unbound: SocketAddr = ([0, 0, 0, 0], 0).into();
-        let mut tollgate = Tollgate {
+        Tollgate {
             pid: process.child.id(),
             process,
             engine: unbound,
@@ -110,9 +136,7 @@ impl Tollgate {
             config_path,
             config_text,
             scratch,
-        };
-        tollgate.await_ready().await;
-        tollgate
+        }
     }
 
     /// Starts `tollgate run` again on the same scratch directory, config and state, with
@@ -137,13 +161,23 @@ impl Tollgate {
         self.await_ready().await;
     }
 
-    /// Waits for the ready file, takes the listener addresses from it, then waits for
-    /// `/readyz` to answer 200.
-    async fn await_ready(&mut self) {
+    /// The process id of the running sidecar.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the ready file and takes the listener addresses from it.
+    async fn take_ready_file(&mut self) {
         let ready = self.await_ready_file().await;
         self.engine = ready.engine;
         self.admin = ready.admin;
         self.instances = ready.instances;
+    }
+
+    /// Waits for the ready file, takes the listener addresses from it, then waits for
+    /// `/readyz` to answer 200.
+    async fn await_ready(&mut self) {
+        self.take_ready_file().await;
         let start = Instant::now();
         loop {
             let req = Request::get(format!("http://{}/readyz", self.admin))

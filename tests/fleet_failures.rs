@@ -1,0 +1,504 @@
+//! Fleet mode, failures: Redis down when a sidecar starts, frozen (SIGSTOP) under load,
+//! restarted mid-month with and without its append-only file; a sidecar killed with
+//! `kill -9` while it holds a lease; and the month rolling over on the test clock. In every
+//! case no counted load the target answered 2xx is lost or counted twice, the fleet never
+//! exceeds the hard limit (limit 100 → 110), nothing hangs (every refusal is answered
+//! within a second) and the fleet recovers by itself.
+//!
+//! Needs `redis-server` on `PATH`; the month rollover needs the `test-clock` feature.
+
+pub mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::fleet::*;
+use common::redis::{Persistence, RedisServer};
+use common::*;
+use hyper::StatusCode;
+
+/// limit 100 → hard limit 110.
+const HARD: usize = 110;
+/// Each refusal while Redis is unusable must come within this (redis_timeout is 250 ms).
+const PROMPT: Duration = Duration::from_secs(1);
+
+/// A fleet of servicenow-1 ↔ jira-1 (`incidents`) licensed by `LIC-FLEET` (limit 100),
+/// with lease_max 20, redis_timeout 250ms and `state` lines.
+fn fleet(redis: &RedisServer, target: &Upstream, state: &[&str]) -> Fleet {
+    let mut fleet = Fleet::new(&redis.url(), two_pairs(&target.base_uri(), true))
+        .license(&metered_license(LICENSE, 1, 100))
+        .state_option("lease_max = 20")
+        .state_option("redis_timeout = \"250ms\"");
+    for line in state {
+        fleet = fleet.state_option(line);
+    }
+    fleet
+}
+
+fn engines(sidecars: &[&Tollgate]) -> Vec<SocketAddr> {
+    sidecars.iter().map(|tg| tg.engine).collect()
+}
+
+fn logs(sidecars: &[&Tollgate]) -> String {
+    sidecars
+        .iter()
+        .map(|tg| format!("--- sidecar on {}\n{}", tg.admin, tg.logs()))
+        .collect()
+}
+
+/// Sends one counted load and returns the answer with how long it took.
+async fn timed_load(tg: &Tollgate) -> (Resp, Duration) {
+    let start = Instant::now();
+    let resp = tg.post(MAIN, Some("incidents"), "{}").await;
+    (resp, start.elapsed())
+}
+
+/// Asserts every loader got an answer and stopped only at the records limit (503s while
+/// retrying are allowed); returns the loads answered 2xx.
+#[track_caller]
+fn answered(tallies: &[Tally], sidecars: &[&Tollgate]) -> usize {
+    for tally in tallies {
+        assert!(
+            tally.errors.is_empty(),
+            "loads without an answer: {:?}\n{}",
+            tally.errors,
+            logs(sidecars)
+        );
+        let other: Vec<&Refusal> = tally
+            .refused
+            .iter()
+            .filter(|r| !r.is(429, "records-limit-exceeded") && !r.is(503, "store-unavailable"))
+            .collect();
+        assert!(other.is_empty(), "unexpected refusals: {other:#?}");
+    }
+    tallies.iter().map(|t| t.ok).sum()
+}
+
+/// Loads on every sidecar until the fleet refuses at the limit, again after `pause` as
+/// long as it falls short of 110 (a lease lost in a failure frees up after lease_ttl),
+/// at most `rounds` times; returns the loads answered 2xx.
+async fn load_to_the_limit(
+    sidecars: &[&Tollgate],
+    already: usize,
+    pause: Duration,
+    rounds: usize,
+) -> usize {
+    let mut total = 0;
+    for round in 0..rounds {
+        if round > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        let load = Load::retrying_unavailable(8, Duration::from_secs(10));
+        let tallies = load_fleet(&engines(sidecars), load).await;
+        total += answered(&tallies, sidecars);
+        assert!(
+            already + total <= HARD,
+            "the fleet answered {} counted loads 2xx, over the hard limit {HARD}",
+            already + total
+        );
+        if already + total == HARD {
+            break;
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_start_refuses_counted_loads_promptly_then_recovers_by_itself() {
+    let mut redis = RedisServer::not_started(Persistence::None);
+    let target = Upstream::plain("target").await;
+    let tg = fleet(&redis, &target, &[]).start_unready("sidecar-a").await;
+
+    assert_eq!(
+        tg.healthz().await,
+        StatusCode::OK,
+        "/healthz with Redis down"
+    );
+    assert_eq!(
+        tg.readyz().await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "/readyz with Redis down"
+    );
+    let status = tg.status().await;
+    assert_eq!(status["fleet"]["connected"], false, "{status}");
+    for n in 1..=3 {
+        let (resp, took) = timed_load(&tg).await;
+        resp.assert_problem(503, "store-unavailable");
+        assert!(
+            took < PROMPT,
+            "counted load {n} with Redis down answered after {took:?}"
+        );
+    }
+    assert_eq!(
+        counted_hits(&target),
+        0,
+        "a refused counted load reached the target"
+    );
+    let metrics = tg.metrics_text().await;
+    assert_eq!(
+        metric(&metrics, "tollgate_fleet_redis_up", &[]),
+        Some(0.0),
+        "tollgate_fleet_redis_up with Redis down:\n{metrics}"
+    );
+    // A request that is not a counted load is forwarded as usual.
+    let resp = tg.get(NOT_COUNTED, Some("incidents")).await;
+    resp.assert_upstream_ok("target");
+
+    redis.restart();
+    eventually(
+        "/readyz 200 once Redis is up",
+        Duration::from_secs(15),
+        || async { (tg.readyz().await == StatusCode::OK).then_some(()) },
+    )
+    .await;
+    loads_ok(&tg, 3).await;
+    await_used(&tg, 3, Duration::from_secs(3), "loads after Redis came up").await;
+    assert_eq!(counted_hits(&target), 3);
+    let status = tg.status().await;
+    assert_eq!(status["fleet"]["connected"], true, "{status}");
+    let metrics = tg.metrics_text().await;
+    assert_eq!(metric(&metrics, "tollgate_fleet_redis_up", &[]), Some(1.0));
+    assert!(
+        metric(&metrics, "tollgate_fleet_redis_errors_total", &[]).is_some_and(|n| n >= 1.0),
+        "Redis errors while it was down are not counted:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_admits_only_the_leased_block_and_the_totals_are_exact_after_it_thaws() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, &["lease_ttl = \"2s\""]);
+    let a = fleet.start("sidecar-a").await;
+    let b = fleet.start("sidecar-b").await;
+
+    loads_ok(&a, 1).await;
+    let held = license_fleet(&a).await["held"].as_u64().unwrap_or(0) as usize;
+    assert!(
+        held <= 19,
+        "sidecar-a holds {held}, more than lease_max - 1"
+    );
+    let held_b = license_fleet(&b).await["held"].as_u64().unwrap_or(0) as usize;
+
+    redis.freeze();
+    // Concurrent loaders on both sidecars while Redis answers nothing: sidecar-a may use
+    // what it holds, nothing more; every refusal comes promptly.
+    let frozen_load = Load::until_refused(4);
+    let during = load_fleet(&[a.engine, b.engine], frozen_load).await;
+    for (name, tally) in ["sidecar-a", "sidecar-b"].iter().zip(&during) {
+        assert!(tally.errors.is_empty(), "{name}: {:?}", tally.errors);
+        let other = tally.refused_other_than(503, "store-unavailable");
+        assert!(
+            other.is_empty(),
+            "{name}: refusals while Redis is frozen other than 503 store-unavailable: {other:#?}"
+        );
+        assert!(
+            tally.slowest < PROMPT,
+            "{name}: an answer took {:?} while Redis was frozen",
+            tally.slowest
+        );
+    }
+    assert!(
+        during[0].ok <= held,
+        "sidecar-a answered {} counted loads 2xx with Redis frozen, holding a lease of {held}",
+        during[0].ok
+    );
+    assert!(
+        during[1].ok <= held_b,
+        "sidecar-b answered {} counted loads 2xx with Redis frozen, holding a lease of {held_b}",
+        during[1].ok
+    );
+    // The admin API does not hang either.
+    let start = Instant::now();
+    let _ = a.admin_get("/v1/licenses").await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "GET /v1/licenses took {:?} with Redis frozen",
+        start.elapsed()
+    );
+    let (resp, took) = timed_load(&b).await;
+    resp.assert_problem(503, "store-unavailable");
+    assert!(
+        took < PROMPT,
+        "a single counted load took {took:?} with Redis frozen"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.thaw();
+
+    let before = 1 + during[0].ok + during[1].ok;
+    assert_eq!(
+        counted_hits(&target),
+        before,
+        "loads that reached the target while frozen"
+    );
+    let after = load_to_the_limit(&[&a, &b], before, Duration::from_secs(3), 3).await;
+    let seen_ok = before + after;
+    assert_eq!(
+        counted_hits(&target),
+        seen_ok,
+        "the target received other than the loads answered 2xx"
+    );
+    for tg in [&a, &b] {
+        await_used(
+            tg,
+            seen_ok as u64,
+            Duration::from_secs(5),
+            "records.used equals the loads answered 2xx after the freeze",
+        )
+        .await;
+    }
+    assert_eq!(
+        seen_ok, HARD,
+        "after Redis thawed the fleet reached only {seen_ok} of {HARD} (a lease granted \
+         during the freeze is lost?)"
+    );
+}
+
+/// Loads on two sidecars, a Redis restart, then loads to the limit: the fleet's total
+/// equals the loads answered 2xx before and after, and never exceeds 110.
+async fn restart_mid_month(persistence: Persistence) {
+    let mut redis = match persistence {
+        Persistence::None => RedisServer::start(),
+        Persistence::AppendOnly => RedisServer::start_aof(),
+    };
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, &["lease_ttl = \"2s\""]);
+    let a = fleet.start("sidecar-a").await;
+    let b = fleet.start("sidecar-b").await;
+    loads_ok(&a, 30).await;
+    loads_ok(&b, 25).await;
+    await_used(&a, 55, Duration::from_secs(3), "before the restart").await;
+
+    redis.restart();
+    for tg in [&a, &b] {
+        await_used(
+            tg,
+            55,
+            Duration::from_secs(10),
+            &format!("the fleet's total after a Redis restart ({persistence:?})"),
+        )
+        .await;
+    }
+    let after = load_to_the_limit(&[&a, &b], 55, Duration::from_secs(3), 3).await;
+    let seen_ok = 55 + after;
+    assert_eq!(counted_hits(&target), seen_ok);
+    for tg in [&a, &b] {
+        await_used(
+            tg,
+            seen_ok as u64,
+            Duration::from_secs(5),
+            "records.used equals the loads answered 2xx",
+        )
+        .await;
+        let resp = tg.post(MAIN, Some("incidents"), "{}").await;
+        resp.assert_problem(429, "records-limit-exceeded");
+    }
+    assert_eq!(
+        seen_ok, HARD,
+        "after a Redis restart ({persistence:?}) the fleet reached {seen_ok}, not {HARD}"
+    );
+    assert_eq!(counted_hits(&target), HARD);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_without_aof_loses_no_count_and_keeps_the_hard_limit() {
+    restart_mid_month(Persistence::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_with_aof_loses_no_count_and_keeps_the_hard_limit() {
+    restart_mid_month(Persistence::AppendOnly).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_sidecar_holding_a_lease_loses_no_count_and_never_exceeds_the_limit() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, &["lease_ttl = \"2s\""]);
+    let mut sidecars = fleet.start_nodes(3).await;
+
+    loads_ok(&sidecars[0], 5).await;
+    let held = license_fleet(&sidecars[0]).await["held"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        held > 0,
+        "after 5 loads sidecar-a holds no lease, so killing it proves nothing"
+    );
+    sidecars[0].kill9();
+    assert!(
+        sidecars[0]
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .is_some(),
+        "sidecar-a survived kill -9"
+    );
+
+    // Without sidecar-a, the others fall short by at most lease_max, never over.
+    let others = [&sidecars[1], &sidecars[2]];
+    let tallies = load_fleet(&engines(&others), Load::until_refused(16)).await;
+    let first = answered(&tallies, &others);
+    assert!(
+        5 + first <= HARD && 5 + first + 20 >= HARD,
+        "with sidecar-a killed, the fleet reached {} (must be within lease_max 20 below {HARD})",
+        5 + first
+    );
+    // Even after lease_ttl, what sidecar-a may have counted is not handed out again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tallies = load_fleet(&engines(&others), Load::until_refused(4)).await;
+    let second = answered(&tallies, &others);
+    assert!(
+        5 + first + second <= HARD,
+        "after lease_ttl the fleet went to {}, over {HARD}",
+        5 + first + second
+    );
+
+    // sidecar-a comes back under the same node name: nothing it answered is lost.
+    let env = fleet.restart_env();
+    sidecars[0].restart(&env).await;
+    let seen_ok = (5 + first + second) as u64;
+    for tg in &sidecars {
+        await_used(
+            tg,
+            seen_ok,
+            Duration::from_secs(5),
+            "the fleet's total after sidecar-a restarted",
+        )
+        .await;
+    }
+    let all: Vec<&Tollgate> = sidecars.iter().collect();
+    let rest = load_to_the_limit(&all, seen_ok as usize, Duration::from_secs(3), 3).await;
+    let total = seen_ok as usize + rest;
+    assert_eq!(counted_hits(&target), total);
+    assert_eq!(
+        total, HARD,
+        "after sidecar-a restarted the fleet reached {total}, not {HARD}"
+    );
+    for tg in &sidecars {
+        await_used(tg, HARD as u64, Duration::from_secs(5), "at the limit").await;
+    }
+}
+
+/// The month rollover on the test clock: both sidecars start a few seconds before
+/// midnight of 2026-11-30 (UTC); November is spent to the hard limit (11) by the fleet, and
+/// December starts from zero for both.
+#[cfg(feature = "test-clock")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_month_rollover_starts_the_next_month_from_zero_for_the_whole_fleet() {
+    use chrono::{DateTime, Utc};
+
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = Fleet::new(&redis.url(), two_pairs(&target.base_uri(), true))
+        .license(&metered_license(LICENSE, 1, 10))
+        .state_option("lease_max = 4")
+        .state_option("redis_timeout = \"250ms\"")
+        .licensing_option("max_clock_skew = \"90d\"");
+    // Both sidecars reach midnight at the same real instant, 8 s from now.
+    let midnight: DateTime<Utc> = "2026-12-01T00:00:00Z".parse().expect("midnight");
+    let at_midnight = Instant::now() + Duration::from_secs(8);
+    let pinned = || {
+        let left = at_midnight.saturating_duration_since(Instant::now());
+        (midnight - chrono::Duration::from_std(left).expect("a short duration"))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let now_a = pinned();
+    let a = fleet
+        .start_env("sidecar-a", &[("TOLLGATE_NOW", &now_a)])
+        .await;
+    let now_b = pinned();
+    let b = fleet
+        .start_env("sidecar-b", &[("TOLLGATE_NOW", &now_b)])
+        .await;
+    let status = a.status().await;
+    assert_eq!(
+        status["month"], "2026-11",
+        "the sidecar does not run at TOLLGATE_NOW (build with --features test-clock): {status}"
+    );
+    assert_eq!(status["fleet"]["connected"], true, "{status}");
+
+    // November: 6 loads on a, 5 on b, then the fleet is at its hard limit (11).
+    loads_ok(&a, 6).await;
+    loads_ok(&b, 5).await;
+    for tg in [&a, &b] {
+        let resp = tg.post(MAIN, Some("incidents"), "{}").await;
+        resp.assert_problem(429, "records-limit-exceeded");
+        await_used(tg, 11, Duration::from_secs(2), "November's fleet total").await;
+        let records = tg.records(LICENSE).await;
+        assert_eq!(
+            records["month"], "2026-11",
+            "the month turned before the test spent November (machine too slow?): {records}"
+        );
+    }
+
+    // December starts from zero on both.
+    for tg in [&a, &b] {
+        eventually("December", Duration::from_secs(20), || async {
+            (tg.records(LICENSE).await["month"] == "2026-12").then_some(())
+        })
+        .await;
+    }
+    for tg in [&a, &b] {
+        eventually(
+            "incidents resumed in December",
+            Duration::from_secs(5),
+            || async { (tg.flow("incidents").await["enabled"] == true).then_some(()) },
+        )
+        .await;
+    }
+    loads_ok(&a, 2).await;
+    loads_ok(&b, 1).await;
+    for tg in [&a, &b] {
+        await_used(tg, 3, Duration::from_secs(3), "December's fleet total").await;
+        assert_eq!(
+            tg.usage_of_license(Some("2026-11"), LICENSE).await,
+            11,
+            "November's fleet total after the rollover"
+        );
+    }
+    assert_eq!(counted_hits(&target), 14);
+}
+
+/// The premise of the restart tests: the fixture's restart keeps the data set with the
+/// append-only file and loses it without, and a frozen server answers nothing until it is
+/// thawed.
+#[test]
+fn the_redis_fixture_restarts_with_and_without_its_data_and_freezes() {
+    let mut plain = RedisServer::start();
+    let mut aof = RedisServer::start_aof();
+    for redis in [&plain, &aof] {
+        assert_eq!(redis.command(&["SET", "k", "v"]), "OK");
+        assert_eq!(redis.command(&["HSET", "h", "f", "1"]), "1");
+        assert_eq!(redis.keys(), ["h", "k"]);
+    }
+    let port = plain.port();
+    plain.restart();
+    aof.kill9();
+    aof.restart();
+    assert_eq!(plain.port(), port, "a restart keeps the port");
+    assert!(plain.keys().is_empty(), "without AOF the data set is gone");
+    assert_eq!(
+        aof.keys(),
+        ["h", "k"],
+        "with AOF always the data set survives kill -9"
+    );
+    assert_eq!(aof.command(&["HGETALL", "h"]), "f\n1");
+
+    plain.freeze();
+    let stream = std::net::TcpStream::connect(plain.addr()).expect("connect while frozen");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("a read timeout");
+    let mut writer = &stream;
+    std::io::Write::write_all(&mut writer, b"PING\r\n").expect("send PING");
+    let mut reader = &stream;
+    let mut buf = [0u8; 16];
+    assert!(
+        std::io::Read::read(&mut reader, &mut buf).is_err(),
+        "a frozen redis-server answered"
+    );
+    plain.thaw();
+    assert_eq!(plain.command(&["PING"]), "PONG");
+    plain.stop();
+    assert!(!plain.is_running());
+}
