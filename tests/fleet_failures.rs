@@ -502,3 +502,54 @@ fn the_redis_fixture_restarts_with_and_without_its_data_and_freezes() {
     plain.stop();
     assert!(!plain.is_running());
 }
+
+/// A sidecar whose clock is 30 days behind Redis' `TIME` (beyond the default
+/// `max_clock_skew` of 24 h) refuses counted loads, says so in `/v1/status`, and sends
+/// nothing to the target; a sidecar of the same fleet on the right clock counts as usual.
+#[cfg(feature = "test-clock")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_far_from_redis_time_refuses_counted_loads() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, &[]);
+    let behind = (chrono::Utc::now() - chrono::Duration::days(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let skewed = fleet
+        .builder("sidecar-skewed")
+        .start_unready(&[("TOLLGATE_NOW", &behind)])
+        .await;
+    let good = fleet.start("sidecar-good").await;
+
+    let skew = eventually(
+        "status.fleet.clock_skew on the skewed sidecar",
+        Duration::from_secs(10),
+        || async {
+            let status = skewed.status().await;
+            let skew = status["fleet"]["clock_skew"].clone();
+            skew.is_string().then_some(skew)
+        },
+    )
+    .await;
+    assert!(
+        !skew.as_str().unwrap_or_default().is_empty(),
+        "clock_skew must be a sentence: {skew}"
+    );
+    let (resp, took) = timed_load(&skewed).await;
+    assert!(
+        !resp.status.is_success(),
+        "a counted load on a clock 30 days behind Redis was answered {}",
+        resp.status
+    );
+    assert!(took < PROMPT, "the refusal took {took:?}");
+    assert_eq!(
+        counted_hits(&target),
+        0,
+        "the skewed sidecar forwarded a counted load"
+    );
+    assert_eq!(
+        good.status().await["fleet"]["clock_skew"],
+        serde_json::Value::Null
+    );
+    loads_ok(&good, 2).await;
+    assert_eq!(counted_hits(&target), 2);
+}

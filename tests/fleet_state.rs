@@ -262,7 +262,8 @@ async fn licenses_usage_status_and_metrics_report_the_fleets_totals() {
         await_used(
             tg,
             12,
-            Duration::from_secs(3),
+            // At most about a second behind.
+            Duration::from_secs(2),
             "the fleet's total in /v1/licenses",
         )
         .await;
@@ -295,15 +296,15 @@ async fn licenses_usage_status_and_metrics_report_the_fleets_totals() {
         let held = view["held"].as_u64().expect("fleet.held");
         let granted = view["granted"].as_u64().expect("fleet.granted");
         let available = view["available"].as_u64().expect("fleet.available");
+        let own_committed = node_entry(&view, &node)["committed"].as_u64().unwrap_or(0);
         assert!(held <= 20, "{node} holds more than lease_max: {view}");
         assert!(
-            (12..=110).contains(&granted),
-            "{node}: granted {granted} must cover the 12 counted and stay within 110: {view}"
+            granted >= own_committed && granted <= 110,
+            "{node}: granted {granted} must cover what it committed and stay within 110: {view}"
         );
-        assert_eq!(
-            available + granted,
-            110,
-            "{node}: what is available and what is granted make the hard limit: {view}"
+        assert!(
+            available <= 110 - 12 && available + granted <= 110,
+            "{node}: available {available} with 12 counted and {granted} granted: {view}"
         );
 
         let status = tg.status().await;
@@ -335,13 +336,14 @@ async fn licenses_usage_status_and_metrics_report_the_fleets_totals() {
             sample("tollgate_fleet_lease_grants_total", &lic) >= 1.0,
             "{node} counted loads without a lease grant"
         );
+        // An idle sidecar's unused lease does not change between the two reads.
         let lease = sample("tollgate_fleet_lease_records", &lic);
         let held_now = license_fleet(tg).await["held"]
             .as_f64()
             .expect("fleet.held");
-        assert!(
-            (0.0..=20.0).contains(&lease) && (lease - held_now).abs() <= 20.0,
-            "{node}: tollgate_fleet_lease_records {lease} vs fleet.held {held_now}"
+        assert_eq!(
+            lease, held_now,
+            "{node}: tollgate_fleet_lease_records is what fleet.held says it holds unused"
         );
     }
 }
