@@ -10,6 +10,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Erro
     parse(&text).map_err(serde::de::Error::custom)
 }
 
+/// Deserializes an optional duration (a key that may be left out).
+pub fn deserialize_option<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    deserialize(de).map(Some)
+}
+
 /// Parses one duration, naming the accepted forms when the text is not one of them.
 pub fn parse(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|err| {

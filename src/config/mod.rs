@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use parse::{Owner, ParseError, Position};
-pub use validate::Problem;
+pub use validate::{is_fleet_name, redact, Problem};
 
 /// Upper bound on a config file's size: a larger file is a mistake, not a configuration.
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
@@ -169,8 +169,93 @@ pub struct State {
         deserialize_with = "duration::deserialize"
     )]
     pub flush_interval: Duration,
-    /// Shared store for a fleet of sidecars.
+    /// Shared store for a fleet of sidecars (`redis://` or `rediss://`): fleet mode.
     pub redis: Option<String>,
+    /// Key namespace the fleet's sidecars share (fleet mode; default `tollgate`).
+    pub fleet: Option<String>,
+    /// This sidecar's name in the fleet (fleet mode; default the hostname).
+    pub node: Option<String>,
+    /// The largest block of a month's budget one sidecar holds at once (fleet mode).
+    pub lease_max: Option<u64>,
+    /// How long a block nobody draws from stays with its sidecar (fleet mode).
+    #[serde(default, deserialize_with = "duration::deserialize_option")]
+    pub lease_ttl: Option<Duration>,
+    /// The longest any Redis exchange may hold up a request (fleet mode).
+    #[serde(default, deserialize_with = "duration::deserialize_option")]
+    pub redis_timeout: Option<Duration>,
+    /// A file holding the Redis password, for URLs that do not carry it (fleet mode).
+    pub redis_password_file: Option<PathBuf>,
+}
+
+/// Fleet mode's settings with their defaults applied (from `[state]` with `redis` set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSettings {
+    /// The Redis URL as written.
+    pub url: String,
+    /// The key namespace.
+    pub fleet: String,
+    /// This sidecar's name.
+    pub node: String,
+    /// The largest block one sidecar holds.
+    pub lease_max: u64,
+    /// How long an idle block stays with its sidecar.
+    pub lease_ttl: Duration,
+    /// The bound on every Redis exchange a request waits for.
+    pub redis_timeout: Duration,
+    /// Where the password is read from, if anywhere.
+    pub password_file: Option<PathBuf>,
+}
+
+/// A block large enough that a busy sidecar asks Redis about once per thousand loads, small
+/// enough that a sidecar lost for good leaves at most that much of a month unused.
+pub const DEFAULT_LEASE_MAX: u64 = 1000;
+/// Long enough to ride out a GC pause or a slow deploy, short enough that an idle block comes
+/// back to the fleet within a minute.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+/// A Redis round trip on a LAN is well under a millisecond: 250 ms means Redis is in trouble,
+/// and an engine waiting longer than that for a refusal is worse than the refusal.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// The namespace of a fleet that does not name one.
+pub const DEFAULT_FLEET: &str = "tollgate";
+
+impl State {
+    /// Fleet mode's settings, when `redis` is set.
+    pub fn fleet(&self) -> Option<FleetSettings> {
+        let url = self.redis.clone()?;
+        Some(FleetSettings {
+            url,
+            fleet: self
+                .fleet
+                .clone()
+                .unwrap_or_else(|| DEFAULT_FLEET.to_owned()),
+            node: self.node.clone().unwrap_or_else(default_node),
+            lease_max: self.lease_max.unwrap_or(DEFAULT_LEASE_MAX),
+            lease_ttl: self.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
+            redis_timeout: self.redis_timeout.unwrap_or(DEFAULT_REDIS_TIMEOUT),
+            password_file: self.redis_password_file.clone(),
+        })
+    }
+}
+
+/// The node name of a sidecar that does not set one: its hostname.
+fn default_node() -> String {
+    let name: String = gethostname::gethostname()
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "node".to_owned()
+    } else {
+        name
+    }
 }
 
 impl Default for State {
@@ -180,6 +265,12 @@ impl Default for State {
             durability: Durability::default(),
             flush_interval: default_flush_interval(),
             redis: None,
+            fleet: None,
+            node: None,
+            lease_max: None,
+            lease_ttl: None,
+            redis_timeout: None,
+            redis_password_file: None,
         }
     }
 }
@@ -523,6 +614,9 @@ impl Config {
         self.licensing.public_keys.iter_mut().for_each(join);
         join(&mut self.licensing.license_dir);
         join(&mut self.state.dir);
+        if let Some(password) = &mut self.state.redis_password_file {
+            join(password);
+        }
         for instance in &mut self.instances {
             if let Some(ca) = &mut instance.ca_file {
                 join(ca);
@@ -740,11 +834,75 @@ systems = ["servicenow-1"]
     }
 
     #[test]
+    fn fleet_mode_applies_its_defaults_and_names_every_bad_key() {
+        let config = load(&format!(
+            "{TWO_SYSTEMS}\n[state]\nredis = \"redis://127.0.0.1:6379/0\"\nnode = \"a\"\n"
+        ))
+        .unwrap();
+        let fleet = config.state.fleet().unwrap();
+        assert_eq!(
+            (fleet.fleet.as_str(), fleet.node.as_str()),
+            ("tollgate", "a")
+        );
+        assert_eq!(fleet.lease_max, DEFAULT_LEASE_MAX);
+        assert_eq!(fleet.lease_ttl, DEFAULT_LEASE_TTL);
+        assert_eq!(fleet.redis_timeout, DEFAULT_REDIS_TIMEOUT);
+        let found = problems(
+            r#"
+[state]
+redis = "redis://:secret@127.0.0.1/0"
+fleet = "acme{prod}"
+lease_max = 0
+lease_ttl = "1ms"
+redis_timeout = "0s"
+redis_password_file = "missing.pass"
+"#,
+        );
+        for key in [
+            "state.fleet",
+            "state.lease_max",
+            "state.lease_ttl",
+            "state.redis_timeout",
+            "state.redis_password_file",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(&format!("{key}: "))),
+                "{key} in {found:?}"
+            );
+        }
+        assert!(!found.iter().any(|p| p.contains("secret")), "{found:?}");
+        let found = problems("[state]\nnode = \"a\"\nlease_max = 5\n");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("state.node: applies to fleet mode only")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("state.lease_max: applies to fleet mode only")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn redis_passwords_are_redacted() {
+        assert_eq!(validate::redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(
+            validate::redact("rediss://user:pw@h/0"),
+            "rediss://user:***@h/0"
+        );
+        assert_eq!(validate::redact("redis://token@h"), "redis://***@h");
+        assert_eq!(validate::redact("redis://h:6379/0"), "redis://h:6379/0");
+    }
+
+    #[test]
     fn licensing_and_files_are_checked() {
         let found = problems(
             r#"
 [state]
-redis = "redis://127.0.0.1/0"
+redis = "http://127.0.0.1/0"
 "#,
         );
         assert!(

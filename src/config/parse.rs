@@ -332,7 +332,8 @@ path = "/comment"
             error.to_string(),
             format!(
                 "state.durabilty: unknown field `durabilty`, expected one of `dir`, \
-                 `durability`, `flush_interval`, `redis` (line {}, column 1)",
+                 `durability`, `flush_interval`, `redis`, `fleet`, `node`, `lease_max`, \
+                 `lease_ttl`, `redis_timeout`, `redis_password_file` (line {}, column 1)",
                 first + 1
             )
         );

@@ -155,14 +155,109 @@ fn state(config: &Config, problems: &mut Problems) {
     if config.state.flush_interval.is_zero() {
         problems.add("state.flush_interval", "must be longer than zero");
     }
-    if config.state.redis.is_some() {
-        problems.add("state.redis", "the Redis store for fleets is not available in this version; remove the key to use the embedded store");
-    }
+    fleet(&config.state, problems);
     if config.state.dir.exists() && !config.state.dir.is_dir() {
         problems.add(
             "state.dir",
             format!("{} is not a directory", config.state.dir.display()),
         );
+    }
+}
+
+/// Fleet mode's keys: a usable Redis URL, names that fit in a Redis hash tag, and no fleet
+/// key without `redis` (a fleet setting on a lone sidecar is a mistake, not a no-op).
+fn fleet(state: &super::State, problems: &mut Problems) {
+    let Some(url) = &state.redis else {
+        let set = [
+            ("state.fleet", state.fleet.is_some()),
+            ("state.node", state.node.is_some()),
+            ("state.lease_max", state.lease_max.is_some()),
+            ("state.lease_ttl", state.lease_ttl.is_some()),
+            ("state.redis_timeout", state.redis_timeout.is_some()),
+            (
+                "state.redis_password_file",
+                state.redis_password_file.is_some(),
+            ),
+        ];
+        for (key, _) in set.iter().filter(|(_, set)| *set) {
+            problems.add(
+                *key,
+                "applies to fleet mode only: set state.redis too, or remove it",
+            );
+        }
+        return;
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        problems.add(
+            "state.redis",
+            format!(
+                "{:?} is not a Redis URL: write redis://HOST:PORT/DB, or rediss:// for TLS",
+                redact(url)
+            ),
+        );
+    } else if let Err(err) = redis::Client::open(url.as_str()) {
+        problems.add(
+            "state.redis",
+            format!("{:?} is not a usable Redis URL: {err}", redact(url)),
+        );
+    }
+    for (key, value) in [("state.fleet", &state.fleet), ("state.node", &state.node)] {
+        if let Some(value) = value {
+            if !is_fleet_name(value) {
+                problems.add(
+                    key,
+                    format!("{value:?} must be 1 to 64 letters, digits, '.', '_' or '-'"),
+                );
+            }
+        }
+    }
+    if state.lease_max == Some(0) {
+        problems.add("state.lease_max", "must be at least 1");
+    }
+    if state
+        .lease_ttl
+        .is_some_and(|ttl| ttl < std::time::Duration::from_millis(100))
+    {
+        problems.add("state.lease_ttl", "must be at least 100ms");
+    }
+    if state.redis_timeout.is_some_and(|t| t.is_zero()) {
+        problems.add("state.redis_timeout", "must be longer than zero");
+    }
+    if let Some(file) = &state.redis_password_file {
+        if !file.is_file() {
+            problems.add(
+                "state.redis_password_file",
+                format!("{} is not a readable file", file.display()),
+            );
+        }
+    }
+}
+
+/// Whether a fleet or node name is safe inside Redis keys and hash tags.
+pub fn is_fleet_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A Redis URL with its password, if any, replaced by `***` (for messages and status).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or("", |(user, _)| user);
+            let user = if credentials.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => url.to_owned(),
     }
 }
 

@@ -85,6 +85,7 @@ impl Plane {
     /// Enables a flow: refused when its pair cannot get a point, no valid license covers it,
     /// its environment's entitlements cannot fit it, or its license is at its hard limit.
     pub(super) fn enable_flow(&mut self, id: &str) -> Result<(), Refusal> {
+        self.sync_from_fleet()?;
         let previous = *self
             .settings
             .get(id)
@@ -182,6 +183,7 @@ impl Plane {
 
     /// Disables a flow (operator); its pair's point is released with its last enabled flow.
     pub(super) fn disable_flow(&mut self, id: &str) -> Result<(), Refusal> {
+        self.sync_from_fleet()?;
         let setting = self
             .settings
             .get_mut(id)

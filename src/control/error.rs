@@ -9,6 +9,7 @@ use crate::config::ConfigError;
 use crate::license::{ForeignHost, KeyError};
 use crate::policy::CompileError;
 use crate::problem::{Problem, ProblemCode};
+use crate::store::fleet::FleetError;
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 
@@ -58,6 +59,9 @@ pub enum ControlError {
         /// Why.
         source: UpstreamError,
     },
+    /// Fleet mode cannot start (its Redis settings are unusable).
+    #[error("state.redis: {0}")]
+    Fleet(FleetError),
     /// The control plane's thread is gone (it stopped, or it could not start).
     #[error("the control plane has stopped")]
     Stopped,
@@ -95,6 +99,9 @@ pub enum Refusal {
     /// The input is bad (400), e.g. a license file that does not verify.
     #[error("{0}")]
     BadInput(String),
+    /// The change needs the fleet's store, which cannot be reached now (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// tollgate could not carry the change out (500), e.g. the license directory is not writable.
     #[error(transparent)]
     Failed(#[from] ControlError),
@@ -106,6 +113,7 @@ impl From<Refusal> for Problem {
             Refusal::NotFound(detail) => Problem::new(ProblemCode::NotFound, detail),
             Refusal::BadInput(detail) => Problem::new(ProblemCode::InvalidLicense, detail),
             Refusal::Failed(err) => Problem::new(ProblemCode::InternalError, err.to_string()),
+            Refusal::Unavailable(detail) => Problem::new(ProblemCode::StoreUnavailable, detail),
             Refusal::Conflict {
                 code,
                 reason,

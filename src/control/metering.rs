@@ -63,6 +63,9 @@ pub(super) fn roll_over(state: &mut Plane, month: u32, now: DateTime<Utc>) {
 impl Plane {
     /// Once a second: high-water mark, rollback, month rollover, license start and expiry.
     pub(super) fn tick(&mut self) {
+        if self.fleet.is_some() {
+            self.publish_to_fleet();
+        }
         let now = self.shared.clock.now();
         let mut changed = check_rollback(self, now);
         if self.high_water - self.high_water_written >= HIGH_WATER_EVERY {
@@ -97,6 +100,24 @@ impl Plane {
             .store
             .marks(&reported.license, &label)
             .unwrap_or_default();
+        if let Some(fleet) = self.fleet.clone() {
+            // The fleet's marks decide who journals: the sidecar that raises one first.
+            let raise = |kind: &str| match fleet.raise_mark(&reported.license, &label, kind) {
+                Ok(first) => !first,
+                Err(err) => {
+                    tracing::warn!(error = %err, "the fleet's marks cannot be read; this sidecar journals the event");
+                    false
+                }
+            };
+            if !marks.warning {
+                marks.warning = raise("warning");
+            }
+            if reported.kind == MeterEventKind::Limit && !marks.limit && raise("limit") {
+                // Another sidecar journaled the limit; its flows stop here too.
+                marks.limit = true;
+                self.stop_flows_of(&reported.license);
+            }
+        }
         // Loads commit concurrently, so the limit's event may arrive before the warning's:
         // the warning is raised once, and always before the limit.
         if !marks.warning {

@@ -8,6 +8,7 @@
 mod build;
 mod changes;
 mod error;
+mod fleet;
 mod metering;
 mod plane;
 mod reports;
@@ -55,19 +56,22 @@ impl Control {
         let (started, start_result) = oneshot::channel();
         let path = config_path.to_owned();
         let plane_commands = commands.clone();
+        let runtime = tokio::runtime::Handle::try_current().ok();
         let thread = std::thread::Builder::new()
             .name("tollgate-control".into())
-            .spawn(move || match Plane::start(&path, clock, plane_commands) {
-                Ok(plane) => {
-                    let dir = plane.config.licensing.license_dir.clone();
-                    if started.send(Ok((plane.shared.clone(), dir))).is_ok() {
-                        plane.run(received);
+            .spawn(
+                move || match Plane::start(&path, clock, plane_commands, runtime) {
+                    Ok(plane) => {
+                        let dir = plane.config.licensing.license_dir.clone();
+                        if started.send(Ok((plane.shared.clone(), dir))).is_ok() {
+                            plane.run(received);
+                        }
                     }
-                }
-                Err(err) => {
-                    let _ = started.send(Err(err));
-                }
-            })
+                    Err(err) => {
+                        let _ = started.send(Err(err));
+                    }
+                },
+            )
             .map_err(|err| ControlError::io(config_path, "cannot start the control thread", err))?;
         let (shared, dir) = start_result.await.map_err(|_| ControlError::Stopped)??;
         let watcher = match watch::watch_license_dir(&dir, commands.clone()) {
@@ -101,9 +105,15 @@ impl Control {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Whether `/readyz` should answer 200.
+    /// Whether `/readyz` should answer 200: listeners bound and, in fleet mode, Redis
+    /// reachable, the fleet joined and the clock in step with Redis'.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && self
+                .shared
+                .fleet
+                .as_ref()
+                .is_none_or(|fleet| fleet.is_ready())
     }
 
     /// Sends a command and awaits its reply.

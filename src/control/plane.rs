@@ -4,7 +4,7 @@
 //! file work happens here, never on the async runtime; the runtime only sends commands and
 //! awaits their replies.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -24,7 +24,8 @@ use crate::config::{Config, Durability};
 use crate::license::{HostIdentity, Installed, Moment, Rejected, TrustedKeys};
 use crate::meter::{MeterReport, Meters};
 use crate::policy::{DisabledReason, EntitlementRefusal, FlowSetting, Resources};
-use crate::store::{AuditEvent, Recorder, Store, StoreError};
+use crate::store::fleet::{Fleet, FleetNotice};
+use crate::store::{AuditEvent, Recorder, Store, StoreError, StoredFlow};
 use crate::upstream::UpstreamCache;
 
 /// How often the plane re-judges licenses against time (start, expiry, month, rollback).
@@ -59,6 +60,8 @@ pub(super) enum Command {
     Audit(usize, Option<u64>, Reply<Result<Value, StoreError>>),
     /// Write pending counts, the high-water mark and the journal.
     Flush(Reply<Result<(), StoreError>>),
+    /// Fleet mode: what the fleet agent reports.
+    Fleet(FleetNotice),
     /// Stop the thread.
     Stop,
 }
@@ -97,6 +100,15 @@ pub(super) struct Plane {
     pub(super) month: u32,
     /// Why the last compile refused flows for entitlements.
     pub(super) entitlement_refusals: Vec<EntitlementRefusal>,
+    /// Fleet mode.
+    pub(super) fleet: Option<Arc<Fleet>>,
+    /// Fleet mode: the flow settings the fleet has, as far as this sidecar knows (none until
+    /// it has joined).
+    pub(super) published: Option<BTreeMap<String, StoredFlow>>,
+    /// Fleet mode: audit events not yet in the fleet's trail.
+    pub(super) fleet_journal: Vec<AuditEvent>,
+    /// How many of `journal`'s events are already queued for the fleet.
+    pub(super) journal_sent: usize,
 }
 
 /// The state read from disk before the first snapshot.
@@ -120,13 +132,22 @@ impl Plane {
         config_path: &Path,
         clock: Arc<dyn Clock>,
         commands: Sender<Command>,
+        runtime: Option<tokio::runtime::Handle>,
     ) -> Result<Plane, ControlError> {
         let loaded = load(config_path, clock.as_ref())?;
         let placeholder = Live {
             snapshot: empty_snapshot(&loaded.config, &loaded.host, clock.now())?,
             upstreams: Vec::new(),
         };
-        let shared = Arc::new(Shared::new(placeholder, clock, loaded.recorder, commands));
+        let fleet = super::fleet::start(&loaded.config, clock.clone(), runtime, commands.clone())
+            .map_err(ControlError::Fleet)?;
+        let shared = Arc::new(Shared::new(
+            placeholder,
+            clock,
+            loaded.recorder,
+            commands,
+            fleet.clone(),
+        ));
         let mut plane = Plane {
             config_path: config_path.to_owned(),
             shared,
@@ -152,11 +173,16 @@ impl Plane {
             rollback: false,
             month: loaded.month,
             entitlement_refusals: Vec::new(),
+            fleet,
+            published: None,
+            fleet_journal: Vec::new(),
+            journal_sent: 0,
         };
         plane.catch_up_on_time()?;
         read_licenses(&mut plane)?;
         let live = build(&mut plane, None)?;
         plane.shared.live.store(Arc::new(live));
+        plane.track_fleet();
         plane.started = true;
         plane.shared.recorder.high_water(plane.high_water);
         plane.high_water_written = plane.high_water;
@@ -244,6 +270,7 @@ impl Plane {
             Command::Flush(reply) => {
                 let _ = reply.send(self.flush());
             }
+            Command::Fleet(notice) => self.on_fleet(notice),
             Command::LicenseDirChanged | Command::Stop => {}
         }
     }
@@ -282,17 +309,30 @@ impl Plane {
         let previous = self.shared.live.swap(Arc::new(live));
         let current = self.shared.live.load_full();
         journal_flow_changes(self, &previous, &current, self.shared.clock.now());
+        self.track_fleet();
         self.persist();
     }
 
-    /// Writes flow states and pending audit events; a failure is logged and retried next time.
+    /// Writes flow states and pending audit events (and, in fleet mode, publishes them to the
+    /// fleet); a failure is logged and retried next time.
     pub(super) fn persist(&mut self) {
+        if self.fleet.is_some() && !self.journal.is_empty() {
+            let fresh = self.journal.len().saturating_sub(self.journal_sent);
+            let start = self.journal.len() - fresh;
+            self.fleet_journal
+                .extend(self.journal[start..].iter().cloned());
+            self.journal_sent = self.journal.len();
+        }
         match self.store.save_flows(&stored_flows(self), &self.journal) {
-            Ok(()) => self.journal.clear(),
+            Ok(()) => {
+                self.journal.clear();
+                self.journal_sent = 0;
+            }
             Err(err) => {
                 tracing::error!(error = %err, "flow states could not be stored; retrying with the next change")
             }
         }
+        self.publish_to_fleet();
     }
 
     /// The instant and rollback floor a compile is judged at.
@@ -326,6 +366,7 @@ fn load(config_path: &Path, clock: &dyn Clock) -> Result<Loaded, ControlError> {
         month,
         &license_counts.into_iter().collect(),
         &flow_counts.into_iter().collect(),
+        config.state.redis.is_some(),
     );
     let (settings, next_order) = stored_settings(&config, &store)?;
     let high_water = store.high_water()?.unwrap_or(now).max(now);

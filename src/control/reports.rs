@@ -28,6 +28,7 @@ impl Plane {
             "clock_rollback": state.rollback,
             "clock_high_water": state.high_water.to_rfc3339(),
             "month": crate::clock::month_index_label(state.month),
+            "fleet": state.fleet.as_ref().map(|fleet| fleet.status()),
         })
     }
 
@@ -37,7 +38,19 @@ impl Plane {
         let snapshot = self.shared.live.load_full();
         let label = crate::clock::month_index_label(month);
         let current = month_index(self.shared.clock.now(), snapshot.tz);
-        let (stored_licenses, stored_flows) = self.store.month(&label)?;
+        let (stored_licenses, stored_flows) = match &self.fleet {
+            Some(fleet) if month != current => {
+                let ids: Vec<String> = snapshot
+                    .licenses
+                    .iter()
+                    .map(|l| l.id().to_owned())
+                    .collect();
+                fleet
+                    .month_totals(&label, &ids)
+                    .map_err(|err| StoreError(err.to_string()))?
+            }
+            _ => self.store.month(&label)?,
+        };
         let mut licenses: Vec<Value> = Vec::new();
         for entry in &snapshot.licenses {
             let used = if month == current {
@@ -77,6 +90,20 @@ impl Plane {
     /// A page of the audit trail, newest first: `{events, next}` where `next` is the cursor of
     /// the following page.
     pub(super) fn audit(&self, limit: usize, before: Option<u64>) -> Result<Value, StoreError> {
+        if let Some(fleet) = &self.fleet {
+            let events = fleet
+                .audit_page(limit, before)
+                .map_err(|err| StoreError(err.to_string()))?;
+            let next = if events.len() == limit {
+                events
+                    .last()
+                    .and_then(|e| e.get("seq"))
+                    .and_then(Value::as_u64)
+            } else {
+                None
+            };
+            return Ok(json!({"events": events, "next": next}));
+        }
         let events = self.store.audit_page(limit, before)?;
         let next = if events.len() == limit {
             events.last().map(|e| e.seq)

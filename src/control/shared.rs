@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::meter::MeterReport;
 use crate::observe::DurationHistogram;
 use crate::policy::Snapshot;
+use crate::store::fleet::Fleet;
 use crate::store::Recorder;
 use crate::upstream::Upstream;
 
@@ -55,6 +56,8 @@ pub struct Shared {
     pub upstream_durations: DurationHistogram,
     /// Counted exchanges in flight, which shutdown waits for before the last flush.
     pub exchanges: TaskTracker,
+    /// Fleet mode: leases, the fleet's counts and state in Redis.
+    pub fleet: Option<Arc<Fleet>>,
     commands: Sender<Command>,
 }
 
@@ -65,6 +68,7 @@ impl Shared {
         clock: Arc<dyn Clock>,
         recorder: Recorder,
         commands: Sender<Command>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Shared {
         Shared {
             live: ArcSwap::from_pointee(live),
@@ -72,6 +76,7 @@ impl Shared {
             recorder,
             upstream_durations: DurationHistogram::default(),
             exchanges: TaskTracker::new(),
+            fleet,
             commands,
         }
     }

@@ -3,6 +3,10 @@
 //! the snapshot, so a swap never resets or forks them; the snapshot holds pre-resolved
 //! handles and the hot path does atomic operations only. A counter word packs the month it
 //! belongs to with its count, so the month rolls over by compare-and-swap on first use.
+//!
+//! In fleet mode a license's meter also holds a [`Lease`]: the block of the fleet's budget
+//! this sidecar may spend without asking Redis, and what the other sidecars have counted, so
+//! that admission stays one compare-and-swap and every report shows the fleet's total.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +29,6 @@ fn unpack(word: u64) -> (u32, u64) {
 struct MonthCount(AtomicU64);
 
 impl MonthCount {
-    fn starting(month: u32, count: u64) -> MonthCount {
-        MonthCount(AtomicU64::new(pack(month, count)))
-    }
-
     fn get(&self, month: u32) -> u64 {
         match unpack(self.0.load(Ordering::Acquire)) {
             (m, count) if m == month => count,
@@ -71,10 +71,92 @@ impl MonthCount {
 pub struct LicenseMeter {
     /// License id.
     pub id: Arc<str>,
-    /// Committed + reserved: what admission compares with the hard limit.
+    /// Committed + reserved (by this sidecar): what admission compares with the hard limit.
     used: MonthCount,
-    /// Committed: loads the target accepted.
+    /// Committed by this sidecar: loads the target accepted.
     committed: MonthCount,
+    /// Committed by the fleet's other sidecars, as of the last exchange with Redis.
+    others: MonthCount,
+    /// The fleet lease (fleet mode only).
+    lease: Option<Lease>,
+}
+
+/// This sidecar's share of a license's monthly budget in fleet mode: records leased from
+/// Redis and not yet drawn, and what the fleet has granted it in all.
+#[derive(Debug, Default)]
+pub struct Lease {
+    /// Records this sidecar may still admit this month without asking Redis.
+    available: MonthCount,
+    /// Records Redis has granted this sidecar this month (drawn or not); this sidecar is the
+    /// authority on it and tells Redis with every exchange.
+    held: MonthCount,
+    /// Set (to 1) while the fleet has no budget left to grant: loads are refused without a
+    /// round trip until the fleet agent finds budget again.
+    spent: MonthCount,
+    /// The size of the last block granted, to top up before the lease runs dry.
+    last_block: AtomicU64,
+    /// One exchange with Redis per license at a time, so every exchange knows what the
+    /// previous one did.
+    pub exchange: tokio::sync::Mutex<()>,
+}
+
+impl Lease {
+    /// Records still available in `month`.
+    pub fn available(&self, month: u32) -> u64 {
+        self.available.get(month)
+    }
+
+    /// Records granted to this sidecar in `month`.
+    pub fn held(&self, month: u32) -> u64 {
+        self.held.get(month)
+    }
+
+    /// Whether the fleet said its budget for `month` is spent.
+    pub fn is_spent(&self, month: u32) -> bool {
+        self.spent.get(month) > 0
+    }
+
+    /// The size of the last block granted.
+    pub fn last_block(&self) -> u64 {
+        self.last_block.load(Ordering::Relaxed)
+    }
+
+    /// Adds a block Redis granted: it is held and available.
+    pub fn grant(&self, month: u32, records: u64) {
+        self.last_block.store(records, Ordering::Relaxed);
+        let _ = self.held.update(month, |held| Some(held + records));
+        let _ = self
+            .available
+            .update(month, |available| Some(available + records));
+    }
+
+    /// Takes every available record of `month` back (to return them to the fleet); returns
+    /// how many. Admission cannot draw them once this returns.
+    pub fn take_available(&self, month: u32) -> u64 {
+        let mut taken = 0;
+        let _ = self.available.update(month, |available| {
+            taken = available;
+            Some(0)
+        });
+        taken
+    }
+
+    /// Records that Redis took back (returned) are no longer held.
+    pub fn returned(&self, month: u32, records: u64) {
+        let _ = self
+            .held
+            .update(month, |held| Some(held.saturating_sub(records)));
+    }
+
+    /// Sets what this sidecar holds in `month` (at start-up, from Redis and the local count).
+    pub fn set_held(&self, month: u32, held: u64) {
+        let _ = self.held.update(month, |_| Some(held));
+    }
+
+    /// Marks the fleet's budget of `month` as spent, or not.
+    pub fn set_spent(&self, month: u32, spent: bool) {
+        let _ = self.spent.update(month, |_| Some(u64::from(spent)));
+    }
 }
 
 /// The records of one flow per month.
@@ -83,12 +165,37 @@ pub struct FlowMeter {
     /// Flow id.
     pub id: Arc<str>,
     committed: MonthCount,
+    /// Committed by the fleet's other sidecars, as of the last exchange with Redis.
+    others: MonthCount,
 }
 
 impl FlowMeter {
-    /// Records committed in `month`.
+    /// Records committed in `month`, by the whole fleet in fleet mode.
     pub fn committed(&self, month: u32) -> u64 {
+        self.committed.get(month) + self.others.get(month)
+    }
+
+    /// Records this sidecar committed in `month`.
+    pub fn local_committed(&self, month: u32) -> u64 {
         self.committed.get(month)
+    }
+
+    /// The latest month this sidecar counted in, with its count.
+    pub fn latest(&self) -> (u32, u64) {
+        unpack(self.committed.0.load(Ordering::Acquire))
+    }
+
+    /// Sets what the other sidecars committed in `month`.
+    pub fn set_others(&self, month: u32, records: u64) {
+        let _ = self.others.update(month, |_| Some(records));
+    }
+
+    /// Raises this sidecar's count of `month` to at least `records` (counts Redis has that
+    /// the local store lost).
+    pub fn raise_committed(&self, month: u32, records: u64) {
+        let _ = self
+            .committed
+            .update(month, |count| Some(count.max(records)));
     }
 }
 
@@ -99,19 +206,89 @@ pub struct AtLimit {
     pub used: u64,
 }
 
+/// Why a record could not be reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortfall {
+    /// The month's budget is spent (the fleet's, in fleet mode).
+    AtLimit(AtLimit),
+    /// Fleet mode: this sidecar's lease is empty; Redis must be asked for a block.
+    LeaseEmpty,
+}
+
 impl LicenseMeter {
-    /// Records committed in `month`.
+    /// Records committed in `month`: by the whole fleet in fleet mode.
     pub fn committed(&self, month: u32) -> u64 {
+        self.committed.get(month) + self.others.get(month)
+    }
+
+    /// Records this sidecar committed in `month`.
+    pub fn local_committed(&self, month: u32) -> u64 {
         self.committed.get(month)
     }
 
-    /// Committed and in-flight records in `month`.
+    /// Committed (by the fleet) and in-flight (here) records in `month`.
     pub fn used(&self, month: u32) -> u64 {
-        self.used.get(month)
+        self.used.get(month) + self.others.get(month)
     }
 
-    /// Reserves one record of `month`'s budget, unless `committed + reserved >= hard_limit`.
-    pub fn reserve(&self, month: u32, hard_limit: Option<u64>) -> Result<u32, AtLimit> {
+    /// The fleet lease, in fleet mode.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+
+    /// The latest month this sidecar counted in, with its count.
+    pub fn latest(&self) -> (u32, u64) {
+        unpack(self.committed.0.load(Ordering::Acquire))
+    }
+
+    /// Sets what the other sidecars committed in `month`.
+    pub fn set_others(&self, month: u32, records: u64) {
+        let _ = self.others.update(month, |_| Some(records));
+    }
+
+    /// Raises this sidecar's count of `month` to at least `records` (counts Redis has that
+    /// the local store lost).
+    pub fn raise_committed(&self, month: u32, records: u64) {
+        let mut raised = 0;
+        let _ = self.committed.update(month, |count| {
+            raised = records.saturating_sub(count);
+            Some(count.max(records))
+        });
+        if raised > 0 {
+            let _ = self.used.update(month, |used| Some(used + raised));
+        }
+    }
+
+    /// Reserves one record of `month`'s budget: from the lease in fleet mode, else unless
+    /// `committed + reserved >= hard_limit`.
+    pub fn reserve(&self, month: u32, hard_limit: Option<u64>) -> Result<u32, Shortfall> {
+        match (&self.lease, hard_limit) {
+            (Some(lease), Some(_)) => self.draw(lease, month),
+            _ => self
+                .reserve_local(month, hard_limit)
+                .map_err(Shortfall::AtLimit),
+        }
+    }
+
+    /// Fleet mode: one record from the lease.
+    fn draw(&self, lease: &Lease, month: u32) -> Result<u32, Shortfall> {
+        if lease
+            .available
+            .update(month, |available| available.checked_sub(1))
+            .is_some()
+        {
+            let _ = self.used.update(month, |used| Some(used + 1));
+            return Ok(month);
+        }
+        if lease.is_spent(month) {
+            return Err(Shortfall::AtLimit(AtLimit {
+                used: self.used(month),
+            }));
+        }
+        Err(Shortfall::LeaseEmpty)
+    }
+
+    fn reserve_local(&self, month: u32, hard_limit: Option<u64>) -> Result<u32, AtLimit> {
         let mut refused = None;
         let admitted = self.used.update(month, |used| match hard_limit {
             Some(hard) if used >= hard => {
@@ -126,25 +303,33 @@ impl LicenseMeter {
             // The counter is already in a later month (the clock went back): count it there.
             (None, None) => {
                 let (later, _) = unpack(self.used.0.load(Ordering::Acquire));
-                self.reserve(later, hard_limit)
+                self.reserve_local(later, hard_limit)
             }
         }
     }
 
     /// Turns a reservation of `month` into a committed record; returns the committed count
-    /// before and after (equal where the month has already rolled over).
+    /// (the fleet's, in fleet mode) before and after (equal where the month has rolled over).
     fn commit(&self, month: u32) -> (u64, u64) {
         match self.committed.increment(month) {
-            Some(after) => (after - 1, after),
+            Some(after) => {
+                let others = self.others.get(month);
+                (others + after - 1, others + after)
+            }
             None => (0, 0),
         }
     }
 
-    /// Gives a reservation of `month` back.
-    fn release(&self, month: u32) {
+    /// Gives a reservation of `month` back (to the lease, in fleet mode).
+    fn release(&self, month: u32, drawn: bool) {
         let (m, _) = unpack(self.used.0.load(Ordering::Acquire));
         if m == month {
             let _ = self.used.update(month, |used| Some(used.saturating_sub(1)));
+        }
+        if let (Some(lease), true) = (&self.lease, drawn) {
+            let _ = lease
+                .available
+                .update(month, |available| Some(available + 1));
         }
     }
 }
@@ -157,6 +342,8 @@ pub struct Reservation {
     license: Option<Arc<LicenseMeter>>,
     flow: Arc<FlowMeter>,
     month: u32,
+    /// Drawn from a fleet lease (given back to it if not committed).
+    drawn: bool,
     done: bool,
 }
 
@@ -178,15 +365,19 @@ impl Reservation {
         license: Option<(&Arc<LicenseMeter>, Option<u64>)>,
         flow: &Arc<FlowMeter>,
         month: u32,
-    ) -> Result<Reservation, AtLimit> {
-        let (license, month) = match license {
-            Some((meter, hard)) => (Some(meter.clone()), meter.reserve(month, hard)?),
-            None => (None, month),
+    ) -> Result<Reservation, Shortfall> {
+        let (license, month, drawn) = match license {
+            Some((meter, hard)) => {
+                let drawn = meter.lease.is_some() && hard.is_some();
+                (Some(meter.clone()), meter.reserve(month, hard)?, drawn)
+            }
+            None => (None, month, false),
         };
         Ok(Reservation {
             license,
             flow: flow.clone(),
             month,
+            drawn,
             done: false,
         })
     }
@@ -211,7 +402,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
             if let Some(meter) = &self.license {
-                meter.release(self.month);
+                meter.release(self.month, self.drawn);
             }
         }
     }
@@ -258,38 +449,36 @@ pub struct MeterReport {
 pub struct Meters {
     licenses: HashMap<String, Arc<LicenseMeter>>,
     flows: HashMap<String, Arc<FlowMeter>>,
+    /// Fleet mode: license meters carry a lease.
+    fleet: bool,
 }
 
 impl Meters {
-    /// Meters seeded with the committed counts of `month` (from the store at start-up).
+    /// Meters seeded with the committed counts of `month` (from the store at start-up); in
+    /// fleet mode each license meter carries a lease.
     pub fn seeded(
         month: u32,
         licenses: &HashMap<String, u64>,
         flows: &HashMap<String, u64>,
+        fleet: bool,
     ) -> Meters {
-        let mut meters = Meters::default();
+        let mut meters = Meters {
+            fleet,
+            ..Meters::default()
+        };
         for (id, &count) in licenses {
-            let meter = LicenseMeter {
-                id: id.as_str().into(),
-                used: MonthCount::starting(month, count),
-                committed: MonthCount::starting(month, count),
-            };
-            meters.licenses.insert(id.clone(), Arc::new(meter));
+            let meter = meters.license(id);
+            meter.raise_committed(month, count);
         }
         for (id, &count) in flows {
-            meters.flows.insert(
-                id.clone(),
-                Arc::new(FlowMeter {
-                    id: id.as_str().into(),
-                    committed: MonthCount::starting(month, count),
-                }),
-            );
+            meters.flow(id).raise_committed(month, count);
         }
         meters
     }
 
     /// The meter of a license (created at zero when new).
     pub fn license(&mut self, id: &str) -> Arc<LicenseMeter> {
+        let fleet = self.fleet;
         self.licenses
             .entry(id.to_owned())
             .or_insert_with(|| {
@@ -297,6 +486,8 @@ impl Meters {
                     id: id.into(),
                     used: MonthCount::default(),
                     committed: MonthCount::default(),
+                    others: MonthCount::default(),
+                    lease: fleet.then(Lease::default),
                 })
             })
             .clone()
@@ -310,9 +501,20 @@ impl Meters {
                 Arc::new(FlowMeter {
                     id: id.into(),
                     committed: MonthCount::default(),
+                    others: MonthCount::default(),
                 })
             })
             .clone()
+    }
+
+    /// Every license meter (the fleet agent ships their counts).
+    pub fn licenses(&self) -> impl Iterator<Item = &Arc<LicenseMeter>> {
+        self.licenses.values()
+    }
+
+    /// Every flow meter.
+    pub fn flows(&self) -> impl Iterator<Item = &Arc<FlowMeter>> {
+        self.flows.values()
     }
 }
 
@@ -365,7 +567,7 @@ mod tests {
         let second = Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap();
         assert_eq!(
             Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap_err(),
-            AtLimit { used: 2 }
+            Shortfall::AtLimit(AtLimit { used: 2 })
         );
         drop(second);
         assert_eq!(license.used(NOV), 1);
@@ -391,12 +593,16 @@ mod tests {
 
     #[test]
     fn a_new_month_starts_from_zero_and_old_reservations_do_not_leak_into_it() {
-        let mut meters =
-            Meters::seeded(NOV, &HashMap::from([("L".to_owned(), 22)]), &HashMap::new());
+        let mut meters = Meters::seeded(
+            NOV,
+            &HashMap::from([("L".to_owned(), 22)]),
+            &HashMap::new(),
+            false,
+        );
         let (license, flow) = (meters.license("L"), meters.flow("f"));
         assert_eq!(
             Reservation::take(Some((&license, Some(22))), &flow, NOV).unwrap_err(),
-            AtLimit { used: 22 }
+            Shortfall::AtLimit(AtLimit { used: 22 })
         );
         let december = Reservation::take(Some((&license, Some(22))), &flow, DEC).unwrap();
         assert_eq!(license.used(DEC), 1);

@@ -24,11 +24,12 @@ use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::role::ListenerRole;
 use crate::clock::{month_bounds, month_index, month_index_label};
 use crate::control::{Live, Shared};
-use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation};
+use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation, Shortfall};
 use crate::observe::Decision as Outcome;
 use crate::policy::{DisabledReason, FlowState, LicenseEntry, LoadClass, Moment, Snapshot};
 use crate::problem::{Problem, ProblemCode};
 use crate::server::FramingWatch;
+use crate::store::fleet::{Budget, Fleet, FleetError};
 use crate::store::CountItem;
 use crate::upstream::{default_port, EngineBody, ForwardError, Upstream};
 
@@ -81,6 +82,26 @@ struct Exchange {
 /// An answer that got as far as a flow and an instance.
 type Answered = (Response<ProxyBody>, u32, u32);
 
+/// Why a request is not ready to forward.
+enum Unprepared {
+    /// Refused with this problem.
+    Refused(Problem),
+    /// Fleet mode: a counted load whose lease is empty; Redis is asked for a block and the
+    /// request prepared again.
+    LeaseEmpty {
+        /// The flow's index.
+        flow: u32,
+        /// The instance's index.
+        instance: u32,
+    },
+}
+
+impl From<Problem> for Unprepared {
+    fn from(problem: Problem) -> Unprepared {
+        Unprepared::Refused(problem)
+    }
+}
+
 /// Handles one request on an engine-facing listener; never fails, refusals are problem answers.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -89,10 +110,23 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let live = shared.live.load_full();
     let now = shared.clock.now();
-    let exchange = match prepare(&live, &role, now, &req) {
-        Ok(exchange) => exchange,
-        Err(problem) => return Ok(finish(&live, Err(problem))),
+    let mut deadline = None;
+    let exchange = loop {
+        match prepare(&live, &role, now, &req) {
+            Ok(exchange) => break exchange,
+            Err(Unprepared::Refused(problem)) => return Ok(finish(&live, Err(problem))),
+            Err(Unprepared::LeaseEmpty { flow, instance }) => {
+                let deadline = *deadline.get_or_insert_with(|| fleet_deadline(&shared));
+                if let Err(problem) = replenish(&live, &shared, flow, instance, now, deadline).await
+                {
+                    return Ok(finish(&live, Err(problem)));
+                }
+            }
+        }
     };
+    if let (Some(fleet), Some(_)) = (&shared.fleet, &exchange.reservation) {
+        top_up_if_low(fleet, &live, exchange.flow, now);
+    }
     if exchange.reservation.is_none() {
         let result = send(&live, &shared, exchange, req, now).await;
         return Ok(finish(&live, result));
@@ -136,13 +170,98 @@ fn finish(snapshot: &Snapshot, result: Result<Answered, Problem>) -> Response<Pr
     }
 }
 
+/// The moment by which a counted load waiting for the fleet is answered.
+fn fleet_deadline(shared: &Shared) -> Instant {
+    let timeout = shared
+        .fleet
+        .as_ref()
+        .map_or(std::time::Duration::ZERO, |fleet| {
+            fleet.settings().redis_timeout
+        });
+    Instant::now() + timeout
+}
+
+/// Fleet mode: asks Redis for a block of the flow's license budget, by `deadline`; a 503
+/// `store-unavailable` when Redis cannot answer in time.
+async fn replenish(
+    live: &Live,
+    shared: &Shared,
+    flow: u32,
+    instance: u32,
+    now: DateTime<Utc>,
+    deadline: Instant,
+) -> Result<(), Problem> {
+    let entry = live.budget_of(flow);
+    let (Some(fleet), Some(entry)) = (&shared.fleet, entry) else {
+        return Err(at(
+            live,
+            Problem::new(
+                ProblemCode::InternalError,
+                "a fleet lease without fleet mode",
+            ),
+            Some(flow),
+            instance,
+        ));
+    };
+    let budget = Budget {
+        meter: &entry.meter,
+        limit: entry.limit,
+        hard: entry.hard_limit,
+    };
+    let month = month_index(now, live.tz);
+    let outcome = if Instant::now() >= deadline {
+        Err(FleetError::Timeout(fleet.settings().redis_timeout))
+    } else {
+        fleet.replenish(budget, month, deadline).await
+    };
+    outcome.map_err(|err| {
+        tracing::debug!(license = %entry.id(), error = %err, "no block of the fleet's budget");
+        let mut problem = Problem::new(
+            ProblemCode::StoreUnavailable,
+            format!(
+                "the fleet's budget of license {} cannot be drawn on: {err}",
+                entry.id()
+            ),
+        )
+        .with("license", entry.id());
+        problem.retry_after = Some(1);
+        at(live, problem, Some(flow), instance)
+    })
+}
+
+/// Fleet mode: tops the lease up in the background once it runs low, so busy sidecars seldom
+/// wait for Redis.
+fn top_up_if_low(fleet: &Arc<Fleet>, live: &Arc<Live>, flow: u32, now: DateTime<Utc>) {
+    let Some(entry) = live.budget_of(flow) else {
+        return;
+    };
+    let month = month_index(now, live.tz);
+    if entry.hard_limit.is_none() || !fleet.wants_top_up(&entry.meter, month) {
+        return;
+    }
+    let (fleet, meter, limit, hard) = (
+        fleet.clone(),
+        entry.meter.clone(),
+        entry.limit,
+        entry.hard_limit,
+    );
+    tokio::spawn(async move {
+        let budget = Budget {
+            meter: &meter,
+            limit,
+            hard,
+        };
+        fleet.top_up(budget, month).await;
+    });
+}
+
 /// Runs the decision phases and admission; returns what forwarding needs.
 fn prepare(
     live: &Live,
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: &Request<Incoming>,
-) -> Result<Exchange, Problem> {
+) -> Result<Exchange, Unprepared> {
     let decision = decide(live, role, now, req)?;
     let upstream = live
         .upstream(decision.instance)
@@ -560,7 +679,7 @@ fn admit(
     snapshot: &Snapshot,
     decision: &Decision<'_>,
     now: DateTime<Utc>,
-) -> Result<Option<Reservation>, Problem> {
+) -> Result<Option<Reservation>, Unprepared> {
     if decision.class != LoadClass::Main {
         return Ok(None);
     }
@@ -570,7 +689,16 @@ fn admit(
     let budget = license.map(|l| (&l.meter, l.hard_limit));
     Reservation::take(budget, &flow.meter, month)
         .map(Some)
-        .map_err(|refused| {
+        .map_err(|shortfall| {
+            let refused = match shortfall {
+                Shortfall::AtLimit(refused) => refused,
+                Shortfall::LeaseEmpty => {
+                    return Unprepared::LeaseEmpty {
+                        flow: decision.flow,
+                        instance: decision.instance,
+                    }
+                }
+            };
             let hard = license.and_then(|l| l.hard_limit).unwrap_or(refused.used);
             let id = license.map(LicenseEntry::id).unwrap_or_default();
             let detail = format!(
@@ -582,7 +710,12 @@ fn admit(
                 .with("used", refused.used)
                 .with("hard_limit", hard);
             problem.retry_after = Some(seconds_to_reset(snapshot, now));
-            at(snapshot, problem, Some(decision.flow), decision.instance)
+            Unprepared::Refused(at(
+                snapshot,
+                problem,
+                Some(decision.flow),
+                decision.instance,
+            ))
         })
 }
 

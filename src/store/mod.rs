@@ -3,6 +3,7 @@
 //! raised warnings, the clock high-water mark and the audit trail. The only module that
 //! does disk I/O for state; counts reach it through the group-commit [`writer`].
 
+pub mod fleet;
 pub mod writer;
 
 pub use writer::{CountItem, Recorder};

@@ -1,0 +1,183 @@
+//! The control plane in fleet mode: flow settings and the audit trail are the fleet's (every
+//! local change is published, every change announced by another sidecar is applied), the
+//! fleet agent is told which meters to keep in step after every compile, and an admin change
+//! is made on the fleet's latest settings or refused while Redis is unreachable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::build::stored_flows;
+use super::error::Refusal;
+use super::plane::{Command, Plane};
+use crate::policy::{DisabledReason, FlowSetting};
+use crate::store::fleet::{Fleet, FleetFlows, FleetNotice, Tracked, TrackedLicense};
+use crate::store::StoredFlow;
+
+impl Plane {
+    /// Tells the fleet agent what the current snapshot meters.
+    pub(super) fn track_fleet(&self) {
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
+        let live = self.shared.live.load_full();
+        fleet.track(Tracked {
+            tz: live.tz,
+            licenses: live
+                .licenses
+                .iter()
+                .map(|entry| TrackedLicense {
+                    meter: entry.meter.clone(),
+                    limit: entry.limit,
+                    hard: entry.hard_limit,
+                })
+                .collect(),
+            flows: live.flows.iter().map(|flow| flow.meter.clone()).collect(),
+        });
+    }
+
+    /// Publishes the flow settings that differ from the fleet's, and the audit events not yet
+    /// in the fleet's trail; what fails is tried again on the next change or tick.
+    pub(super) fn publish_to_fleet(&mut self) {
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        let Some(published) = &self.published else {
+            // Not joined yet: the fleet's settings win once it is; nothing to publish.
+            self.fleet_journal.clear();
+            return;
+        };
+        let changed: BTreeMap<String, StoredFlow> = stored_flows(self)
+            .into_iter()
+            .filter(|(id, flow)| published.get(id) != Some(flow))
+            .collect();
+        if !changed.is_empty() {
+            match fleet.publish_flows(&changed, false) {
+                Ok(_) => {
+                    if let Some(published) = &mut self.published {
+                        published.extend(changed);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "flow settings could not be published to the fleet; retrying")
+                }
+            }
+        }
+        if !self.fleet_journal.is_empty() {
+            match fleet.append_audit(&self.fleet_journal) {
+                Ok(()) => self.fleet_journal.clear(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "audit events could not be written to the fleet's trail; retrying")
+                }
+            }
+        }
+    }
+
+    /// Acts on what the fleet agent reports.
+    pub(super) fn on_fleet(&mut self, notice: FleetNotice) {
+        match notice {
+            FleetNotice::Flows(flows) => self.apply_fleet_flows(flows),
+            FleetNotice::Crossed(event) => self.on_meter_event(event),
+        }
+    }
+
+    /// Takes the fleet's flow settings as this sidecar's; the first sidecar of a fleet seeds
+    /// the fleet with its own.
+    fn apply_fleet_flows(&mut self, fleet_flows: FleetFlows) {
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        let mut published = fleet_flows.flows;
+        let ours = stored_flows(self);
+        let missing: BTreeMap<String, StoredFlow> = ours
+            .iter()
+            .filter(|(id, _)| !published.contains_key(*id))
+            .map(|(id, flow)| (id.clone(), flow.clone()))
+            .collect();
+        if !missing.is_empty() {
+            match fleet.publish_flows(&missing, true) {
+                Ok(_) => published.extend(missing),
+                Err(err) => {
+                    tracing::warn!(error = %err, "flow settings could not be seeded in the fleet; retrying")
+                }
+            }
+        }
+        let mut changed = false;
+        for (id, stored) in &published {
+            let Some(setting) = self.settings.get_mut(id) else {
+                continue;
+            };
+            let wanted = FlowSetting {
+                enabled: stored.enabled,
+                reason: DisabledReason::parse(&stored.reason).unwrap_or(DisabledReason::Operator),
+                order: stored.order,
+            };
+            if *setting != wanted {
+                *setting = wanted;
+                changed = true;
+            }
+            self.next_order = self.next_order.max(stored.order + 1);
+        }
+        self.published = Some(published);
+        if changed {
+            tracing::info!(
+                version = fleet_flows.version,
+                "flow settings changed in the fleet"
+            );
+            if let Err(err) = self.rebuild() {
+                tracing::error!(error = %err, "the fleet's flow settings could not be applied");
+            }
+        }
+    }
+
+    /// Before an admin change in fleet mode: the fleet's latest settings, or a refusal while
+    /// Redis is unreachable (a change only this sidecar knew of would be lost).
+    pub(super) fn sync_from_fleet(&mut self) -> Result<(), Refusal> {
+        let Some(fleet) = self.fleet.clone() else {
+            return Ok(());
+        };
+        let unreachable = |why: String| {
+            Refusal::Unavailable(format!(
+                "flow settings are the fleet's and Redis cannot be reached ({why}); try again when it is back"
+            ))
+        };
+        if self.published.is_none() {
+            return Err(unreachable(
+                "this sidecar has not joined the fleet yet".to_owned(),
+            ));
+        }
+        let flows = fleet
+            .read_flows_blocking()
+            .map_err(|err| unreachable(err.to_string()))?;
+        self.apply_fleet_flows(flows);
+        Ok(())
+    }
+}
+
+/// Starts fleet mode when the config asks for it; the agent reports to the control plane
+/// through its command channel.
+pub(super) fn start(
+    config: &crate::config::Config,
+    clock: Arc<dyn crate::clock::Clock>,
+    runtime: Option<tokio::runtime::Handle>,
+    commands: std::sync::mpsc::Sender<Command>,
+) -> Result<Option<Arc<Fleet>>, crate::store::fleet::FleetError> {
+    let Some(settings) = config.state.fleet() else {
+        return Ok(None);
+    };
+    let runtime = runtime.ok_or_else(|| {
+        crate::store::fleet::FleetError::Config("fleet mode needs the async runtime".to_owned())
+    })?;
+    let notify = Box::new(move |notice| {
+        let _ = commands.send(Command::Fleet(notice));
+    });
+    let strict = config.state.durability == crate::config::Durability::Strict;
+    Fleet::start(
+        settings,
+        clock,
+        config.licensing.max_clock_skew,
+        strict,
+        runtime,
+        notify,
+    )
+    .map(Some)
+}

@@ -1,0 +1,172 @@
+//! The Lua scripts fleet mode runs in Redis. Each runs atomically; redis-rs sends `EVALSHA`
+//! and falls back to `EVAL` when Redis answers `NOSCRIPT` (after a restart or a failover), so
+//! the scripts need no loading step. Every key a script touches is passed in `KEYS` and shares
+//! one hash tag, so they work on Redis Cluster too.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Settles one sidecar's exchange with a license-month's lease book and grants a block:
+/// the transliteration of `book::settle` (a test runs both on the same steps).
+///
+/// `KEYS[1]`: the book (a hash: `granted`, `hard`, and per node `h:` held, `c:` committed,
+/// `s:` last sequence number, `t:` last seen, Redis milliseconds).
+/// `ARGV`: node, seq, held (-1 return, -2 keep), committed, ask, hard (-1 none), lease_max,
+/// ttl_ms.
+/// Returns `{0, last_seq}` for a stale exchange, else `{1, grant, held, mine, total, granted,
+/// live, now_ms, node1, held1, committed1, seen1, node2, ...}`.
+pub const LEASE_SOURCE: &str = r#"
+local key = KEYS[1]
+local node = ARGV[1]
+local seq = tonumber(ARGV[2])
+local claim = tonumber(ARGV[3])
+local committed = tonumber(ARGV[4])
+local ask = tonumber(ARGV[5])
+local hard = tonumber(ARGV[6])
+local lease_max = tonumber(ARGV[7])
+local ttl = tonumber(ARGV[8])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local flat = redis.call('HGETALL', key)
+local h = {}
+for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+local last = tonumber(h['s:' .. node] or '0')
+if seq <= last then return {0, last} end
+local was = tonumber(h['h:' .. node] or '0')
+local mine = math.max(tonumber(h['c:' .. node] or '0'), committed)
+local held = claim
+if claim == -1 then held = mine elseif claim == -2 then held = math.max(was, mine) end
+if held < mine then held = mine end
+local granted = tonumber(h['granted'] or '0') - was + held
+local live = 1
+for name, value in pairs(h) do
+  if string.sub(name, 1, 2) == 't:' and string.sub(name, 3) ~= node and now - tonumber(value) < ttl then
+    live = live + 1
+  end
+end
+local grant = 0
+if hard >= 0 and ask > 0 and hard > granted then
+  local headroom = hard - granted
+  grant = math.floor(headroom / (4 * live))
+  if grant < 1 then grant = 1 end
+  grant = math.min(grant, ask, lease_max, headroom)
+end
+granted = granted + grant
+held = held + grant
+redis.call('HSET', key, 'granted', granted, 'hard', hard, 'h:' .. node, held, 'c:' .. node, mine,
+  's:' .. node, seq, 't:' .. node, now)
+redis.call('PEXPIRE', key, 5356800000)
+h['h:' .. node] = tostring(held)
+h['c:' .. node] = tostring(mine)
+h['t:' .. node] = tostring(now)
+local total = 0
+local out = {1, grant, held, mine, 0, granted, live, now}
+for name, value in pairs(h) do
+  if string.sub(name, 1, 2) == 'h:' then
+    local other = string.sub(name, 3)
+    local c = tonumber(h['c:' .. other] or '0')
+    total = total + c
+    table.insert(out, other)
+    table.insert(out, tonumber(value))
+    table.insert(out, c)
+    table.insert(out, tonumber(h['t:' .. other] or '0'))
+  end
+end
+out[5] = total
+return out
+"#;
+
+/// See [`LEASE_SOURCE`].
+pub static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_SOURCE));
+
+/// Ships one sidecar's per-flow counts of a month and reads everyone's back.
+///
+/// `KEYS[1]`: the month's flow counts (a hash `node/flow` → committed).
+/// `ARGV`: node, then flow, count pairs. A count only ever rises (a retry is harmless).
+/// Returns the whole hash, flattened.
+pub static FLOW_COUNTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local key = KEYS[1]
+local node = ARGV[1]
+for i = 2, #ARGV, 2 do
+  local field = node .. '/' .. ARGV[i]
+  local count = tonumber(ARGV[i + 1])
+  if count > tonumber(redis.call('HGET', key, field) or '0') then
+    redis.call('HSET', key, field, count)
+  end
+end
+if #ARGV > 1 then redis.call('PEXPIRE', key, 5356800000) end
+return redis.call('HGETALL', key)
+"#,
+    )
+});
+
+/// Writes flow settings, bumps the fleet's version and tells every sidecar.
+///
+/// `KEYS[1]`: flow settings (hash flow → JSON); `KEYS[2]`: the version.
+/// `ARGV`: the channel, then flow, JSON pairs; with `ARGV[2] == "seed"`, the pairs that follow
+/// are written only where the fleet has no setting yet (the first sidecar of a fleet).
+/// Returns the new version.
+pub static PUBLISH_FLOWS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local first = 2
+local seed = ARGV[2] == 'seed'
+if seed then first = 3 end
+local changed = 0
+for i = first, #ARGV, 2 do
+  if seed then
+    changed = changed + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    changed = changed + 1
+  end
+end
+if changed == 0 then return tonumber(redis.call('GET', KEYS[2]) or '0') end
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1], version)
+return version
+"#,
+    )
+});
+
+/// Reads the fleet's flow settings with their version, in one atomic step.
+///
+/// `KEYS[1]`: flow settings; `KEYS[2]`: the version. Returns `{version, flow1, json1, ...}`.
+pub static READ_FLOWS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {tonumber(redis.call('GET', KEYS[2]) or '0')}
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat do table.insert(out, flat[i]) end
+return out
+"#,
+    )
+});
+
+/// Appends audit events to the fleet's trail, once each: two sidecars that journal the same
+/// event (both saw a flow stop) within the window write it once.
+///
+/// `KEYS[1]`: the trail (sorted set by sequence); `KEYS[2]`: the sequence; `KEYS[3..]`: one
+/// once-key per event. `ARGV`: the node, the window in ms, then one JSON object per once-key
+/// (with at least one member; `seq` and `node` are put in front of its members).
+/// Returns how many were written.
+pub static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local written = 0
+for i = 3, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', tonumber(ARGV[2])) then
+    local seq = redis.call('INCR', KEYS[2])
+    local event = '{"seq":' .. seq .. ',"node":' .. cjson.encode(ARGV[1]) .. ',' .. string.sub(ARGV[i], 2)
+    redis.call('ZADD', KEYS[1], seq, event)
+    written = written + 1
+  end
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -100001)
+return written
+"#,
+    )
+});
