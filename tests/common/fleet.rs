@@ -290,6 +290,8 @@ pub struct Load {
     pub path: &'static str,
     /// Flow of the counted load.
     pub flow: &'static str,
+    /// A pause after each answer (zero: as fast as answers come).
+    pub pace: Duration,
 }
 
 impl Load {
@@ -300,6 +302,7 @@ impl Load {
             retry_unavailable_for: Duration::ZERO,
             path: MAIN,
             flow: "incidents",
+            pace: Duration::ZERO,
         }
     }
 
@@ -354,7 +357,12 @@ async fn loader(engine: SocketAddr, load: Load, start: Arc<tokio::sync::Barrier>
         let elapsed = sent.elapsed();
         tally.slowest = tally.slowest.max(elapsed);
         match answer {
-            Ok(resp) if resp.status.is_success() => tally.ok += 1,
+            Ok(resp) if resp.status.is_success() => {
+                tally.ok += 1;
+                if !load.pace.is_zero() {
+                    tokio::time::sleep(load.pace).await;
+                }
+            }
             Ok(resp) => {
                 let refusal = Refusal {
                     status: resp.status.as_u16(),
@@ -439,6 +447,12 @@ pub async fn license_fleet(tg: &Tollgate) -> Value {
         .await
         .unwrap_or_else(|| panic!("{LICENSE} not in /v1/licenses"))["fleet"]
         .clone()
+}
+
+/// `fleet.held` of [`LICENSE`] on `tg`: what it holds unused of its lease (None while the
+/// sidecar shows no fleet view).
+pub async fn held_by(tg: &Tollgate) -> Option<u64> {
+    license_fleet(tg).await["held"].as_u64()
 }
 
 /// Waits up to `timeout` until `GET /v1/flows` on `tg` shows flow `id` with `enabled`

@@ -337,6 +337,27 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Every key with its type and (the first 20 items of) its value, one key a line, for
+    /// failure messages.
+    pub fn dump(&self) -> String {
+        let mut text = String::new();
+        for key in self.keys() {
+            let kind = self.command(&["TYPE", &key]);
+            let value = match kind.as_str() {
+                "string" => self.command(&["GET", &key]),
+                "hash" => self.command(&["HGETALL", &key]),
+                "list" => self.command(&["LRANGE", &key, "0", "19"]),
+                "set" => self.command(&["SMEMBERS", &key]),
+                "zset" => self.command(&["ZRANGE", &key, "0", "19", "WITHSCORES"]),
+                _ => String::new(),
+            };
+            text.push_str(&format!("{key} ({kind}): {}\n", value.replace('\n', " | ")));
+        }
+        text
+    }
+}
+
 /// A loopback port nothing listens on (bound, then released).
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
