@@ -182,6 +182,11 @@ impl Sidecar {
             Ok(()) => tracing::info!("counts flushed; stopped"),
             Err(err) => tracing::error!(error = %err, "counts could not be flushed at shutdown"),
         }
+        // Fleet mode: the last counts go to Redis and the unused leases back to the fleet.
+        if let Some(fleet) = &shared.fleet {
+            fleet.leave().await;
+            fleet.stop();
+        }
     }
 }
 

@@ -145,7 +145,11 @@ async fn dispatch(admin: &Admin, req: Request<Incoming>) -> Result<AdminResponse
         (Route::Console(body, content_type), &Method::GET) => Ok(page(body, content_type)),
         (Route::Licenses, &Method::GET) => Ok(json(
             StatusCode::OK,
-            &views::licenses(&control.snapshot(), control.shared().clock.as_ref()),
+            &views::licenses(
+                &control.snapshot(),
+                control.shared().clock.as_ref(),
+                control.shared().fleet.as_deref(),
+            ),
         )),
         (Route::Licenses, &Method::POST) => upload_license(control, req).await,
         (Route::License, &Method::DELETE) => remove_license(control, id.as_deref()).await,
@@ -214,7 +218,12 @@ async fn upload_license(
     let snapshot = control.snapshot();
     let now = control.shared().clock.now();
     let mut view = snapshot.license(&id).map_or(Value::Null, |i| {
-        views::license(&snapshot, &snapshot.licenses[i as usize], now)
+        views::license(
+            &snapshot,
+            &snapshot.licenses[i as usize],
+            now,
+            control.shared().fleet.as_deref(),
+        )
     });
     if let Value::Object(map) = &mut view {
         map.insert("disabled_flows".into(), disabled.into());

@@ -7,6 +7,7 @@ use crate::clock::{month_index, month_index_label, Clock};
 use crate::config::Environment;
 use crate::license::Terms;
 use crate::policy::{Entitlement, FlowState, InvalidReason, LicenseEntry, Moment, Snapshot};
+use crate::store::fleet::Fleet;
 
 /// The fields of every license entry, `null` where the license does not set them.
 const LICENSE_FIELDS: [&str; 10] = [
@@ -33,8 +34,19 @@ const PAIR_FIELDS: [&str; 5] = [
 const SUBSCRIPTION_FIELDS: [&str; 4] = ["pricing", "unlimited_until", "production", "sandbox"];
 
 /// One license as `GET /v1/licenses` lists it: every field of its kind, `null` where unset.
-pub fn license(snapshot: &Snapshot, entry: &LicenseEntry, now: DateTime<Utc>) -> Value {
+pub fn license(
+    snapshot: &Snapshot,
+    entry: &LicenseEntry,
+    now: DateTime<Utc>,
+    fleet: Option<&Fleet>,
+) -> Value {
     let mut view = license_fields(snapshot, entry, now);
+    // Fleet mode: this sidecar's lease and every node's line; null on a lone sidecar.
+    let month = month_index(now, snapshot.tz);
+    view.insert(
+        "fleet".into(),
+        fleet.map_or(Value::Null, |fleet| fleet.lease_view(&entry.meter, month)),
+    );
     let kind_fields: &[&str] = match entry.installed.file.payload.terms {
         Terms::Pair(_) => &PAIR_FIELDS,
         Terms::Subscription(_) => &SUBSCRIPTION_FIELDS,
@@ -107,13 +119,13 @@ fn license_fields(
 }
 
 /// All licenses.
-pub fn licenses(snapshot: &Snapshot, clock: &dyn Clock) -> Value {
+pub fn licenses(snapshot: &Snapshot, clock: &dyn Clock, fleet: Option<&Fleet>) -> Value {
     let now = clock.now();
     Value::Array(
         snapshot
             .licenses
             .iter()
-            .map(|entry| license(snapshot, entry, now))
+            .map(|entry| license(snapshot, entry, now, fleet))
             .collect(),
     )
 }

@@ -35,20 +35,30 @@ impl Plane {
         });
     }
 
-    /// Publishes the flow settings that differ from the fleet's, and the audit events not yet
-    /// in the fleet's trail; what fails is tried again on the next change or tick.
+    /// Writes the audit events not yet in the fleet's trail (first, so the trail names the
+    /// sidecar where a change was made) and publishes the flow settings that differ from the
+    /// fleet's; what fails is tried again on the next change or tick.
     pub(super) fn publish_to_fleet(&mut self) {
         let Some(fleet) = self.fleet.clone() else {
             return;
         };
-        let Some(published) = &self.published else {
+        if self.published.is_none() {
             // Not joined yet: the fleet's settings win once it is; nothing to publish.
             self.fleet_journal.clear();
             return;
-        };
+        }
+        if !self.fleet_journal.is_empty() {
+            match fleet.append_audit(&self.fleet_journal) {
+                Ok(()) => self.fleet_journal.clear(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "audit events could not be written to the fleet's trail; retrying")
+                }
+            }
+        }
+        let published = self.published.as_ref();
         let changed: BTreeMap<String, StoredFlow> = stored_flows(self)
             .into_iter()
-            .filter(|(id, flow)| published.get(id) != Some(flow))
+            .filter(|(id, flow)| published.and_then(|p| p.get(id)) != Some(flow))
             .collect();
         if !changed.is_empty() {
             match fleet.publish_flows(&changed, false) {
@@ -59,14 +69,6 @@ impl Plane {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "flow settings could not be published to the fleet; retrying")
-                }
-            }
-        }
-        if !self.fleet_journal.is_empty() {
-            match fleet.append_audit(&self.fleet_journal) {
-                Ok(()) => self.fleet_journal.clear(),
-                Err(err) => {
-                    tracing::warn!(error = %err, "audit events could not be written to the fleet's trail; retrying")
                 }
             }
         }

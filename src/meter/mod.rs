@@ -95,6 +95,8 @@ pub struct Lease {
     spent: MonthCount,
     /// The size of the last block granted, to top up before the lease runs dry.
     last_block: AtomicU64,
+    /// Blocks granted since start.
+    grants: AtomicU64,
     /// One exchange with Redis per license at a time, so every exchange knows what the
     /// previous one did.
     pub exchange: tokio::sync::Mutex<()>,
@@ -116,6 +118,11 @@ impl Lease {
         self.spent.get(month) > 0
     }
 
+    /// Blocks granted since start.
+    pub fn grants(&self) -> u64 {
+        self.grants.load(Ordering::Relaxed)
+    }
+
     /// The size of the last block granted.
     pub fn last_block(&self) -> u64 {
         self.last_block.load(Ordering::Relaxed)
@@ -124,6 +131,7 @@ impl Lease {
     /// Adds a block Redis granted: it is held and available.
     pub fn grant(&self, month: u32, records: u64) {
         self.last_block.store(records, Ordering::Relaxed);
+        self.grants.fetch_add(1, Ordering::Relaxed);
         let _ = self.held.update(month, |held| Some(held + records));
         let _ = self
             .available

@@ -19,6 +19,7 @@ use crate::config::Environment;
 use crate::control::Control;
 use crate::license::Terms;
 use crate::policy::{Entitlement, LicenseEntry, Moment, PerEntitlement, Snapshot};
+use crate::store::fleet::Fleet;
 
 /// Encodes the running sidecar's metrics in `format`.
 pub fn render(control: &Control, format: Format) -> Result<String, fmt::Error> {
@@ -115,7 +116,71 @@ fn families(control: &Control) -> Vec<Family> {
             buckets,
         }),
     });
+    if let Some(fleet) = &shared.fleet {
+        families.extend(fleet_families(fleet, &snapshot, month));
+    }
     families
+}
+
+/// Fleet mode: the connection, round trips, errors and each license's lease.
+fn fleet_families(fleet: &Fleet, snapshot: &Snapshot, month: u32) -> Vec<Family> {
+    let unlabelled = |value| vec![Sample { labels: Vec::new(), value }];
+    let per_license = |value: &dyn Fn(&crate::meter::Lease) -> u64| -> Vec<Sample<i64>> {
+        snapshot
+            .licenses
+            .iter()
+            .filter_map(|entry| {
+                let lease = entry.meter.lease()?;
+                Some(Sample {
+                    labels: vec![("license", entry.id().to_owned())],
+                    value: gauge(value(lease)),
+                })
+            })
+            .collect()
+    };
+    let (sum, count, buckets) = fleet.round_trips();
+    vec![
+        Family {
+            name: "tollgate_fleet_redis_up",
+            help: "Whether the last exchange with Redis succeeded (1) or not (0)",
+            values: Values::Gauge(unlabelled(i64::from(fleet.is_connected()))),
+        },
+        Family {
+            name: "tollgate_fleet_ready",
+            help: "Whether this sidecar has joined the fleet and its clock agrees with Redis' (1) or not (0)",
+            values: Values::Gauge(unlabelled(i64::from(fleet.is_ready()))),
+        },
+        Family {
+            name: "tollgate_fleet_redis_errors",
+            help: "Exchanges with Redis that failed or timed out",
+            values: Values::Counter(vec![Sample { labels: Vec::new(), value: fleet.errors() }]),
+        },
+        Family {
+            name: "tollgate_fleet_redis_seconds",
+            help: "Round trips to Redis (its count is the number of round trips)",
+            values: Values::Histogram(Histogram { sum, count, buckets }),
+        },
+        Family {
+            name: "tollgate_fleet_lease_grants",
+            help: "Blocks of the license's monthly budget granted to this sidecar",
+            values: Values::Counter(
+                per_license(&|lease| lease.grants())
+                    .into_iter()
+                    .map(|sample| Sample { labels: sample.labels, value: u64::try_from(sample.value).unwrap_or(0) })
+                    .collect(),
+            ),
+        },
+        Family {
+            name: "tollgate_fleet_lease_records",
+            help: "Records of the month's budget this sidecar holds and has not drawn yet",
+            values: Values::Gauge(per_license(&|lease| lease.available(month))),
+        },
+        Family {
+            name: "tollgate_fleet_lease_held",
+            help: "Records of the month's budget granted to this sidecar, drawn or not",
+            values: Values::Gauge(per_license(&|lease| lease.held(month))),
+        },
+    ]
 }
 
 /// `tollgate_requests_total{flow, instance, decision}`.

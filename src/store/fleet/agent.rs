@@ -107,7 +107,8 @@ async fn round(fleet: &Fleet, tracked: &Tracked, month: u32, idle: &mut HashMap<
             available,
             since: now,
         });
-        if entry.available != available {
+        let drawn = entry.available != available;
+        if drawn {
             *entry = Idle {
                 available,
                 since: now,
@@ -131,9 +132,10 @@ async fn round(fleet: &Fleet, tracked: &Tracked, month: u32, idle: &mut HashMap<
             };
             outcome.map(|_| ())
         } else {
-            // A spent budget is asked again each round, so records that come back (an idle
-            // sidecar's leftovers) are found.
-            fleet.ship(budget, month, !skewed).await
+            // A lease in use is topped up before it runs dry; an idle one is left alone (it
+            // goes back after idle_after), and a spent budget is re-read by the exchange, so
+            // records another sidecar gives back are found.
+            fleet.ship(budget, month, drawn && !skewed).await
         };
         if let Err(err) = result {
             tracing::debug!(license = %license.meter.id, error = %err, "fleet round failed");

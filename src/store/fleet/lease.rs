@@ -220,7 +220,6 @@ impl Fleet {
         if let Some(lease) = lease {
             if settled.grant > 0 {
                 lease.grant(month, settled.grant);
-                self.grants.fetch_add(1, Ordering::Relaxed);
             }
             if ask > 0 {
                 lease.set_spent(month, settled.grant == 0);

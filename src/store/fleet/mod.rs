@@ -145,8 +145,6 @@ pub struct Fleet {
     stopped: AtomicBool,
     notify: Box<dyn Fn(FleetNotice) + Send + Sync>,
     runtime: tokio::runtime::Handle,
-    /// Lease grants received, for `/metrics`.
-    grants: AtomicU64,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -205,7 +203,6 @@ impl Fleet {
             stopped: AtomicBool::new(false),
             notify,
             runtime: runtime.clone(),
-            grants: AtomicU64::new(0),
             settings,
         });
         runtime.spawn(agent::run(fleet.clone()));
@@ -278,11 +275,6 @@ impl Fleet {
             "granted": view.map_or(0, |view| view.granted),
             "nodes": nodes,
         })
-    }
-
-    /// Lease grants received since start.
-    pub fn grants(&self) -> u64 {
-        self.grants.load(Ordering::Relaxed)
     }
 
     /// Round trips to Redis: `(sum in seconds, count, buckets)`.
