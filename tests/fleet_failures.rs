@@ -173,14 +173,14 @@ async fn a_frozen_redis_admits_only_the_leased_block_and_the_totals_are_exact_af
     let b = fleet.start("sidecar-b").await;
 
     loads_ok(&a, 1).await;
-    // What each may admit while Redis is frozen: what it holds unused (at most
-    // lease_max - 1 = 19 for sidecar-a after one load, when it shows no fleet view).
-    let held = held_by(&a).await.unwrap_or(19) as usize;
+    // What each may admit while Redis is frozen: what it holds and has not drawn (at most
+    // lease_max - 1 = 19 for sidecar-a after one load, if it shows no lease metric).
+    let held = unused_by(&a).await.unwrap_or(19) as usize;
     assert!(
         held <= 19,
-        "sidecar-a holds {held}, more than lease_max - 1"
+        "sidecar-a holds {held} undrawn, more than lease_max - 1"
     );
-    let held_b = held_by(&b).await.unwrap_or(20) as usize;
+    let held_b = unused_by(&b).await.unwrap_or(20) as usize;
 
     redis.freeze();
     // Concurrent loaders on both sidecars while Redis answers nothing: sidecar-a may use
@@ -223,6 +223,16 @@ async fn a_frozen_redis_admits_only_the_leased_block_and_the_totals_are_exact_af
     assert!(
         took < PROMPT,
         "a single counted load took {took:?} with Redis frozen"
+    );
+    let metrics = a.metrics_text().await;
+    assert_eq!(
+        metric(&metrics, "tollgate_fleet_redis_up", &[]),
+        Some(0.0),
+        "tollgate_fleet_redis_up with Redis frozen"
+    );
+    assert!(
+        metric(&metrics, "tollgate_fleet_redis_errors_total", &[]).is_some_and(|n| n >= 1.0),
+        "Redis exchanges that timed out are not counted in tollgate_fleet_redis_errors_total"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.thaw();
@@ -341,9 +351,9 @@ async fn kill_9_of_a_sidecar_holding_a_lease_loses_no_count_and_never_exceeds_th
 
     loads_ok(&sidecars[0], 5).await;
     // Meaningful only if sidecar-a holds part of a lease (when it shows its fleet view).
-    if let Some(held) = held_by(&sidecars[0]).await {
+    if let Some(unused) = unused_by(&sidecars[0]).await {
         assert!(
-            held > 0,
+            unused > 0,
             "after 5 loads sidecar-a holds no lease, so killing it proves nothing"
         );
     }

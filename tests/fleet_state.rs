@@ -308,6 +308,10 @@ async fn the_licenses_fleet_view_lists_every_node_with_its_counts_and_lease() {
         let node = node_name(i);
         let view = license_fleet(tg).await;
         assert_eq!(view["node"], node.as_str(), "{view}");
+        // This sidecar's share: `available` (granted to it, not drawn yet) and `held`
+        // (granted to it and not given back, drawn or not); the fleet's: `granted` (handed
+        // out of the month's budget); per node: `held` and `committed` (what it counted).
+        let mut granted_to_nodes = 0;
         for (other, committed) in [("sidecar-a", 7), ("sidecar-b", 5)] {
             let entry = node_entry(&view, other);
             assert_eq!(
@@ -315,21 +319,34 @@ async fn the_licenses_fleet_view_lists_every_node_with_its_counts_and_lease() {
                 "{node}'s view of {other}: {view}"
             );
             assert_eq!(entry["live"], true, "{node}'s view of {other}: {view}");
-            let held = entry["held"].as_u64().unwrap_or(u64::MAX);
-            assert!(held <= 20, "{other} holds more than lease_max: {view}");
+            let held = entry["held"].as_u64().expect("nodes[].held");
+            assert!(
+                held >= committed && held - committed <= 20,
+                "{other} holds {held} with {committed} committed (lease_max 20): {view}"
+            );
+            granted_to_nodes += held;
         }
-        let held = view["held"].as_u64().expect("fleet.held");
         let granted = view["granted"].as_u64().expect("fleet.granted");
         let available = view["available"].as_u64().expect("fleet.available");
-        let own_committed = node_entry(&view, &node)["committed"].as_u64().unwrap_or(0);
-        assert!(held <= 20, "{node} holds more than lease_max: {view}");
-        assert!(
-            granted >= own_committed && granted <= 110,
-            "{node}: granted {granted} must cover what it committed and stay within 110: {view}"
+        assert_eq!(
+            view["held"],
+            node_entry(&view, &node)["held"],
+            "{node}: fleet.held is its own entry's: {view}"
+        );
+        assert_eq!(
+            granted, granted_to_nodes,
+            "{node}: granted is what the nodes hold: {view}"
+        );
+        let own = node_entry(&view, &node);
+        let own_undrawn =
+            own["held"].as_u64().unwrap_or(0) - own["committed"].as_u64().unwrap_or(0);
+        assert_eq!(
+            available, own_undrawn,
+            "{node}: available is what it holds and has not drawn: {view}"
         );
         assert!(
-            available <= 110 - 12 && available + granted <= 110,
-            "{node}: available {available} with 12 counted and {granted} granted: {view}"
+            granted <= 110,
+            "{node}: granted beyond the hard limit: {view}"
         );
     }
 }
@@ -369,13 +386,16 @@ async fn status_and_metrics_show_the_fleet_connection_and_the_leases() {
             sample("tollgate_fleet_lease_grants_total", &lic) >= 1.0,
             "{node} counted loads without a lease grant"
         );
-        // An idle sidecar's unused lease does not change between the two reads.
+        // An idle sidecar's lease does not change between the two reads: what it holds
+        // undrawn is what it holds less what it committed.
         let lease = sample("tollgate_fleet_lease_records", &lic);
-        let held_now = held_by(tg).await.map(|n| n as f64);
+        let view = license_fleet(tg).await;
+        let own = node_entry(&view, &node);
+        let undrawn = own["held"].as_f64().unwrap_or(f64::NAN)
+            - own["committed"].as_f64().unwrap_or(f64::NAN);
         assert_eq!(
-            Some(lease),
-            held_now,
-            "{node}: tollgate_fleet_lease_records is what fleet.held says it holds unused"
+            lease, undrawn,
+            "{node}: tollgate_fleet_lease_records is held - committed in its fleet view: {view}"
         );
     }
 }

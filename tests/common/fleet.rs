@@ -449,10 +449,16 @@ pub async fn license_fleet(tg: &Tollgate) -> Value {
         .clone()
 }
 
-/// `fleet.held` of [`LICENSE`] on `tg`: what it holds unused of its lease (None while the
-/// sidecar shows no fleet view).
-pub async fn held_by(tg: &Tollgate) -> Option<u64> {
-    license_fleet(tg).await["held"].as_u64()
+/// What `tg` holds of its lease and has not drawn yet:
+/// `tollgate_fleet_lease_records{license="LIC-FLEET"}` (None while it has no such sample).
+pub async fn unused_by(tg: &Tollgate) -> Option<u64> {
+    let metrics = tg.metrics_text().await;
+    metric(
+        &metrics,
+        "tollgate_fleet_lease_records",
+        &[("license", LICENSE)],
+    )
+    .map(|n| n as u64)
 }
 
 /// Waits up to `timeout` until `GET /v1/flows` on `tg` shows flow `id` with `enabled`
