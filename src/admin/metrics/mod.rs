@@ -124,7 +124,12 @@ fn families(control: &Control) -> Vec<Family> {
 
 /// Fleet mode: the connection, round trips, errors and each license's lease.
 fn fleet_families(fleet: &Fleet, snapshot: &Snapshot, month: u32) -> Vec<Family> {
-    let unlabelled = |value| vec![Sample { labels: Vec::new(), value }];
+    let unlabelled = |value| {
+        vec![Sample {
+            labels: Vec::new(),
+            value,
+        }]
+    };
     let per_license = |value: &dyn Fn(&crate::meter::Lease) -> u64| -> Vec<Sample<i64>> {
         snapshot
             .licenses
