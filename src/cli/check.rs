@@ -20,7 +20,7 @@ use crate::policy::{
 };
 
 /// Runs `check` at the current time (`TOLLGATE_NOW` under the `test-clock` feature).
-pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
+pub(super) fn run(config_path: &Path, online: bool) -> Result<ExitCode, CliError> {
     let config = Arc::new(Config::load(config_path)?);
     let mut keys = TrustedKeys::new();
     for path in &config.licensing.public_keys {
@@ -68,6 +68,7 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
 
     say!("configuration {} is valid", config_path.display());
     say!("host identity: {}", host.entries().join(", "));
+    print_fleet(&config, online, now)?;
     say!();
     let report = Report {
         config: &config,
@@ -101,6 +102,72 @@ pub(super) fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         eprintln!("tollgate: {}: {}", rejected.path.display(), rejected.reason);
     }
     Ok(ExitCode::from(1))
+}
+
+/// The state store in use; in fleet mode its settings and, with `--online`, what Redis says.
+fn print_fleet(
+    config: &Config,
+    online: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), CliError> {
+    let Some(fleet) = config.state.fleet() else {
+        say!("state: embedded store in {}", config.state.dir.display());
+        if online {
+            say!("--online: nothing to connect to (no state.redis)");
+        }
+        return Ok(());
+    };
+    say!(
+        "state: fleet mode on Redis {}, fleet {:?}, node {:?}; lease_max {}, lease_ttl {}, redis_timeout {} ms; counts kept in {}",
+        crate::config::redact(&fleet.url),
+        fleet.fleet,
+        fleet.node,
+        fleet.lease_max,
+        humantime::format_duration(fleet.lease_ttl),
+        fleet.redis_timeout.as_millis(),
+        config.state.dir.display()
+    );
+    if !online {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| CliError::at("check --online", err))?;
+    let wait = fleet.redis_timeout.max(std::time::Duration::from_secs(2));
+    let started = now.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+    let probe = runtime
+        .block_on(crate::store::fleet::probe(
+            &fleet,
+            || chrono::Utc::now().timestamp_millis() + started,
+            wait,
+        ))
+        .map_err(|err| {
+            CliError::at(
+                "state.redis",
+                format!("{}: {err}", crate::config::redact(&fleet.url)),
+            )
+        })?;
+    say!(
+        "Redis is reachable: round trip {} µs, its clock {} ms {} this machine's; the fleet holds {} flow settings (version {})",
+        probe.round_trip.as_micros(),
+        probe.clock_offset_ms.abs(),
+        if probe.clock_offset_ms >= 0 { "ahead of" } else { "behind" },
+        probe.flows,
+        probe.version
+    );
+    let skew = config.licensing.max_clock_skew;
+    if probe.clock_offset_ms.unsigned_abs() > u64::try_from(skew.as_millis()).unwrap_or(u64::MAX) {
+        return Err(CliError::at(
+            "licensing.max_clock_skew",
+            format!(
+                "this machine's clock and Redis' differ by {} ms, more than {}: counted loads would be refused",
+                probe.clock_offset_ms.abs(),
+                humantime::format_duration(skew)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Why a flow the config wants enabled would not run, if it would not.

@@ -49,6 +49,9 @@ pub enum Command {
         /// The tollgate.toml to check.
         #[arg(long)]
         config: PathBuf,
+        /// Fleet mode: also connect to Redis (reachability, round trip, clock offset).
+        #[arg(long)]
+        online: bool,
     },
     /// Print licenses, flows, entitlements and this month's usage from a running sidecar.
     Usage {
@@ -176,7 +179,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             worker_threads,
             ready_file,
         } => run::run(&config, log_format, worker_threads, ready_file.as_deref()),
-        Command::Check { config } => check::run(&config),
+        Command::Check { config, online } => check::run(&config, online),
         Command::Demo { pace } => demo::run(pace),
         Command::Usage {
             admin,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use super::lease::Budget;
-use super::{Fleet, FleetNotice, Tracked};
+use super::{Fleet, FleetError, FleetNotice, Tracked};
 use crate::clock::month_index;
 
 /// How often counts are shipped and the fleet's read back: the fleet's totals in every
@@ -22,6 +22,8 @@ const ROUND: Duration = Duration::from_millis(200);
 const VERSION_CHECK: Duration = Duration::from_secs(1);
 /// Near the hard limit, leftovers nobody draws from go back after this, not after `lease_ttl`.
 const TIGHT_IDLE: Duration = Duration::from_secs(1);
+/// How often a sidecar that cannot join says so again.
+const JOIN_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Wait between two attempts to subscribe to the channel.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
 
@@ -37,6 +39,7 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
     rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_version_check = Instant::now();
     let mut idle: HashMap<Arc<str>, Idle> = HashMap::new();
+    let mut warned: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = rounds.tick() => {}
@@ -54,7 +57,13 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
             continue;
         };
         if !fleet.joined.load(Ordering::Acquire) {
-            join(&fleet, &tracked).await;
+            if let Err(err) = join(&fleet, &tracked).await {
+                // Once, then every JOIN_WARN_EVERY: a Redis that stays down is one line, not five a second.
+                if warned.is_none_or(|at| at.elapsed() >= JOIN_WARN_EVERY) {
+                    tracing::warn!(error = %err, "cannot join the fleet yet: counted loads are refused with 503 and /readyz answers 503 until Redis is reachable; retrying");
+                    warned = Some(Instant::now());
+                }
+            }
             continue;
         }
         let month = month_index(fleet.clock.now(), tracked.tz);
@@ -68,30 +77,18 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
 
 /// The first exchanges after start: settle every lease, take in the fleet's counts and flow
 /// settings; then leases may be granted.
-async fn join(fleet: &Fleet, tracked: &Tracked) {
+async fn join(fleet: &Fleet, tracked: &Tracked) -> Result<(), FleetError> {
     let month = month_index(fleet.clock.now(), tracked.tz);
     for license in &tracked.licenses {
-        if let Err(err) = fleet.settle_after_start(Budget::from(license), month).await {
-            tracing::warn!(error = %err, "cannot join the fleet yet; retrying");
-            return;
-        }
+        fleet.settle_after_start(Budget::from(license), month).await?;
     }
-    if let Err(err) = fleet.ship_flows(month, &tracked.flows).await {
-        tracing::warn!(error = %err, "cannot join the fleet yet; retrying");
-        return;
-    }
-    match fleet.read_flows().await {
-        Ok(flows) => {
-            fleet.version.store(flows.version, Ordering::Release);
-            (fleet.notify)(FleetNotice::Flows(flows));
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot join the fleet yet; retrying");
-            return;
-        }
-    }
+    fleet.ship_flows(month, &tracked.flows).await?;
+    let flows = fleet.read_flows().await?;
+    fleet.version.store(flows.version, Ordering::Release);
+    (fleet.notify)(FleetNotice::Flows(flows));
     fleet.joined.store(true, Ordering::Release);
     tracing::info!(fleet = %fleet.settings.fleet, node = %fleet.settings.node, "joined the fleet");
+    Ok(())
 }
 
 /// One round: ship counts (topping up low leases), return idle leftovers, ship flow counts.

@@ -10,6 +10,7 @@ pub mod book;
 mod keys;
 mod lease;
 mod link;
+mod probe;
 mod scripts;
 mod state;
 
@@ -25,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 pub use lease::Budget;
+pub use probe::probe;
 pub use state::FleetFlows;
 
 use crate::clock::Clock;

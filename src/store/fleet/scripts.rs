@@ -170,3 +170,170 @@ return written
 "#,
     )
 });
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+    use redis::Value as RedisValue;
+
+    use super::*;
+    use crate::store::fleet::book::model::{settle, Ask, Book, Reply};
+    use crate::store::fleet::book::{Claim, Settled};
+
+    /// A `redis-server` of the test's own on a free port, stopped (by pid) when dropped.
+    struct RedisServer {
+        child: Child,
+        port: u16,
+    }
+
+    impl RedisServer {
+        fn start() -> RedisServer {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect(
+                    "redis-server is installed (Debian package redis-server; .ci/run installs it)",
+                );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            RedisServer { child, port }
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn encode(ask: &Ask) -> Vec<String> {
+        vec![
+            ask.node.clone(),
+            ask.seq.to_string(),
+            ask.claim.encode().to_string(),
+            ask.committed.to_string(),
+            ask.ask.to_string(),
+            ask.hard.map_or(-1, |hard| hard as i64).to_string(),
+            ask.lease_max.to_string(),
+            ask.ttl_ms.to_string(),
+        ]
+    }
+
+    fn decode(reply: &[RedisValue]) -> Reply {
+        let n = |i: usize| match &reply[i] {
+            RedisValue::Int(n) => *n as u64,
+            other => panic!("not a number: {other:?}"),
+        };
+        if n(0) == 0 {
+            return Reply::Stale { last: n(1) };
+        }
+        Reply::Settled(Settled {
+            grant: n(1),
+            held: n(2),
+            mine: n(3),
+            total: n(4),
+            granted: n(5),
+            live: n(6),
+        })
+    }
+
+    fn claim() -> impl Strategy<Value = Claim> {
+        prop_oneof![
+            6 => (0u64..40).prop_map(Claim::Exact),
+            1 => Just(Claim::Return),
+            1 => Just(Claim::Keep),
+        ]
+    }
+
+    fn asks() -> impl Strategy<Value = Vec<Ask>> {
+        let one = (
+            0usize..3,
+            0u64..4,
+            claim(),
+            0u64..30,
+            0u64..12,
+            prop::option::of(0u64..60),
+            1u64..9,
+        );
+        prop::collection::vec(one, 1..60).prop_map(|steps| {
+            let mut seqs = [0u64; 3];
+            steps
+                .into_iter()
+                .map(|(node, jump, claim, committed, ask, hard, lease_max)| {
+                    // Mostly increasing sequence numbers, sometimes a repeat (a late copy).
+                    seqs[node] = (seqs[node] + jump).saturating_sub(u64::from(jump == 0));
+                    Ask {
+                        node: ["a", "b", "c"][node].to_owned(),
+                        seq: seqs[node],
+                        claim,
+                        committed,
+                        ask,
+                        hard,
+                        lease_max,
+                        ttl_ms: 1_000_000_000,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// The Lua lease script and its Rust reference model answer every exchange alike and
+    /// leave the same book: the properties proved of the model hold of the script.
+    #[test]
+    fn the_lease_script_agrees_with_its_reference_model() {
+        let server = RedisServer::start();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port)).unwrap();
+        let connection = runtime
+            .block_on(client.get_multiplexed_async_connection())
+            .unwrap();
+        let round = std::sync::atomic::AtomicU32::new(0);
+        let config = ProptestConfig {
+            cases: 96,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(asks in asks())| {
+            let round = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let key = format!("tollgate:{{test:L:{round}}}:lease");
+            let mut connection = connection.clone();
+            let mut book = Book::default();
+            for ask in &asks {
+                let expected = settle(&mut book, ask, 0);
+                let mut invocation = LEASE.key(&key);
+                for arg in encode(ask) {
+                    invocation.arg(arg);
+                }
+                let reply: Vec<RedisValue> = runtime.block_on(invocation.invoke_async(&mut connection)).unwrap();
+                prop_assert_eq!(decode(&reply), expected, "after {:?}", ask);
+            }
+            let granted: Option<u64> = runtime.block_on(redis::cmd("HGET").arg(&key).arg("granted").query_async(&mut connection)).unwrap();
+            prop_assert_eq!(granted.unwrap_or(0), book.granted);
+        });
+    }
+}
