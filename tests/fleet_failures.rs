@@ -134,6 +134,16 @@ async fn redis_down_at_start_refuses_counted_loads_promptly_then_recovers_by_its
         0,
         "a refused counted load reached the target"
     );
+    // The failed exchanges with the unreachable Redis are counted (within a few seconds).
+    let errors_while_down = eventually(
+        "tollgate_fleet_redis_errors_total >= 1 with Redis down",
+        Duration::from_secs(5),
+        || async {
+            let metrics = tg.metrics_text().await;
+            metric(&metrics, "tollgate_fleet_redis_errors_total", &[]).filter(|n| *n >= 1.0)
+        },
+    )
+    .await;
     let metrics = tg.metrics_text().await;
     assert_eq!(
         metric(&metrics, "tollgate_fleet_redis_up", &[]),
@@ -158,9 +168,11 @@ async fn redis_down_at_start_refuses_counted_loads_promptly_then_recovers_by_its
     assert_eq!(status["fleet"]["connected"], true, "{status}");
     let metrics = tg.metrics_text().await;
     assert_eq!(metric(&metrics, "tollgate_fleet_redis_up", &[]), Some(1.0));
+    let errors_after = metric(&metrics, "tollgate_fleet_redis_errors_total", &[]);
     assert!(
-        metric(&metrics, "tollgate_fleet_redis_errors_total", &[]).is_some_and(|n| n >= 1.0),
-        "Redis errors while it was down are not counted:\n{metrics}"
+        errors_after.is_some_and(|n| n >= errors_while_down),
+        "tollgate_fleet_redis_errors_total went from {errors_while_down} (Redis down) to \
+         {errors_after:?} once Redis was up: a counter never goes down"
     );
 }
 
