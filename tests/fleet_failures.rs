@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::fleet::*;
-use common::redis::{Persistence, RedisServer};
+use common::redis::{Partition, Persistence, RedisServer};
 use common::*;
 use hyper::StatusCode;
 
@@ -597,4 +597,194 @@ async fn a_clock_far_from_redis_time_refuses_counted_loads() {
     );
     loads_ok(&good, 2).await;
     assert_eq!(counted_hits(&target), 2);
+}
+
+/// One sidecar cut off from Redis (its connection holds every byte back) for longer than
+/// lease_ttl while it keeps drawing, and the other sidecar asks for budget before and after
+/// that lease_ttl: the fleet never answers more than 110 counted loads 2xx, and once the
+/// partition heals the totals are exact and the fleet reaches 110.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_cut_off_from_redis_never_takes_the_fleet_over_the_limit() {
+    let redis = RedisServer::start();
+    let partition = Partition::to(&redis).await;
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, &["lease_ttl = \"2s\""]);
+    let a = fleet
+        .builder_without_redis("sidecar-a")
+        .state_option(&format!("redis = \"{}\"", partition.url()))
+        .start()
+        .await;
+    let b = fleet.start("sidecar-b").await;
+    loads_ok(&a, 1).await;
+
+    partition.block();
+    let cut_off = Instant::now();
+    // sidecar-a keeps drawing slowly (its lease lasts past lease_ttl), retrying 503s.
+    let slow = Load {
+        pace: Duration::from_millis(150),
+        ..Load::retrying_unavailable(1, Duration::from_secs(6))
+    };
+    let engine_a = [a.engine];
+    let drawing = tokio::spawn(async move { load_fleet(&engine_a, slow).await });
+    // sidecar-b spends what the fleet has left, before and after sidecar-a's lease_ttl.
+    let first = load_fleet(&[b.engine], Load::until_refused(4)).await;
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(cut_off.elapsed())).await;
+    let second = load_fleet(&[b.engine], Load::until_refused(4)).await;
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(cut_off.elapsed())).await;
+    partition.heal();
+    let drawn = drawing.await.expect("sidecar-a's loader");
+    let partitioned =
+        1 + answered(&drawn, &[&a]) + answered(&first, &[&b]) + answered(&second, &[&b]);
+    assert!(
+        partitioned <= HARD,
+        "with sidecar-a cut off the fleet answered {partitioned} counted loads 2xx \
+         (sidecar-a {}, sidecar-b {} then {}), over {HARD}",
+        1 + drawn[0].ok,
+        first[0].ok,
+        second[0].ok
+    );
+
+    let rest = load_to_the_limit(&[&a, &b], partitioned, Duration::from_secs(3), 3).await;
+    let seen_ok = partitioned + rest;
+    assert_eq!(
+        counted_hits(&target),
+        seen_ok,
+        "the target received other than the loads answered 2xx"
+    );
+    for tg in [&a, &b] {
+        await_used(
+            tg,
+            seen_ok as u64,
+            Duration::from_secs(5),
+            "records.used equals the loads answered 2xx after the partition healed",
+        )
+        .await;
+    }
+    assert_eq!(
+        seen_ok, HARD,
+        "after the partition healed the fleet reached {seen_ok}"
+    );
+}
+
+/// A sidecar killed with `kill -9` while 8 loaders are sending counted loads through it:
+/// after its restart under the same node name the fleet counts every load answered 2xx
+/// (and at most what reached the target), and the fleet then reaches exactly 110.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_answered_count() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, &["lease_ttl = \"2s\""]);
+    let mut a = fleet.start("sidecar-a").await;
+    let b = fleet.start("sidecar-b").await;
+
+    let busy = Load {
+        pace: Duration::from_millis(10),
+        ..Load::until_refused(8)
+    };
+    let engine_a = [a.engine];
+    let loading = tokio::spawn(async move { load_fleet(&engine_a, busy).await });
+    eventually(
+        "30 loads reached the target",
+        Duration::from_secs(10),
+        || async { (counted_hits(&target) >= 30).then_some(()) },
+    )
+    .await;
+    a.kill9();
+    assert!(
+        a.wait_exit(Duration::from_secs(5)).await.is_some(),
+        "sidecar-a survived kill -9"
+    );
+    // The loaders' requests in flight fail at once: nothing waits on a dead sidecar.
+    let tally = tokio::time::timeout(Duration::from_secs(5), loading)
+        .await
+        .expect("the loaders did not finish within 5 s of kill -9")
+        .expect("the loaders")
+        .remove(0);
+    let answered_a = tally.ok;
+    assert!(
+        tally.refused.is_empty(),
+        "refusals before the kill: {:#?}",
+        tally.refused
+    );
+
+    a.restart(&fleet.restart_env()).await;
+    let counted = eventually(
+        "the fleet's total after sidecar-a restarted",
+        Duration::from_secs(5),
+        || async {
+            let on_b = used(&b).await;
+            (on_b >= answered_a as u64 && on_b == used(&a).await).then_some(on_b)
+        },
+    )
+    .await;
+    let hits = counted_hits(&target) as u64;
+    assert!(
+        counted >= answered_a as u64 && counted <= hits,
+        "after kill -9 and restart the fleet counts {counted}: sidecar-a answered \
+         {answered_a} 2xx and the target received {hits}"
+    );
+
+    let rest = load_to_the_limit(&[&a, &b], counted as usize, Duration::from_secs(3), 3).await;
+    let total = counted as usize + rest;
+    assert_eq!(
+        total, HARD,
+        "after the restart the fleet counted {total}, not {HARD}"
+    );
+    for tg in [&a, &b] {
+        await_used(tg, HARD as u64, Duration::from_secs(5), "at the limit").await;
+    }
+    // Loads the target received but sidecar-a never answered (cut off by the kill) are
+    // the only ones beyond the count: at most one per loader.
+    let hits = counted_hits(&target);
+    assert!(
+        (HARD..=HARD + 8).contains(&hits),
+        "the target received {hits} counted loads for a fleet total of {HARD}"
+    );
+}
+
+/// Enabling and disabling a flow while Redis is frozen answers within 2 s, whatever the
+/// answer; a change answered 200 is the fleet's once Redis thaws, and every sidecar shows
+/// the same state of the flow within 2 s of the thaw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_changes_while_redis_is_frozen_answer_promptly_and_the_fleet_converges() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, &[]);
+    let a = fleet.start("sidecar-a").await;
+    let b = fleet.start("sidecar-b").await;
+
+    redis.freeze();
+    let start = Instant::now();
+    let resp = a.admin_post("/v1/flows/incidents/disable", "").await;
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "disable with Redis frozen took {took:?}"
+    );
+    let answered_ok = resp.status == StatusCode::OK;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.thaw();
+
+    let thawed = Instant::now();
+    let converged = eventually(
+        "both sidecars show the same state of incidents after the thaw",
+        Duration::from_secs(2),
+        || async {
+            let (fa, fb) = (a.flow("incidents").await, b.flow("incidents").await);
+            (fa["enabled"] == fb["enabled"] && fa["reason"] == fb["reason"]).then_some(fa)
+        },
+    )
+    .await;
+    assert!(
+        thawed.elapsed() < Duration::from_secs(3),
+        "the sidecars agreed only {:?} after the thaw",
+        thawed.elapsed()
+    );
+    // A refused change may or may not have reached Redis; either way the sidecars agree.
+    if answered_ok {
+        assert_eq!(
+            converged["enabled"], false,
+            "disable answered 200 with Redis frozen, but the fleet has incidents enabled: {converged}"
+        );
+    }
 }

@@ -455,3 +455,94 @@ fn read_reply(reader: &mut impl BufRead) -> std::io::Result<Reply> {
         _ => Err(bad(format!("not a RESP reply: {line:?}"))),
     }
 }
+
+/// A TCP forwarder in front of a Redis server that can cut one sidecar off: while it is
+/// blocked, bytes in both directions are held back (as on a partitioned network, nothing
+/// is refused or reset); unblocked, what was held is delivered and forwarding resumes.
+pub struct Partition {
+    addr: SocketAddr,
+    blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Partition {
+    /// A forwarder on a free loopback port to `redis` (on the tokio runtime of the test).
+    pub async fn to(redis: &RedisServer) -> Partition {
+        use std::sync::atomic::AtomicBool;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the partition forwarder");
+        let addr = listener.local_addr().expect("the forwarder's address");
+        let blocked = std::sync::Arc::new(AtomicBool::new(false));
+        let target = redis.addr();
+        let flag = blocked.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    let up = tokio::spawn(pump(in_read, out_write, flag.clone()));
+                    let down = tokio::spawn(pump(out_read, in_write, flag));
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Partition {
+            addr,
+            blocked,
+            task,
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/0` through the forwarder.
+    pub fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+
+    /// Holds back every byte from now on.
+    pub fn block(&self) {
+        self.blocked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Delivers what was held back and forwards again.
+    pub fn heal(&self) {
+        self.blocked
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk back while `blocked` is set.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while blocked.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while blocked.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
