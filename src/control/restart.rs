@@ -57,8 +57,14 @@ pub(super) fn restart_required(started: &Config, config: &Config) -> Vec<&'stati
         ("state.redis", started.state.redis != config.state.redis),
         ("state.fleet", started.state.fleet != config.state.fleet),
         ("state.node", started.state.node != config.state.node),
-        ("state.lease_max", started.state.lease_max != config.state.lease_max),
-        ("state.lease_ttl", started.state.lease_ttl != config.state.lease_ttl),
+        (
+            "state.lease_max",
+            started.state.lease_max != config.state.lease_max,
+        ),
+        (
+            "state.lease_ttl",
+            started.state.lease_ttl != config.state.lease_ttl,
+        ),
         (
             "state.redis_timeout",
             started.state.redis_timeout != config.state.redis_timeout,

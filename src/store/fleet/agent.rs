@@ -80,7 +80,9 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
 async fn join(fleet: &Fleet, tracked: &Tracked) -> Result<(), FleetError> {
     let month = month_index(fleet.clock.now(), tracked.tz);
     for license in &tracked.licenses {
-        fleet.settle_after_start(Budget::from(license), month).await?;
+        fleet
+            .settle_after_start(Budget::from(license), month)
+            .await?;
     }
     fleet.ship_flows(month, &tracked.flows).await?;
     let flows = fleet.read_flows().await?;
