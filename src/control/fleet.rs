@@ -43,8 +43,7 @@ impl Plane {
             return;
         };
         if self.published.is_none() {
-            // Not joined yet: the fleet's settings win once it is; nothing to publish.
-            self.fleet_journal.clear();
+            // Not joined yet: the fleet's settings win once it is, and the events wait.
             return;
         }
         if !self.fleet_journal.is_empty() {
