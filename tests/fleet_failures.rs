@@ -294,14 +294,14 @@ async fn restart_mid_month(persistence: Persistence) {
     loads_ok(&b, 25).await;
     await_used(&a, 55, Duration::from_secs(3), "before the restart").await;
 
-    // About 2 × 40 loads a second: the restart falls in the middle of them.
+    // About 2 × 2 × 20 loads a second: the restart falls in the middle of them.
     let load = Load {
-        pace: Duration::from_millis(25),
-        ..Load::retrying_unavailable(1, Duration::from_secs(15))
+        pace: Duration::from_millis(50),
+        ..Load::retrying_unavailable(2, Duration::from_secs(15))
     };
     let engines = [a.engine, b.engine];
     let during = tokio::spawn(async move { load_fleet(&engines, load).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     redis.restart();
     let during = during.await.expect("the loaders");
     let mid = answered(&during, &[&a, &b]);
@@ -787,4 +787,125 @@ async fn flow_changes_while_redis_is_frozen_answer_promptly_and_the_fleet_conver
             "disable answered 200 with Redis frozen, but the fleet has incidents enabled: {converged}"
         );
     }
+}
+
+/// Redis frozen for 1.5 s early in a run of 3 sidecars × 2 paced loaders (which retry
+/// `503 store-unavailable`), then thawed: every answer comes within a second, the fleet never
+/// answers more than 110 counted loads 2xx, the count equals them and the target received
+/// exactly them, and the fleet reaches 110.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_mid_run_under_load_keeps_the_totals_exact() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, &["lease_ttl = \"2s\""]);
+    let sidecars = fleet.start_nodes(3).await;
+    let all: Vec<&Tollgate> = sidecars.iter().collect();
+
+    // About 3 × 2 × 20 loads a second: the freeze falls early in the run.
+    let load = Load {
+        pace: Duration::from_millis(50),
+        ..Load::retrying_unavailable(2, Duration::from_secs(8))
+    };
+    let engines = engines(&all);
+    let running = tokio::spawn(async move { load_fleet(&engines, load).await });
+    eventually(
+        "20 loads before the freeze",
+        Duration::from_secs(10),
+        || async { (counted_hits(&target) >= 20).then_some(()) },
+    )
+    .await;
+    redis.freeze();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.thaw();
+    let tallies = running.await.expect("the loaders");
+    for tally in &tallies {
+        assert!(
+            tally.slowest < PROMPT,
+            "an answer took {:?} with Redis frozen mid-run",
+            tally.slowest
+        );
+    }
+    let during = answered(&tallies, &all);
+    assert!(
+        during <= HARD,
+        "the fleet answered {during} 2xx, over {HARD}"
+    );
+    let rest = load_to_the_limit(&all, during, Duration::from_secs(3), 3).await;
+    let seen_ok = during + rest;
+    assert_eq!(
+        counted_hits(&target),
+        seen_ok,
+        "the target received other than the loads answered 2xx"
+    );
+    for tg in &all {
+        await_used(
+            tg,
+            seen_ok as u64,
+            Duration::from_secs(5),
+            "records.used equals the loads answered 2xx after a freeze mid-run",
+        )
+        .await;
+    }
+    assert_eq!(
+        seen_ok, HARD,
+        "after the freeze the fleet reached {seen_ok}"
+    );
+}
+
+/// SIGTERM of a sidecar while 4 loaders send counted loads through it: the loads it
+/// answered 2xx before exiting are all in the fleet's total, it gives back what it did not
+/// draw, and the other sidecar then reaches exactly 110 at once (lease_ttl is 5 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_ships_every_answered_count_and_returns_the_rest() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, &["lease_ttl = \"5m\""]);
+    let mut a = fleet.start("sidecar-a").await;
+    let b = fleet.start("sidecar-b").await;
+
+    let busy = Load {
+        pace: Duration::from_millis(50),
+        ..Load::until_refused(4)
+    };
+    let engine_a = [a.engine];
+    let loading = tokio::spawn(async move { load_fleet(&engine_a, busy).await });
+    eventually(
+        "30 loads reached the target",
+        Duration::from_secs(10),
+        || async { (counted_hits(&target) >= 30).then_some(()) },
+    )
+    .await;
+    let status = a.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "sidecar-a exited {status} on SIGTERM");
+    let tally = tokio::time::timeout(Duration::from_secs(5), loading)
+        .await
+        .expect("the loaders did not finish within 5 s of the exit")
+        .expect("the loaders")
+        .remove(0);
+    let answered_a = tally.ok;
+    let other: Vec<&Refusal> = tally.refused.iter().filter(|r| r.status != 503).collect();
+    assert!(other.is_empty(), "refusals during the drain: {other:#?}");
+    // Draining answers what was admitted; every such 2xx reached the target and is counted.
+    assert_eq!(
+        counted_hits(&target),
+        answered_a,
+        "loads the target received vs loads sidecar-a answered 2xx"
+    );
+    await_used(
+        &b,
+        answered_a as u64,
+        Duration::from_secs(2),
+        "sidecar-a's answered loads in the fleet's total after its SIGTERM",
+    )
+    .await;
+
+    let tallies = load_fleet(&[b.engine], Load::until_refused(16)).await;
+    let answered_b = answered(&tallies, &[&b]);
+    assert_eq!(
+        answered_a + answered_b,
+        HARD,
+        "after sidecar-a stopped under load, sidecar-b answered {answered_b} (sidecar-a \
+         {answered_a}): what sidecar-a did not draw was not given back"
+    );
+    assert_eq!(counted_hits(&target), HARD);
 }
