@@ -480,7 +480,7 @@ fn the_example_config_checks_and_refuses_the_third_pair() {
             "Transferred-records limits (months in UTC)",
         ]
     );
-    assert_eq!(report.lines.len(), 3, "{:?}", report.lines);
+    assert_eq!(report.lines.len(), 4, "{:?}", report.lines);
     assert_eq!(
         report.lines[0],
         "configuration config/tollgate.toml is valid"
@@ -496,6 +496,7 @@ fn the_example_config_checks_and_refuses_the_third_pair() {
         identity.split(", ").any(|entry| entry == hostname),
         "{identity:?} does not name {hostname:?}"
     );
+    assert_eq!(report.lines[2], "state: embedded store in config/state");
     assert_eq!(report.summary(), "4 flows: 3 would be enabled, 1 refused");
 
     let licenses = report.section("Licenses in ");
@@ -1701,7 +1702,8 @@ fn a_missing_config_file_is_named() {
 #[test]
 fn usage_errors_exit_2() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let usage = "Usage: tollgate check --config <CONFIG>";
+    // clap names the optional flags (`[OPTIONS]`) in some of these messages and not in others.
+    let usage = "--config <CONFIG>\n\nFor more information, try '--help'.";
     let cases: [(&[&str], &str); 4] = [
         (
             &["check"],

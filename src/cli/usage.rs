@@ -147,6 +147,9 @@ fn print_tables(report: &Value) {
         text(&report["usage"]["month"]),
         licenses_table(report)
     );
+    if let Some(leases) = fleet_table(report) {
+        say!("Fleet leases (records this month)\n{leases}\n");
+    }
     say!("Flows\n{}\n", flows_table(report));
     say!(
         "Entitlements in use / limit\n{}",
@@ -196,6 +199,35 @@ fn licenses_table(report: &Value) -> comfy_table::Table {
         ]);
     }
     licenses
+}
+
+/// Fleet mode: one row per license and sidecar with what it holds and has counted.
+fn fleet_table(report: &Value) -> Option<comfy_table::Table> {
+    let mut leases = table(["license", "sidecar", "held", "counted", "live"]);
+    let mut any = false;
+    for license in report["licenses"].as_array().into_iter().flatten() {
+        let fleet = &license["fleet"];
+        for node in fleet["nodes"].as_array().into_iter().flatten() {
+            any = true;
+            let mut name = text(&node["node"]);
+            if node["node"] == fleet["node"] {
+                name.push_str(" (this one)");
+            }
+            let live = if node["live"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            };
+            leases.add_row([
+                text(&license["id"]),
+                name,
+                text(&node["held"]),
+                text(&node["committed"]),
+                live.to_owned(),
+            ]);
+        }
+    }
+    any.then_some(leases)
 }
 
 /// One row per flow: environment, pair, state, license and this month's records.

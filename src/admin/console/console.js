@@ -156,6 +156,15 @@ async function renderUsage() {
     };
     return el("tr", {}, el("td", {}, env), cell("flows"), cell("endpoint_apps"), cell("trading_partners"), cell("agents"));
   }));
+  // Fleet mode: every sidecar's lease of each license (the totals above are the fleet's).
+  const leased = licenses.filter((l) => l.fleet);
+  document.getElementById("fleet").hidden = leased.length === 0;
+  if (leased.length) {
+    document.getElementById("fleet-node").textContent = `(this sidecar: ${leased[0].fleet.node})`;
+    document.querySelector("#leases tbody").replaceChildren(...leased.flatMap((l) => l.fleet.nodes.map((n) =>
+      el("tr", {}, el("td", {}, l.id), el("td", {}, n.node), el("td", {}, String(n.held)),
+        el("td", {}, String(n.committed)), el("td", { class: n.live ? "state-valid" : "state-bad" }, n.live ? "yes" : "no")))));
+  }
   document.getElementById("daily").replaceChildren(...Object.entries(usage.daily || {})
     .map(([id, days]) => el("div", {}, el("div", { class: "muted" }, id), chart(days))));
 }
