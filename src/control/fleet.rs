@@ -32,6 +32,7 @@ impl Plane {
                 })
                 .collect(),
             flows: live.flows.iter().map(|flow| flow.meter.clone()).collect(),
+            max_skew: self.config.licensing.max_clock_skew,
         });
     }
 
@@ -82,13 +83,22 @@ impl Plane {
     }
 
     /// Takes the fleet's flow settings as this sidecar's; the first sidecar of a fleet seeds
-    /// the fleet with its own.
+    /// the fleet with its own. Local changes not published yet (Redis was away) stay, and go
+    /// out with the next publish instead of being undone by the fleet's older state.
     fn apply_fleet_flows(&mut self, fleet_flows: FleetFlows) {
         let Some(fleet) = self.fleet.clone() else {
             return;
         };
         let mut published = fleet_flows.flows;
         let ours = stored_flows(self);
+        let unpublished: Vec<String> = match &self.published {
+            Some(before) => ours
+                .iter()
+                .filter(|(id, flow)| before.get(*id) != Some(*flow))
+                .map(|(id, _)| id.clone())
+                .collect(),
+            None => Vec::new(),
+        };
         let missing: BTreeMap<String, StoredFlow> = ours
             .iter()
             .filter(|(id, _)| !published.contains_key(*id))
@@ -104,6 +114,9 @@ impl Plane {
         }
         let mut changed = false;
         for (id, stored) in &published {
+            if unpublished.contains(id) {
+                continue;
+            }
             let Some(setting) = self.settings.get_mut(id) else {
                 continue;
             };
@@ -118,15 +131,22 @@ impl Plane {
             }
             self.next_order = self.next_order.max(stored.order + 1);
         }
+        for id in &unpublished {
+            published.remove(id);
+        }
         self.published = Some(published);
         if changed {
             tracing::info!(
                 version = fleet_flows.version,
                 "flow settings changed in the fleet"
             );
+            // The sidecar where the change was made journals it for the fleet; the changes it
+            // causes here are journaled locally only.
+            self.applying_fleet = true;
             if let Err(err) = self.rebuild() {
                 tracing::error!(error = %err, "the fleet's flow settings could not be applied");
             }
+            self.applying_fleet = false;
         }
     }
 

@@ -109,6 +109,8 @@ pub(super) struct Plane {
     pub(super) fleet_journal: Vec<AuditEvent>,
     /// How many of `journal`'s events are already queued for the fleet.
     pub(super) journal_sent: usize,
+    /// Applying the fleet's settings: what that changes is not journaled for the fleet again.
+    pub(super) applying_fleet: bool,
 }
 
 /// The state read from disk before the first snapshot.
@@ -177,6 +179,7 @@ impl Plane {
             published: None,
             fleet_journal: Vec::new(),
             journal_sent: 0,
+            applying_fleet: false,
         };
         plane.catch_up_on_time()?;
         read_licenses(&mut plane)?;
@@ -317,10 +320,11 @@ impl Plane {
     /// fleet); a failure is logged and retried next time.
     pub(super) fn persist(&mut self) {
         if self.fleet.is_some() && !self.journal.is_empty() {
-            let fresh = self.journal.len().saturating_sub(self.journal_sent);
-            let start = self.journal.len() - fresh;
-            self.fleet_journal
-                .extend(self.journal[start..].iter().cloned());
+            let start = self.journal_sent.min(self.journal.len());
+            if !self.applying_fleet {
+                self.fleet_journal
+                    .extend(self.journal[start..].iter().cloned());
+            }
             self.journal_sent = self.journal.len();
         }
         match self.store.save_flows(&stored_flows(self), &self.journal) {

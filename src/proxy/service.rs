@@ -701,15 +701,29 @@ fn admit(
             };
             let hard = license.and_then(|l| l.hard_limit).unwrap_or(refused.used);
             let id = license.map(LicenseEntry::id).unwrap_or_default();
-            let detail = format!(
-                "license {id} has transferred its {hard} records for this month (limit plus 10%)"
-            );
+            // Fleet mode: the whole budget is granted but not all of it counted yet; records
+            // other sidecars do not use come back to the fleet within seconds.
+            let elsewhere = refused.used < hard;
+            let detail = if elsewhere {
+                format!(
+                    "license {id}'s {hard} records for this month are all granted to the fleet's sidecars ({} counted so far); records they leave unused come back shortly",
+                    refused.used
+                )
+            } else {
+                format!(
+                    "license {id} has transferred its {hard} records for this month (limit plus 10%)"
+                )
+            };
             let mut problem = Problem::new(ProblemCode::RecordsLimitExceeded, detail)
                 .with("license", id)
                 .with("reason", "hard-limit")
                 .with("used", refused.used)
                 .with("hard_limit", hard);
-            problem.retry_after = Some(seconds_to_reset(snapshot, now));
+            problem.retry_after = Some(if elsewhere {
+                1
+            } else {
+                seconds_to_reset(snapshot, now)
+            });
             Unprepared::Refused(at(
                 snapshot,
                 problem,

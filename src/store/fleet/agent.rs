@@ -40,6 +40,7 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
     let mut next_version_check = Instant::now();
     let mut idle: HashMap<Arc<str>, Idle> = HashMap::new();
     let mut warned: Option<Instant> = None;
+    let mut last_month: Option<u32> = None;
     loop {
         tokio::select! {
             _ = rounds.tick() => {}
@@ -67,6 +68,10 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
             continue;
         }
         let month = month_index(fleet.clock.now(), tracked.tz);
+        if let Some(previous) = last_month.filter(|&previous| previous < month) {
+            close_month(&fleet, &tracked, previous).await;
+        }
+        last_month = Some(month);
         round(&fleet, &tracked, month, &mut idle).await;
         if Instant::now() >= next_version_check {
             next_version_check = Instant::now() + VERSION_CHECK;
@@ -78,6 +83,7 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
 /// The first exchanges after start: settle every lease, take in the fleet's counts and flow
 /// settings; then leases may be granted.
 async fn join(fleet: &Fleet, tracked: &Tracked) -> Result<(), FleetError> {
+    fleet.claim_node().await?;
     let month = month_index(fleet.clock.now(), tracked.tz);
     for license in &tracked.licenses {
         fleet
@@ -95,6 +101,21 @@ async fn join(fleet: &Fleet, tracked: &Tracked) -> Result<(), FleetError> {
 
 /// One round: ship counts (topping up low leases), return idle leftovers, ship flow counts.
 async fn round(fleet: &Fleet, tracked: &Tracked, month: u32, idle: &mut HashMap<Arc<str>, Idle>) {
+    match fleet.claim_node().await {
+        Ok(()) => {}
+        Err(err @ FleetError::NodeTaken(_)) => {
+            // Another run writes this node's lines now: stop granting until the name is ours.
+            tracing::error!(error = %err, "this sidecar lost its node name; it stops drawing on the fleet's budget");
+            for license in &tracked.licenses {
+                if let Some(lease) = license.meter.lease() {
+                    lease.take_available(month);
+                }
+            }
+            fleet.joined.store(false, Ordering::Release);
+            return;
+        }
+        Err(_) => return,
+    }
     let now = Instant::now();
     for license in &tracked.licenses {
         let budget = Budget::from(license);
@@ -138,10 +159,27 @@ async fn round(fleet: &Fleet, tracked: &Tracked, month: u32, idle: &mut HashMap<
         };
         if let Err(err) = result {
             tracing::debug!(license = %license.meter.id, error = %err, "fleet round failed");
+            if matches!(err, FleetError::Unavailable(_) | FleetError::Timeout(_)) {
+                // Redis is away: the rest of the round would only wait for it too.
+                return;
+            }
         }
     }
     if let Err(err) = fleet.ship_flows(month, &tracked.flows).await {
         tracing::debug!(error = %err, "shipping flow counts failed");
+    }
+}
+
+/// The month turned: ships the last counts of the month that ended (loads counted in the
+/// round before the turn), so its totals in Redis are complete.
+async fn close_month(fleet: &Fleet, tracked: &Tracked, month: u32) {
+    for license in &tracked.licenses {
+        if let Err(err) = fleet.ship(Budget::from(license), month, false).await {
+            tracing::warn!(license = %license.meter.id, error = %err, "the last counts of the month could not be shipped");
+        }
+    }
+    if let Err(err) = fleet.ship_flows(month, &tracked.flows).await {
+        tracing::warn!(error = %err, "the last flow counts of the month could not be shipped");
     }
 }
 
@@ -233,7 +271,7 @@ impl Fleet {
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    tracing::warn!(license = %license.meter.id, error = %err, "the lease could not be returned; the fleet gets it back after lease_ttl only when this sidecar restarts")
+                    tracing::warn!(license = %license.meter.id, error = %err, "the lease could not be returned to the fleet: it goes back when this sidecar restarts with the same node (strict durability), or stays spent until the month ends")
                 }
             }
         }

@@ -54,6 +54,11 @@ impl Keys {
         self.shared("audit-seq")
     }
 
+    /// The claim of a node name by one run of a sidecar.
+    pub fn node(&self, node: &str) -> String {
+        self.shared(&format!("node:{node}"))
+    }
+
     /// The warnings and limits raised (`license|month|kind` → 1).
     pub fn marks(&self) -> String {
         self.shared("marks")
@@ -100,6 +105,7 @@ mod tests {
             keys.audit(),
             keys.audit_seq(),
             keys.marks(),
+            keys.node("sidecar-a"),
             keys.once("flow-enabled", "{}"),
         ];
         for key in &shared {

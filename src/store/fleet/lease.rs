@@ -82,6 +82,9 @@ impl Fleet {
         let Some(lease) = budget.meter.lease() else {
             return;
         };
+        if self.admissible().is_err() {
+            return;
+        }
         let Ok(_turn) = lease.exchange.try_lock() else {
             return;
         };
@@ -207,10 +210,10 @@ impl Fleet {
                     attempts += 1;
                 }
                 LeaseReply::Stale(last) => {
-                    return Err(FleetError::Protocol(format!(
+                    return Err(self.link.failed(FleetError::Protocol(format!(
                         "Redis keeps a later sequence number ({last}) for node {:?}: is another sidecar using the same node name?",
                         self.settings.node
-                    )))
+                    ))))
                 }
                 LeaseReply::Settled(settled, now_ms, nodes) => break (settled, now_ms, nodes),
             }
@@ -301,13 +304,18 @@ impl Fleet {
         let mine = self.clock.now().timestamp_millis();
         let redis = i64::try_from(redis_ms).unwrap_or(i64::MAX);
         let off = std::time::Duration::from_millis(mine.abs_diff(redis));
-        if off > self.max_skew {
+        let max_skew = self
+            .tracked
+            .load()
+            .as_ref()
+            .map_or(self.max_skew, |tracked| tracked.max_skew);
+        if off > max_skew {
             if self.skew.load().is_none() {
                 let why = format!(
                     "this sidecar's clock is {} s {} Redis' clock, more than licensing.max_clock_skew ({} s): counted loads are refused until they agree",
                     off.as_secs(),
                     if mine > redis { "ahead of" } else { "behind" },
-                    self.max_skew.as_secs()
+                    max_skew.as_secs()
                 );
                 tracing::error!(reason = %why, "clock skew with Redis");
                 self.skew.store(Some(Arc::new(why)));

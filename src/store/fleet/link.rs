@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisResult};
 
@@ -23,8 +23,13 @@ const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// The connection and what is known about it.
 pub struct Link {
     client: Client,
-    manager: ConnectionManager,
+    config: ConnectionManagerConfig,
+    /// Replaced by a fresh one when Redis says it is a read-only replica (after a failover
+    /// the old primary keeps the socket open and answers `READONLY` to every write).
+    manager: ArcSwap<ConnectionManager>,
     up: AtomicBool,
+    /// What the log last said (so each change is said once).
+    was_up: AtomicBool,
     errors: AtomicU64,
     last_error: ArcSwapOption<String>,
     /// Round trips to Redis, for `/metrics`.
@@ -49,12 +54,14 @@ impl Link {
             .set_min_delay(RECONNECT_MIN)
             .set_max_delay(RECONNECT_MAX)
             .set_number_of_retries(2);
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|err| FleetError::Config(err.to_string()))?;
         Ok(Link {
             client,
-            manager,
+            config,
+            manager: ArcSwap::from_pointee(manager),
             up: AtomicBool::new(false),
+            was_up: AtomicBool::new(false),
             errors: AtomicU64::new(0),
             last_error: ArcSwapOption::empty(),
             round_trips: DurationHistogram::default(),
@@ -63,7 +70,7 @@ impl Link {
 
     /// A handle on the multiplexed connection (cheap: one per exchange).
     pub fn connection(&self) -> ConnectionManager {
-        self.manager.clone()
+        ConnectionManager::clone(&self.manager.load())
     }
 
     /// The client, for the subscription (a connection of its own).
@@ -83,7 +90,16 @@ impl Link {
             Ok(Ok(value)) => {
                 self.round_trips.observe(started.elapsed());
                 self.up.store(true, Ordering::Release);
+                if !self.was_up.swap(true, Ordering::AcqRel) {
+                    tracing::info!("Redis is reachable");
+                }
                 return Ok(value);
+            }
+            Ok(Err(err)) if err.code() == Some("READONLY") => {
+                // The old primary after a failover: find the new one.
+                self.up.store(false, Ordering::Release);
+                self.reconnect();
+                FleetError::Unavailable(format!("{err} (a replica after a failover: reconnecting)"))
             }
             Ok(Err(err))
                 if !err.is_io_error()
@@ -91,7 +107,10 @@ impl Link {
                     && !err.is_connection_dropped()
                     && !err.is_connection_refusal() =>
             {
+                // An answer, but a refusal (out of memory, loading, a script error): Redis is
+                // not serving this sidecar, so it is not ready either.
                 self.round_trips.observe(started.elapsed());
+                self.up.store(false, Ordering::Release);
                 FleetError::Redis(err.to_string())
             }
             Ok(Err(err)) => {
@@ -103,10 +122,27 @@ impl Link {
                 FleetError::Timeout(deadline.saturating_duration_since(started))
             }
         };
+        Err(self.failed(result))
+    }
+
+    /// Counts a failed exchange (also one that failed after Redis answered) and says so in
+    /// the log when Redis has just become unusable.
+    pub fn failed(&self, err: FleetError) -> FleetError {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.last_error
-            .store(Some(std::sync::Arc::new(result.to_string())));
-        Err(result)
+            .store(Some(std::sync::Arc::new(err.to_string())));
+        if self.was_up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(error = %err, "Redis is not serving this sidecar: counted loads beyond the leased records get 503 and /readyz answers 503 until it is back");
+        }
+        err
+    }
+
+    /// Drops the connection for a new one (made on next use), e.g. to find the new primary.
+    fn reconnect(&self) {
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(manager) => self.manager.store(std::sync::Arc::new(manager)),
+            Err(err) => tracing::warn!(error = %err, "cannot make a new Redis connection"),
+        }
     }
 
     /// Whether the last exchange reached Redis.

@@ -53,6 +53,9 @@ pub enum FleetError {
     /// Redis answered something the scripts never return.
     #[error("Redis answered unexpectedly: {0}")]
     Protocol(String),
+    /// Another running sidecar has claimed this sidecar's node name.
+    #[error("node name {0:?} is in use by another running sidecar of the fleet (or by this one before a crash, until its claim expires): give every sidecar its own state.node")]
+    NodeTaken(String),
     /// This sidecar has not settled its lease with the fleet since it started.
     #[error(
         "this sidecar has not joined the fleet yet (Redis has not been reachable since it started)"
@@ -92,6 +95,8 @@ pub struct Tracked {
     pub licenses: Vec<TrackedLicense>,
     /// The configured flows.
     pub flows: Vec<Arc<FlowMeter>>,
+    /// `licensing.max_clock_skew` as the running config has it.
+    pub max_skew: Duration,
 }
 
 /// One sidecar's line in a license's lease book, for the operator.
@@ -126,10 +131,13 @@ pub struct Fleet {
     keys: Keys,
     link: Link,
     clock: Arc<dyn Clock>,
+    /// `licensing.max_clock_skew` at start (until the first compile says otherwise).
     max_skew: Duration,
     /// Counts are durable before answers (strict): a restart returns the unused lease.
     strict: bool,
     seq: AtomicU64,
+    /// This run's random id, which holds the claim of the node name.
+    incarnation: String,
     /// The first settlement after start is done: leases may be granted.
     joined: AtomicBool,
     /// Why counted loads are refused for the clock, if they are.
@@ -155,6 +163,43 @@ impl std::fmt::Debug for Fleet {
             .field("fleet", &self.settings.fleet)
             .field("node", &self.settings.node)
             .finish_non_exhaustive()
+    }
+}
+
+/// A random id for this run of the sidecar.
+fn incarnation() -> String {
+    use rand_core::RngCore;
+    format!("{:016x}", rand_core::OsRng.next_u64())
+}
+
+/// The least lifetime of a node-name claim: a few agent rounds, so a busy machine does not
+/// lose its own name between two refreshes.
+const NODE_CLAIM_MIN: Duration = Duration::from_secs(2);
+
+impl Fleet {
+    /// Claims the node name for this run (or refreshes the claim); `NodeTaken` when another
+    /// running sidecar holds it.
+    async fn claim_node(&self) -> Result<(), FleetError> {
+        let lifetime = self.settings.lease_ttl.max(NODE_CLAIM_MIN);
+        let mut invocation = scripts::CLAIM_NODE.key(self.keys.node(&self.settings.node));
+        invocation
+            .arg(&self.incarnation)
+            .arg(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX));
+        let mut connection = self.link.connection();
+        let claimed: u64 = self
+            .link
+            .call(
+                self.control_deadline(),
+                invocation.invoke_async(&mut connection),
+            )
+            .await?;
+        if claimed == 1 {
+            Ok(())
+        } else {
+            Err(self
+                .link
+                .failed(FleetError::NodeTaken(self.settings.node.clone())))
+        }
     }
 }
 
@@ -194,6 +239,7 @@ impl Fleet {
             max_skew,
             strict,
             seq: AtomicU64::new(0),
+            incarnation: incarnation(),
             joined: AtomicBool::new(false),
             skew: ArcSwapOption::empty(),
             tracked: ArcSwapOption::empty(),

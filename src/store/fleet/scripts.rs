@@ -1,7 +1,8 @@
 //! The Lua scripts fleet mode runs in Redis. Each runs atomically; redis-rs sends `EVALSHA`
 //! and falls back to `EVAL` when Redis answers `NOSCRIPT` (after a restart or a failover), so
 //! the scripts need no loading step. Every key a script touches is passed in `KEYS` and shares
-//! one hash tag, so they work on Redis Cluster too.
+//! one hash tag, so a cluster proxy (or a future cluster client) can keep each script in one
+//! slot; tollgate itself talks to one endpoint.
 
 use std::sync::LazyLock;
 
@@ -56,7 +57,7 @@ granted = granted + grant
 held = held + grant
 redis.call('HSET', key, 'granted', granted, 'hard', hard, 'h:' .. node, held, 'c:' .. node, mine,
   's:' .. node, seq, 't:' .. node, now)
-redis.call('PEXPIRE', key, 5356800000)
+redis.call('PEXPIRE', key, 34560000000)
 h['h:' .. node] = tostring(held)
 h['c:' .. node] = tostring(mine)
 h['t:' .. node] = tostring(now)
@@ -76,6 +77,22 @@ end
 out[5] = total
 return out
 "#;
+
+/// Claims (or keeps) a node name for this run of a sidecar, so two sidecars configured with
+/// the same `node` cannot both write one line of every lease book.
+///
+/// `KEYS[1]`: the claim; `ARGV`: this run's random incarnation id, the claim's lifetime (ms).
+/// Returns 1 when the name is this run's, 0 when another run holds it.
+pub static CLAIM_NODE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+return 1
+"#,
+    )
+});
 
 /// See [`LEASE_SOURCE`].
 pub static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_SOURCE));
@@ -97,7 +114,7 @@ for i = 2, #ARGV, 2 do
     redis.call('HSET', key, field, count)
   end
 end
-if #ARGV > 1 then redis.call('PEXPIRE', key, 5356800000) end
+if #ARGV > 1 then redis.call('PEXPIRE', key, 34560000000) end
 return redis.call('HGETALL', key)
 "#,
     )
@@ -106,15 +123,17 @@ return redis.call('HGETALL', key)
 /// Writes flow settings, bumps the fleet's version and tells every sidecar.
 ///
 /// `KEYS[1]`: flow settings (hash flow → JSON); `KEYS[2]`: the version.
-/// `ARGV`: the channel, then flow, JSON pairs; with `ARGV[2] == "seed"`, the pairs that follow
-/// are written only where the fleet has no setting yet (the first sidecar of a fleet).
-/// Returns the new version.
+/// `ARGV`: the channel, the version the caller last saw, then flow, JSON pairs; with
+/// `ARGV[3] == "seed"`, the pairs that follow are written only where the fleet has no setting
+/// yet (the first sidecar of a fleet, or after Redis lost its data). The new version is above
+/// the one the caller saw, also when Redis lost the version, so no sidecar mistakes a change
+/// after a data loss for one it has seen. Returns the new version.
 pub static PUBLISH_FLOWS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local first = 2
-local seed = ARGV[2] == 'seed'
-if seed then first = 3 end
+local first = 3
+local seed = ARGV[3] == 'seed'
+if seed then first = 4 end
 local changed = 0
 for i = first, #ARGV, 2 do
   if seed then
@@ -126,6 +145,10 @@ for i = first, #ARGV, 2 do
 end
 if changed == 0 then return tonumber(redis.call('GET', KEYS[2]) or '0') end
 local version = redis.call('INCR', KEYS[2])
+if version <= tonumber(ARGV[2]) then
+  version = tonumber(ARGV[2]) + 1
+  redis.call('SET', KEYS[2], version)
+end
 redis.call('PUBLISH', ARGV[1], version)
 return version
 "#,
