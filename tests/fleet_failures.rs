@@ -387,8 +387,19 @@ async fn kill_9_of_a_sidecar_holding_a_lease_loses_no_count_and_never_exceeds_th
         "with sidecar-a killed, the fleet reached {} (must be within lease_max 20 below {HARD})",
         5 + first
     );
-    // Even after lease_ttl, what sidecar-a may have counted is not handed out again.
+    // Even after lease_ttl, what sidecar-a may have counted is not handed out again; it
+    // is no longer live.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let view = license_fleet(&sidecars[1]).await;
+    let dead = view["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node"] == "sidecar-a"))
+        .cloned()
+        .unwrap_or_else(|| panic!("sidecar-a's line is gone from fleet.nodes: {view}"));
+    assert_eq!(
+        dead["live"], false,
+        "sidecar-a, killed 3 s ago (lease_ttl 2s), is shown live: {view}"
+    );
     let tallies = load_fleet(&engines(&others), Load::until_refused(4)).await;
     let second = answered(&tallies, &others);
     assert!(
@@ -590,6 +601,11 @@ async fn a_clock_far_from_redis_time_refuses_counted_loads() {
         counted_hits(&target),
         0,
         "the skewed sidecar forwarded a counted load"
+    );
+    assert_eq!(
+        skewed.readyz().await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "/readyz of a sidecar whose clock disagrees with Redis'"
     );
     assert_eq!(
         good.status().await["fleet"]["clock_skew"],

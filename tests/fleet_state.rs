@@ -306,7 +306,23 @@ async fn the_licenses_fleet_view_lists_every_node_with_its_counts_and_lease() {
     let sidecars = twelve_loads(&redis, &target).await;
     for (i, tg) in sidecars.iter().enumerate() {
         let node = node_name(i);
-        let view = license_fleet(tg).await;
+        // Each line's count is shipped within a round or so of the load.
+        let view = eventually(
+            "both lines of the book with their counts",
+            Duration::from_secs(2),
+            || async {
+                let view = license_fleet(tg).await;
+                let counted = |name: &str| {
+                    view["nodes"]
+                        .as_array()
+                        .and_then(|nodes| nodes.iter().find(|n| n["node"] == name))
+                        .map(|n| n["committed"].clone())
+                };
+                (counted("sidecar-a") == Some(json!(7)) && counted("sidecar-b") == Some(json!(5)))
+                    .then_some(view)
+            },
+        )
+        .await;
         assert_eq!(view["node"], node.as_str(), "{view}");
         // This sidecar's share: `available` (granted to it, not drawn yet) and `held`
         // (granted to it and not given back, drawn or not); the fleet's: `granted` (handed
@@ -386,16 +402,14 @@ async fn status_and_metrics_show_the_fleet_connection_and_the_leases() {
             sample("tollgate_fleet_lease_grants_total", &lic) >= 1.0,
             "{node} counted loads without a lease grant"
         );
-        // An idle sidecar's lease does not change between the two reads: what it holds
-        // undrawn is what it holds less what it committed.
+        // An idle sidecar's lease does not change between the two reads.
         let lease = sample("tollgate_fleet_lease_records", &lic);
         let view = license_fleet(tg).await;
-        let own = node_entry(&view, &node);
-        let undrawn = own["held"].as_f64().unwrap_or(f64::NAN)
-            - own["committed"].as_f64().unwrap_or(f64::NAN);
         assert_eq!(
-            lease, undrawn,
-            "{node}: tollgate_fleet_lease_records is held - committed in its fleet view: {view}"
+            Some(lease),
+            view["available"].as_f64(),
+            "{node}: tollgate_fleet_lease_records is what fleet.available says it holds \
+             undrawn: {view}"
         );
     }
 }
@@ -580,4 +594,60 @@ fn a_url_that_is_not_a_redis_url_is_refused_naming_state_redis() {
     let text = format!("{}{}", stdout(&run), stderr(&run));
     assert_eq!(run.status.code(), Some(1), "fleet = \"acme prod\": {text}");
     assert!(text.contains("state.fleet"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sidecar_with_a_node_name_in_use_does_not_join() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(&redis, &target, true, 1);
+    let first = fleet.start("sidecar-a").await;
+    let twin = fleet.start_unready("sidecar-a").await;
+    loads_ok(&first, 3).await;
+
+    // Give the twin time to try (a round is 200 ms), then it must still be out.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        twin.readyz().await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a second sidecar named like a running one is ready"
+    );
+    let resp = twin.post(MAIN, Some("incidents"), "{}").await;
+    resp.assert_problem(503, "store-unavailable");
+    assert_eq!(
+        counted_hits(&target),
+        3,
+        "the twin forwarded a counted load"
+    );
+    // The first one is undisturbed and the fleet's count is its own.
+    loads_ok(&first, 2).await;
+    await_used(
+        &first,
+        5,
+        Duration::from_secs(2),
+        "the first sidecar's count",
+    )
+    .await;
+    // One line for sidecar-a in the book, with the first sidecar's count (shipped within
+    // a round or so).
+    let view = eventually(
+        "sidecar-a's line with its 5 loads",
+        Duration::from_secs(3),
+        || async {
+            let view = license_fleet(&first).await;
+            let lines: Vec<Value> = view["nodes"]
+                .as_array()
+                .map(|nodes| {
+                    nodes
+                        .iter()
+                        .filter(|n| n["node"] == "sidecar-a")
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            (lines.len() == 1 && lines[0]["committed"] == 5).then_some(view)
+        },
+    )
+    .await;
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(1), "{view}");
 }
