@@ -1033,3 +1033,61 @@ async fn sigterm_with_redis_frozen_exits_promptly_and_the_restart_returns_the_le
         5 + rest
     );
 }
+
+/// In `batched` durability a `kill -9` may lose the counts of the last flush interval, but
+/// never budget beyond the hard limit: after the killed sidecar restarts under the same
+/// node name, the target never receives more than 110 counted loads from the fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_batched_durability_never_takes_the_fleet_over_the_limit() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = fleet(
+        &redis,
+        &target,
+        &[
+            "lease_ttl = \"2s\"",
+            "durability = \"batched\"",
+            "flush_interval = \"500ms\"",
+        ],
+    );
+    let mut a = fleet.start("sidecar-a").await;
+    let b = fleet.start("sidecar-b").await;
+
+    let busy = Load {
+        pace: Duration::from_millis(10),
+        ..Load::until_refused(4)
+    };
+    let engine_a = [a.engine];
+    let loading = tokio::spawn(async move { load_fleet(&engine_a, busy).await });
+    eventually(
+        "30 loads reached the target",
+        Duration::from_secs(10),
+        || async { (counted_hits(&target) >= 30).then_some(()) },
+    )
+    .await;
+    a.kill9();
+    assert!(
+        a.wait_exit(Duration::from_secs(5)).await.is_some(),
+        "sidecar-a survived kill -9"
+    );
+    let before = tokio::time::timeout(Duration::from_secs(5), loading)
+        .await
+        .expect("the loaders did not finish within 5 s of kill -9")
+        .expect("the loaders")
+        .remove(0)
+        .ok;
+
+    a.restart(&fleet.restart_env()).await;
+    let after = load_to_the_limit(&[&a, &b], before, Duration::from_secs(3), 1).await;
+    let hits = counted_hits(&target);
+    assert!(
+        before + after <= HARD && hits <= HARD + 4,
+        "after kill -9 in batched durability: {} answered 2xx, {hits} reached the target \
+         (hard limit {HARD}; at most 4 loads were in flight at the kill)",
+        before + after
+    );
+    for tg in [&a, &b] {
+        let resp = tg.post(MAIN, Some("incidents"), "{}").await;
+        resp.assert_problem(429, "records-limit-exceeded");
+    }
+}
