@@ -651,3 +651,59 @@ async fn a_second_sidecar_with_a_node_name_in_use_does_not_join() {
     .await;
     assert_eq!(view["nodes"].as_array().map(Vec::len), Some(1), "{view}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecars_racing_for_the_last_point_get_it_once() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    // One point, two pairs, both flows disabled at start.
+    let sidecars = fleet(&redis, &target, false, 1).start_nodes(2).await;
+    let (a, b) = (&sidecars[0], &sidecars[1]);
+    for round in 1..=5 {
+        let (ra, rb) = tokio::join!(a.enable("incidents"), b.enable("escalations"));
+        let won: Vec<&str> = [(&ra, "incidents"), (&rb, "escalations")]
+            .iter()
+            .filter(|(resp, _)| resp.status == StatusCode::OK)
+            .map(|(_, flow)| *flow)
+            .collect();
+        if won.len() != 1 {
+            // Say what the fleet made of it a moment later.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let mut states = String::new();
+            for tg in [a, b] {
+                for flow in tg.flows().await {
+                    states.push_str(&format!(
+                        "\n  on {}: {} enabled={} reason={} license={}",
+                        tg.admin, flow["id"], flow["enabled"], flow["reason"], flow["license"]
+                    ));
+                }
+            }
+            panic!(
+                "round {round}: enabling two pairs at once on two sidecars with one point \
+                 answered incidents {} and escalations {} (exactly one must get the point); \
+                 2 s later:{states}",
+                ra.status, rb.status
+            );
+        }
+        let lost = if won[0] == "incidents" { &rb } else { &ra };
+        lost.assert_admin_problem(409, "points-exhausted");
+        // Every sidecar agrees on the winner.
+        for tg in [a, b] {
+            await_flow(tg, won[0], true, Value::Null, Duration::from_secs(3)).await;
+            let other = if won[0] == "incidents" {
+                "escalations"
+            } else {
+                "incidents"
+            };
+            let flow = tg.flow(other).await;
+            assert_eq!(
+                flow["enabled"], false,
+                "round {round}, {}: {flow}",
+                tg.admin
+            );
+        }
+        // Give the point back for the next round.
+        a.disable(won[0]).await;
+        await_flow(b, won[0], false, json!("operator"), Duration::from_secs(3)).await;
+    }
+}
