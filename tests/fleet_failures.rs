@@ -1,6 +1,9 @@
-//! Fleet mode, failures: Redis down when a sidecar starts, frozen (SIGSTOP) under load,
-//! restarted mid-month with and without its append-only file; a sidecar killed with
-//! `kill -9` while it holds a lease; and the month rolling over on the test clock. In every
+//! Fleet mode, failures: Redis down when a sidecar starts, frozen (SIGSTOP) between runs
+//! and mid-run, restarted mid-month with and without its append-only file (and its flow
+//! settings re-seeded); one sidecar cut off from Redis; a sidecar killed with `kill -9`
+//! while it holds a lease or under load (strict and batched durability), or stopped with
+//! SIGTERM under load or while Redis is frozen; a clock far from Redis' `TIME`; and the
+//! month rolling over on the test clock. In every
 //! case no counted load the target answered 2xx is lost or counted twice, the fleet never
 //! exceeds the hard limit (limit 100 → 110), nothing hangs (every refusal is answered
 //! within a second) and the fleet recovers by itself.

@@ -1,7 +1,8 @@
 //! Fleet mode, shared state: flow states, points, the records limit, the audit trail and
 //! usage are the fleet's, not one sidecar's. A flow enabled or disabled on one sidecar
 //! shows on every sidecar within a second; a license's points are taken once across the
-//! fleet; the fleet reaching the hard limit disables the license's flows everywhere;
+//! fleet, also when two sidecars race for the last one; a node name is one sidecar's; the
+//! fleet reaching the hard limit disables the license's flows everywhere;
 //! `/v1/licenses`, `/v1/usage`, `/v1/status` and `/metrics` report fleet totals and the
 //! fleet's view; `tollgate check` names fleet mode and, with `--online`, whether Redis
 //! answers; fleet keys without `state.redis` and URLs that are not Redis URLs are refused.
