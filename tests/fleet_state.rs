@@ -708,3 +708,48 @@ async fn two_sidecars_racing_for_the_last_point_get_it_once() {
         await_flow(b, won[0], false, json!("operator"), Duration::from_secs(3)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_of_one_flow_on_two_sidecars_converge() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let sidecars = fleet(&redis, &target, true, 1).start_nodes(2).await;
+    let (a, b) = (&sidecars[0], &sidecars[1]);
+    for round in 1..=5 {
+        let (off, on) = tokio::join!(
+            a.admin_post("/v1/flows/incidents/disable", ""),
+            b.enable("incidents")
+        );
+        assert_eq!(
+            off.status,
+            StatusCode::OK,
+            "round {round} disable: {}",
+            off.text()
+        );
+        assert_eq!(
+            on.status,
+            StatusCode::OK,
+            "round {round} enable: {}",
+            on.text()
+        );
+        // Either change may win, but the sidecars must agree, on one of the two.
+        let agreed = eventually(
+            &format!("round {round}: both sidecars show the same state of incidents"),
+            Duration::from_secs(3),
+            || async {
+                let (fa, fb) = (a.flow("incidents").await, b.flow("incidents").await);
+                (fa["enabled"] == fb["enabled"] && fa["reason"] == fb["reason"]).then_some(fa)
+            },
+        )
+        .await;
+        let state = (agreed["enabled"].clone(), agreed["reason"].clone());
+        assert!(
+            state == (json!(false), json!("operator")) || state == (json!(true), Value::Null),
+            "round {round}: the fleet settled on neither change: {agreed}"
+        );
+        // Back to enabled for the next round.
+        let resp = a.enable("incidents").await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        await_flow(b, "incidents", true, Value::Null, Duration::from_secs(3)).await;
+    }
+}
