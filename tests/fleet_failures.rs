@@ -1094,3 +1094,130 @@ async fn kill_9_in_batched_durability_never_takes_the_fleet_over_the_limit() {
         resp.assert_problem(429, "records-limit-exceeded");
     }
 }
+
+/// Loads of a license without a records limit never wait for Redis: with Redis down at
+/// start they pass (and reach the target) while `/readyz` says 503; once Redis is up they
+/// are shipped, and another sidecar of the fleet counts them for the flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_of_a_license_without_a_records_limit_pass_while_redis_is_down() {
+    let mut redis = RedisServer::not_started(Persistence::None);
+    let target = Upstream::plain("target").await;
+    let fleet = Fleet::new(&redis.url(), two_pairs(&target.base_uri(), true))
+        .license(&pair_license(LICENSE, "servicenow", "jira", 1))
+        .state_option("redis_timeout = \"250ms\"");
+    let a = fleet.start_unready("sidecar-a").await;
+    assert_eq!(a.readyz().await, StatusCode::SERVICE_UNAVAILABLE);
+    for n in 1..=4 {
+        let (resp, took) = timed_load(&a).await;
+        assert!(
+            resp.status.is_success(),
+            "load {n} of a license without a records limit with Redis down: {} {}",
+            resp.status,
+            resp.text()
+        );
+        assert!(took < PROMPT, "load {n} took {took:?}");
+    }
+    assert_eq!(counted_hits(&target), 4);
+
+    redis.restart();
+    eventually(
+        "/readyz 200 once Redis is up",
+        Duration::from_secs(15),
+        || async { (a.readyz().await == StatusCode::OK).then_some(()) },
+    )
+    .await;
+    let b = fleet.start("sidecar-b").await;
+    loads_ok(&b, 1).await;
+    for tg in [&a, &b] {
+        eventually(
+            "the flow's fleet count in /v1/usage",
+            Duration::from_secs(3),
+            || async { (tg.usage_of_flow(None, "incidents").await == 5).then_some(()) },
+        )
+        .await;
+    }
+}
+
+/// Redis frozen across midnight: the loads answered before midnight count in November for
+/// the whole fleet once Redis thaws (the month's last counts are shipped at the turn), and
+/// December starts from zero.
+#[cfg(feature = "test-clock")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_turning_while_redis_is_frozen_keeps_novembers_counts() {
+    use chrono::{DateTime, Utc};
+
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = Fleet::new(&redis.url(), two_pairs(&target.base_uri(), true))
+        .license(&metered_license(LICENSE, 1, 100))
+        .state_option("lease_max = 20")
+        .state_option("redis_timeout = \"250ms\"")
+        .licensing_option("max_clock_skew = \"90d\"");
+    let midnight: DateTime<Utc> = "2026-12-01T00:00:00Z".parse().expect("midnight");
+    let at_midnight = Instant::now() + Duration::from_secs(5);
+    let pinned = || {
+        let left = at_midnight.saturating_duration_since(Instant::now());
+        (midnight - chrono::Duration::from_std(left).expect("a short duration"))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let now_a = pinned();
+    let a = fleet
+        .start_env("sidecar-a", &[("TOLLGATE_NOW", &now_a)])
+        .await;
+    let now_b = pinned();
+    let b = fleet
+        .start_env("sidecar-b", &[("TOLLGATE_NOW", &now_b)])
+        .await;
+    assert_eq!(
+        a.status().await["month"],
+        "2026-11",
+        "build with --features test-clock"
+    );
+
+    loads_ok(&a, 3).await;
+    loads_ok(&b, 2).await;
+    // Freeze right away, so the last counts of November have not all been shipped.
+    redis.freeze();
+    // Each may still draw from its lease while frozen; count what it answered.
+    let mut november = 5;
+    for tg in [&a, &b] {
+        let resp = tg.post(MAIN, Some("incidents"), "{}").await;
+        if resp.status.is_success() {
+            november += 1;
+        }
+    }
+    assert_eq!(
+        a.records(LICENSE).await["month"],
+        "2026-11",
+        "the month turned too early"
+    );
+    tokio::time::sleep(
+        at_midnight.saturating_duration_since(Instant::now()) + Duration::from_secs(2),
+    )
+    .await;
+    redis.thaw();
+
+    for tg in [&a, &b] {
+        eventually("December", Duration::from_secs(10), || async {
+            (tg.records(LICENSE).await["month"] == "2026-12").then_some(())
+        })
+        .await;
+    }
+    for tg in [&a, &b] {
+        eventually(
+            "November's fleet total after a freeze across midnight",
+            Duration::from_secs(5),
+            || async {
+                (tg.usage_of_license(Some("2026-11"), LICENSE).await == november as u64)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    loads_ok(&a, 1).await;
+    loads_ok(&b, 1).await;
+    for tg in [&a, &b] {
+        await_used(tg, 2, Duration::from_secs(3), "December's fleet total").await;
+    }
+    assert_eq!(counted_hits(&target), november + 2);
+}
