@@ -211,3 +211,42 @@ async fn sigterm_returns_the_unused_lease_so_the_others_reach_the_hard_limit_at_
     }
     drop(sidecars.remove(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_sidecars_undrawn_records_go_to_the_busy_one_at_the_end_of_the_budget() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    // The default lease_ttl (30 s): near the end of the budget an idle lease still goes
+    // back within a second or two, so the busy sidecar gets the last records.
+    let fleet = Fleet::new(&redis.url(), two_pairs(&target.base_uri(), true))
+        .license(&metered_license(LICENSE, 1, 100))
+        .state_option("lease_max = 20");
+    let sidecars = fleet.start_nodes(2).await;
+    loads_ok(&sidecars[0], 5).await;
+    if let Some(unused) = unused_by(&sidecars[0]).await {
+        assert!(
+            unused > 0,
+            "sidecar-a holds nothing undrawn, so this test proves nothing"
+        );
+    }
+
+    let busy = [sidecars[1].engine];
+    let first = load_fleet(&busy, Load::until_refused(8)).await;
+    assert_only_limit_refusals(&first, &sidecars);
+    let mut answered = 5 + first[0].ok;
+    let started = std::time::Instant::now();
+    while answered < HARD && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let more = load_fleet(&busy, Load::until_refused(2)).await;
+        assert_only_limit_refusals(&more, &sidecars);
+        answered += more[0].ok;
+    }
+    assert_eq!(
+        answered,
+        HARD,
+        "the busy sidecar got only {} of the budget within 5 s while sidecar-a sat on \
+         undrawn records",
+        answered - 5
+    );
+    assert_eq!(counted_hits(&target), HARD);
+}
