@@ -17,6 +17,9 @@ use crate::license::LicenseFile;
 use crate::policy::{DisabledReason, EntitlementRefusal, FlowSetting, FlowState};
 use crate::problem::ProblemCode;
 
+/// How often an operator's change is decided again when another sidecar's change came first.
+const FLEET_ATTEMPTS: usize = 3;
+
 impl Plane {
     /// Re-reads the config file (SIGHUP); a bad one is reported and the running one stays.
     pub(super) fn reload_config(&mut self) {
@@ -85,13 +88,28 @@ impl Plane {
     /// Enables a flow: refused when its pair cannot get a point, no valid license covers it,
     /// its environment's entitlements cannot fit it, or its license is at its hard limit.
     pub(super) fn enable_flow(&mut self, id: &str) -> Result<(), Refusal> {
-        self.sync_from_fleet()?;
+        // In fleet mode the decision is made on the fleet's latest settings and holds only if
+        // they have not moved on meanwhile; else it is made again on the newer ones.
+        for _ in 0..FLEET_ATTEMPTS {
+            let version = self.sync_from_fleet()?;
+            if self.enable_flow_at(id, version)? {
+                return Ok(());
+            }
+        }
+        Err(Refusal::Unavailable(format!(
+            "the fleet's flow settings changed {FLEET_ATTEMPTS} times while flow {id:?} was being enabled; try again"
+        )))
+    }
+
+    /// Enables a flow on the settings at the fleet's `version` (fleet mode); `false` when the
+    /// fleet's settings moved on before the change could be published (nothing changed).
+    fn enable_flow_at(&mut self, id: &str, version: Option<u64>) -> Result<bool, Refusal> {
         let previous = *self
             .settings
             .get(id)
             .ok_or_else(|| Refusal::NotFound(format!("flow {id:?} is not configured")))?;
         if previous.enabled {
-            return Ok(());
+            return Ok(true);
         }
         let saved = self.settings.clone();
         let order = self.next_order;
@@ -122,9 +140,24 @@ impl Plane {
             }
             return Err(refusal);
         }
+        if let Some(version) = version {
+            match self.publish_decided(version) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.settings = saved;
+                    self.next_order -= 1;
+                    return Ok(false);
+                }
+                Err(refusal) => {
+                    self.settings = saved;
+                    self.next_order -= 1;
+                    return Err(refusal);
+                }
+            }
+        }
         self.swap(candidate);
         tracing::info!(flow = id, "flow enabled by the operator");
-        Ok(())
+        Ok(true)
     }
 
     /// Why a candidate snapshot refuses to run flow `id`, and the reason the flow then stays

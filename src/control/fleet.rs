@@ -10,7 +10,7 @@ use super::build::stored_flows;
 use super::error::Refusal;
 use super::plane::{Command, Plane};
 use crate::policy::{DisabledReason, FlowSetting};
-use crate::store::fleet::{Fleet, FleetFlows, FleetNotice, Tracked, TrackedLicense};
+use crate::store::fleet::{Fleet, FleetFlows, FleetNotice, Publish, Tracked, TrackedLicense};
 use crate::store::StoredFlow;
 
 impl Plane {
@@ -61,7 +61,7 @@ impl Plane {
             .filter(|(id, flow)| published.and_then(|p| p.get(id)) != Some(flow))
             .collect();
         if !changed.is_empty() {
-            match fleet.publish_flows(&changed, false) {
+            match fleet.publish_flows(&changed, Publish::Set) {
                 Ok(_) => {
                     if let Some(published) = &mut self.published {
                         published.extend(changed);
@@ -105,7 +105,7 @@ impl Plane {
             .map(|(id, flow)| (id.clone(), flow.clone()))
             .collect();
         if !missing.is_empty() {
-            match fleet.publish_flows(&missing, true) {
+            match fleet.publish_flows(&missing, Publish::Seed) {
                 Ok(_) => published.extend(missing),
                 Err(err) => {
                     tracing::warn!(error = %err, "flow settings could not be seeded in the fleet; retrying")
@@ -150,11 +150,12 @@ impl Plane {
         }
     }
 
-    /// Before an admin change in fleet mode: the fleet's latest settings, or a refusal while
-    /// Redis is unreachable (a change only this sidecar knew of would be lost).
-    pub(super) fn sync_from_fleet(&mut self) -> Result<(), Refusal> {
+    /// Before an admin change in fleet mode: the fleet's latest settings and their version,
+    /// or a refusal while Redis is unreachable (a change only this sidecar knew of would be
+    /// lost). `None` outside fleet mode.
+    pub(super) fn sync_from_fleet(&mut self) -> Result<Option<u64>, Refusal> {
         let Some(fleet) = self.fleet.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let unreachable = |why: String| {
             Refusal::Unavailable(format!(
@@ -169,8 +170,35 @@ impl Plane {
         let flows = fleet
             .read_flows_blocking()
             .map_err(|err| unreachable(err.to_string()))?;
+        let version = flows.version;
         self.apply_fleet_flows(flows);
-        Ok(())
+        Ok(Some(version))
+    }
+
+    /// An operator's change, decided on the fleet's settings at `version`: publishes what it
+    /// changes only if the fleet is still at that version. `false` when another sidecar's
+    /// change came first (the caller decides again on the newer settings).
+    pub(super) fn publish_decided(&mut self, version: u64) -> Result<bool, Refusal> {
+        let Some(fleet) = self.fleet.clone() else {
+            return Ok(true);
+        };
+        let published = self.published.as_ref();
+        let changed: BTreeMap<String, StoredFlow> = stored_flows(self)
+            .into_iter()
+            .filter(|(id, flow)| published.and_then(|p| p.get(id)) != Some(flow))
+            .collect();
+        match fleet.publish_flows(&changed, Publish::IfAt(version)) {
+            Ok(Some(_)) => {
+                if let Some(published) = &mut self.published {
+                    published.extend(changed);
+                }
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(err) => Err(Refusal::Unavailable(format!(
+                "flow settings are the fleet's and Redis cannot be reached ({err}); try again when it is back"
+            ))),
+        }
     }
 }
 

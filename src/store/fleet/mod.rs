@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 
 pub use lease::Budget;
 pub use probe::probe;
-pub use state::FleetFlows;
+pub use state::{FleetFlows, Publish};
 
 use crate::clock::Clock;
 use crate::config::{redact, FleetSettings};

@@ -123,19 +123,23 @@ return redis.call('HGETALL', key)
 /// Writes flow settings, bumps the fleet's version and tells every sidecar.
 ///
 /// `KEYS[1]`: flow settings (hash flow → JSON); `KEYS[2]`: the version.
-/// `ARGV`: the channel, the version the caller last saw, then flow, JSON pairs; with
-/// `ARGV[3] == "seed"`, the pairs that follow are written only where the fleet has no setting
-/// yet (the first sidecar of a fleet, or after Redis lost its data). The new version is above
+/// `ARGV`: the channel, the version the caller last saw, the mode, then flow, JSON pairs. The
+/// mode is `set` (write), `seed` (write only where the fleet has no setting yet: the first
+/// sidecar of a fleet, or after Redis lost its data), or a version: write only if the
+/// settings are still at that version (an operator's change decided on them), else change
+/// nothing and return -1. The new version is above
 /// the one the caller saw, also when Redis lost the version, so no sidecar mistakes a change
 /// after a data loss for one it has seen. Returns the new version.
 pub static PUBLISH_FLOWS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local first = 3
-local seed = ARGV[3] == 'seed'
-if seed then first = 4 end
+local mode = ARGV[3]
+local seed = mode == 'seed'
+if mode ~= 'set' and not seed and tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(mode) then
+  return -1
+end
 local changed = 0
-for i = first, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if seed then
     changed = changed + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
   else

@@ -19,6 +19,18 @@ use crate::store::{AuditEvent, StoredFlow, Tally};
 /// others; an operator repeating the very same change within this window is not told apart.
 const AUDIT_ONCE_MS: u64 = 2_000;
 
+/// How flow settings are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// Written as they are (a change the fleet must take whatever it has).
+    Set,
+    /// Written only where the fleet has no setting yet.
+    Seed,
+    /// Written only if the fleet's settings are still at this version: an operator's change
+    /// decided on them (two sidecars enabling flows that need the same point cannot both win).
+    IfAt(u64),
+}
+
 /// The fleet's flow settings at a version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FleetFlows {
@@ -29,37 +41,39 @@ pub struct FleetFlows {
 }
 
 impl Fleet {
-    /// Writes changed flow settings for the whole fleet (control plane); `seed` writes only
-    /// those the fleet has no setting for (the first sidecar of a fleet).
+    /// Writes changed flow settings for the whole fleet (control plane); `None` when `how` is
+    /// [`Publish::IfAt`] and the fleet's settings have moved on.
     pub fn publish_flows(
         &self,
         flows: &BTreeMap<String, StoredFlow>,
-        seed: bool,
-    ) -> Result<u64, FleetError> {
+        how: Publish,
+    ) -> Result<Option<u64>, FleetError> {
         if flows.is_empty() {
-            return Ok(self.version.load(Ordering::Acquire));
+            return Ok(Some(self.version.load(Ordering::Acquire)));
         }
         let mut invocation = super::scripts::PUBLISH_FLOWS.key(self.keys.flows());
         invocation
             .key(self.keys.version())
             .arg(self.keys.changes())
             .arg(self.version.load(Ordering::Acquire));
-        if seed {
-            invocation.arg("seed");
-        }
+        match how {
+            Publish::Set => invocation.arg("set"),
+            Publish::Seed => invocation.arg("seed"),
+            Publish::IfAt(version) => invocation.arg(version),
+        };
         for (id, flow) in flows {
             let json =
                 serde_json::to_string(flow).map_err(|err| FleetError::Protocol(err.to_string()))?;
             invocation.arg(id).arg(json);
         }
         let deadline = self.control_deadline();
-        let version: u64 = self.block_on(async {
+        let version: i64 = self.block_on(async {
             let mut connection = self.link.connection();
             self.link
                 .call(deadline, invocation.invoke_async(&mut connection))
                 .await
         })?;
-        Ok(version)
+        Ok(u64::try_from(version).ok())
     }
 
     /// Reads the fleet's flow settings and their version.
