@@ -278,5 +278,8 @@ impl Fleet {
         if let Err(err) = self.ship_flows(month, &tracked.flows).await {
             tracing::warn!(error = %err, "the last flow counts could not be shipped");
         }
+        if let Err(err) = self.release_node().await {
+            tracing::debug!(error = %err, "the node name could not be given back; it expires by itself");
+        }
     }
 }

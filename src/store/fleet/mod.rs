@@ -203,6 +203,23 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Gives the node name back (shutdown, after the leases went back).
+    async fn release_node(&self) -> Result<(), FleetError> {
+        let mut invocation = scripts::RELEASE_NODE.key(self.keys.node(&self.settings.node));
+        invocation.arg(&self.incarnation);
+        let mut connection = self.link.connection();
+        let _: u64 = self
+            .link
+            .call(
+                self.control_deadline(),
+                invocation.invoke_async(&mut connection),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 /// How long the control plane waits for one fleet exchange: longer than a request may, as an
 /// operator's change is worth a short wait, but bounded all the same.
 const CONTROL_WAIT_FACTOR: u32 = 4;

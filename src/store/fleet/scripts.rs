@@ -94,6 +94,18 @@ return 1
     )
 });
 
+/// Gives a node name back at shutdown, if this run still holds it, so a restart joins at once.
+///
+/// `KEYS[1]`: the claim; `ARGV`: this run's incarnation id. Returns 1 when it was released.
+pub static RELEASE_NODE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
 /// See [`LEASE_SOURCE`].
 pub static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_SOURCE));
 
