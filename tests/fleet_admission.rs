@@ -250,3 +250,30 @@ async fn an_idle_sidecars_undrawn_records_go_to_the_busy_one_at_the_end_of_the_b
     );
     assert_eq!(counted_hits(&target), HARD);
 }
+
+/// A sidecar stopped with SIGTERM gives its node name back along with its lease: started
+/// again with the same `node`, it joins at once instead of waiting for its old claim of the
+/// name to expire (its lifetime is `lease_ttl`, here 5 minutes, far beyond the 20 s the
+/// harness waits for `/readyz`), and carries on counting where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_restarted_after_sigterm_joins_the_fleet_at_once() {
+    let redis = RedisServer::start();
+    let target = Upstream::plain("target").await;
+    let fleet = Fleet::new(&redis.url(), two_pairs(&target.base_uri(), true))
+        .license(&metered_license(LICENSE, 1, 100))
+        .state_option("lease_ttl = \"5m\"");
+    let mut a = fleet.start(&node_name(0)).await;
+    loads_ok(&a, 3).await;
+    let status = a.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "sidecar-a exited {status} on SIGTERM");
+    // Waits until /readyz answers 200 (at most 20 s).
+    a.restart(&fleet.restart_env()).await;
+    loads_ok(&a, 2).await;
+    await_used(
+        &a,
+        5,
+        Duration::from_secs(2),
+        "the restarted sidecar counts on from its 3 loads",
+    )
+    .await;
+}
