@@ -53,6 +53,7 @@ macro_rules! problem_codes {
 
 problem_codes! {
     UnknownRoute => "unknown-route", NOT_FOUND, "No route to a configured instance";
+    ProxyAuthRequired => "proxy-auth-required", PROXY_AUTHENTICATION_REQUIRED, "The proxy password is missing or wrong";
     FlowRequired => "flow-required", FORBIDDEN, "The request names no flow";
     UnknownFlow => "unknown-flow", FORBIDDEN, "The flow is not configured";
     FlowInstanceMismatch => "flow-instance-mismatch", FORBIDDEN, "The instance is not one of the flow's systems";
@@ -165,6 +166,13 @@ impl Problem {
         );
         if let Some(seconds) = self.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.code == ProblemCode::ProxyAuthRequired {
+            // What clients (curl, libraries behind HTTPS_PROXY) need to send credentials.
+            headers.insert(
+                http::header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tollgate\", charset=\"UTF-8\""),
+            );
         }
         response
     }

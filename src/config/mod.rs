@@ -83,6 +83,25 @@ pub struct Server {
         deserialize_with = "duration::deserialize"
     )]
     pub shutdown_grace: Duration,
+    /// A file holding the password forward-proxy requests must give in
+    /// `Proxy-Authorization: Basic` (407 otherwise).
+    pub proxy_token_file: Option<PathBuf>,
+    /// The password read from `proxy_token_file` when the config was loaded.
+    #[serde(skip)]
+    pub proxy_token: Option<ProxyToken>,
+    /// A request that names no flow goes to the one enabled flow with its instance.
+    #[serde(default)]
+    pub infer_flow: bool,
+}
+
+/// The proxy password, kept out of `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyToken(pub Box<[u8]>);
+
+impl std::fmt::Debug for ProxyToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyToken(***)")
+    }
 }
 
 /// A certificate chain and private key for a TLS listener.
@@ -579,6 +598,16 @@ impl Config {
         config.resolve_paths(base);
         let problems = validate::validate(&config);
         if problems.is_empty() {
+            // Validation read it already: a file that went away since is a problem like it.
+            if let Some(file) = &config.server.proxy_token_file {
+                let token = std::fs::read_to_string(file).map_err(|err| {
+                    LoadError::Invalid(vec![Problem {
+                        path: "server.proxy_token_file".to_owned(),
+                        message: format!("cannot read {}: {err}", file.display()),
+                    }])
+                })?;
+                config.server.proxy_token = Some(ProxyToken(token.trim().as_bytes().into()));
+            }
             Ok(config)
         } else {
             Err(LoadError::Invalid(problems))
@@ -616,6 +645,9 @@ impl Config {
         join(&mut self.state.dir);
         if let Some(password) = &mut self.state.redis_password_file {
             join(password);
+        }
+        if let Some(token) = &mut self.server.proxy_token_file {
+            join(token);
         }
         for instance in &mut self.instances {
             if let Some(ca) = &mut instance.ca_file {

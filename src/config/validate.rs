@@ -77,6 +77,19 @@ fn server(config: &Config, problems: &mut Problems) {
         readable_file("server.tls.cert", &tls.cert, problems);
         readable_file("server.tls.key", &tls.key, problems);
     }
+    if let Some(file) = &server.proxy_token_file {
+        match std::fs::read_to_string(file) {
+            Ok(token) if token.trim().is_empty() => problems.add(
+                "server.proxy_token_file",
+                format!("{} is empty", file.display()),
+            ),
+            Ok(_) => {}
+            Err(err) => problems.add(
+                "server.proxy_token_file",
+                format!("cannot read {}: {err}", file.display()),
+            ),
+        }
+    }
     match std::fs::read_to_string(&config.admin.token_file) {
         Ok(token) if token.trim().is_empty() => problems.add(
             "admin.token_file",

@@ -121,6 +121,7 @@ pub fn compile(
 
     let flows = flow_table(&config, &plan, &budgets, &pairs, &instances.ids, resources);
     let licenses = license_table(sorted, &ledger, &source_license, resources, host, moment);
+    let inferred_flows = infer_flows(instances.entries.len(), &flows.entries);
     let snapshot = Snapshot {
         generation: previous.map_or(1, |previous| previous.generation + 1),
         flow_header,
@@ -134,6 +135,7 @@ pub fn compile(
         instance_ids: instances.ids,
         flow_ids: flows.ids,
         authorities: instances.authorities,
+        inferred_flows,
         config,
     };
     Ok(Compiled {
@@ -141,6 +143,25 @@ pub fn compile(
         refused: plan.refused,
         entitlement_refusals,
     })
+}
+
+/// Stage 9: for `server.infer_flow`, each instance's one enabled flow (none where no enabled
+/// flow or several have it among their systems).
+fn infer_flows(instances: usize, flows: &[FlowEntry]) -> Vec<Option<u32>> {
+    let mut inferred: Vec<Option<Option<u32>>> = vec![None; instances];
+    for (index, flow) in flows.iter().enumerate() {
+        if matches!(flow.state, FlowState::Disabled(_)) {
+            continue;
+        }
+        for &instance in &flow.systems {
+            let slot = &mut inferred[instance as usize];
+            *slot = match slot {
+                None => Some(Some(index as u32)),
+                Some(_) => Some(None),
+            };
+        }
+    }
+    inferred.into_iter().map(Option::flatten).collect()
 }
 
 /// Which licenses (in `sorted` order) have counted their hard limit this month.

@@ -204,6 +204,9 @@ pub struct Snapshot {
     pub entitlements: Entitlements,
     /// Requests tied to no instance (`flow="-", instance="-"`).
     pub unrouted: Arc<DecisionCounts>,
+    /// For `server.infer_flow`: by instance index, the one enabled flow with that instance
+    /// among its systems (`None` where none or several have it).
+    pub inferred_flows: Vec<Option<u32>>,
     pub(super) instance_ids: HashMap<Box<str>, u32>,
     pub(super) flow_ids: HashMap<Box<str>, u32>,
     /// Instances by the lowercased host of their base URI: `(port, instance)` each.

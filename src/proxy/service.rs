@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::body::ProxyBody;
+use super::credentials::ProxyCredentials;
 use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::role::ListenerRole;
 use crate::clock::{month_bounds, month_index, month_index_label};
@@ -299,7 +300,7 @@ pub fn decide<'r, B>(
 ) -> Result<Decision<'r>, Problem> {
     check_head(snapshot, req)?;
     let target = route(snapshot, role, req)?;
-    let flow = identify(snapshot, role, req, target.instance)?;
+    let flow = identify(snapshot, role, req, &target)?;
     gate(snapshot, now, flow, target.instance)?;
     let class = classify(snapshot, req, &target);
     Ok(Decision {
@@ -491,13 +492,23 @@ fn under_base<'p>(path: &Cow<'p, str>, base: &str) -> Option<Cow<'p, str>> {
     })
 }
 
-/// Finds the request's flow (header, else the listener's bound flow) and checks it owns the instance.
+/// Names the request's flow: the flow header, else the dedicated listener's flow, else (a
+/// forward-proxy request) the user name of `Proxy-Authorization: Basic`, else, with
+/// `server.infer_flow`, the one enabled flow that has the instance. The instance must be one
+/// of the flow's systems. With `server.proxy_token_file` set, a forward-proxy request must
+/// give that password (407 otherwise), whatever names its flow.
 fn identify<B>(
     snapshot: &Snapshot,
     role: &ListenerRole,
     req: &Request<B>,
-    instance: u32,
+    target: &Target<'_>,
 ) -> Result<u32, Problem> {
+    let instance = target.instance;
+    let proxy = if target.absolute.is_some() {
+        proxy_credentials(snapshot, req, instance)?
+    } else {
+        ProxyCredentials::Absent
+    };
     let named = match req.headers().get(&snapshot.flow_header) {
         Some(value) => Some(value.to_str().map_err(|_| {
             at(
@@ -514,36 +525,92 @@ fn identify<B>(
             ListenerRole::Instance {
                 flow: Some(flow), ..
             } => Some(&**flow),
-            _ => None,
+            _ => proxy.user(),
         },
     };
-    let Some(name) = named else {
-        let detail = format!(
-            "the request names no flow: send the {} header",
-            snapshot.flow_header
-        );
-        return Err(at(
-            snapshot,
-            Problem::new(ProblemCode::FlowRequired, detail),
-            None,
-            instance,
-        ));
-    };
-    let Some(flow) = snapshot.flow(name) else {
-        let problem = Problem::new(
-            ProblemCode::UnknownFlow,
-            format!("flow {name:?} is not configured"),
-        )
-        .with("flow", name);
-        return Err(at(snapshot, problem, None, instance));
+    let flow = match named {
+        Some(name) => snapshot.flow(name).ok_or_else(|| {
+            let problem = Problem::new(
+                ProblemCode::UnknownFlow,
+                format!("flow {name:?} is not configured"),
+            )
+            .with("flow", name);
+            at(snapshot, problem, None, instance)
+        })?,
+        None => infer(snapshot, target)?,
     };
     if !snapshot.flows[flow as usize].systems.contains(&instance) {
+        let name = &snapshot.flows[flow as usize].id;
         let instance_id = &snapshot.instances[instance as usize].id;
         let detail = format!("instance {instance_id:?} is not one of the systems of flow {name:?}");
-        let problem = Problem::new(ProblemCode::FlowInstanceMismatch, detail).with("flow", name);
+        let problem = Problem::new(ProblemCode::FlowInstanceMismatch, detail).with("flow", &**name);
         return Err(at(snapshot, problem, None, instance));
     }
     Ok(flow)
+}
+
+/// A forward-proxy request's `Proxy-Authorization`, checked against `server.proxy_token_file`
+/// where one is set: a missing or wrong password is 407 (the header never reaches the target).
+fn proxy_credentials<B>(
+    snapshot: &Snapshot,
+    req: &Request<B>,
+    instance: u32,
+) -> Result<ProxyCredentials, Problem> {
+    let credentials = ProxyCredentials::of(req.headers());
+    let Some(token) = &snapshot.config.server.proxy_token else {
+        return Ok(credentials);
+    };
+    if credentials.password_is(&token.0) {
+        return Ok(credentials);
+    }
+    let detail = match credentials {
+        ProxyCredentials::Absent => "this proxy needs credentials: give the flow as the user name and the proxy token as the password (http://FLOW:TOKEN@host:port)",
+        ProxyCredentials::Malformed => "Proxy-Authorization must be Basic credentials (the flow as the user name, the proxy token as the password)",
+        ProxyCredentials::Basic { .. } => "the proxy password is wrong",
+    };
+    Err(at(
+        snapshot,
+        Problem::new(ProblemCode::ProxyAuthRequired, detail),
+        None,
+        instance,
+    ))
+}
+
+/// No flow named: with `server.infer_flow`, the one enabled flow that has the instance among
+/// its systems; else, or where none or several have it, `flow-required`.
+fn infer(snapshot: &Snapshot, target: &Target<'_>) -> Result<u32, Problem> {
+    let instance = target.instance;
+    let infer = snapshot.config.server.infer_flow;
+    if let Some(flow) = snapshot.inferred_flows[instance as usize].filter(|_| infer) {
+        return Ok(flow);
+    }
+    let how = if target.absolute.is_some() {
+        format!(
+            "send the {} header or give the flow as the proxy user name",
+            snapshot.flow_header
+        )
+    } else {
+        format!("send the {} header", snapshot.flow_header)
+    };
+    let detail = if infer {
+        let instance_id = &snapshot.instances[instance as usize].id;
+        let enabled = snapshot
+            .flows
+            .iter()
+            .filter(|flow| {
+                flow.systems.contains(&instance) && !matches!(flow.state, FlowState::Disabled(_))
+            })
+            .count();
+        format!("the request names no flow and {enabled} enabled flows have instance {instance_id:?}, so none can be inferred: {how}")
+    } else {
+        format!("the request names no flow: {how}")
+    };
+    Err(at(
+        snapshot,
+        Problem::new(ProblemCode::FlowRequired, detail),
+        None,
+        instance,
+    ))
 }
 
 /// Lets the request through only while its flow is enabled and a valid license covers it.
