@@ -16,31 +16,37 @@ pub enum Decision {
     Allowed,
     /// Answered by tollgate with this problem.
     Refused(ProblemCode),
+    /// Shadow mode: forwarded, though this license decision would have refused it.
+    Shadowed(ProblemCode),
 }
 
 impl Decision {
-    /// Counter slots: `allowed`, then one per problem code.
-    const SLOTS: usize = ProblemCode::ALL.len() + 1;
+    /// Counter slots: `allowed`, then one per problem code, then one per shadowed code.
+    const SLOTS: usize = 2 * ProblemCode::ALL.len() + 1;
 
     fn slot(self) -> usize {
         match self {
             Decision::Allowed => 0,
             Decision::Refused(code) => code as usize + 1,
+            Decision::Shadowed(code) => ProblemCode::ALL.len() + code as usize + 1,
         }
     }
 
     fn of_slot(slot: usize) -> Decision {
+        let codes = ProblemCode::ALL.len();
         match slot.checked_sub(1) {
             None => Decision::Allowed,
-            Some(index) => Decision::Refused(ProblemCode::ALL[index]),
+            Some(index) if index < codes => Decision::Refused(ProblemCode::ALL[index]),
+            Some(index) => Decision::Shadowed(ProblemCode::ALL[index - codes]),
         }
     }
 
-    /// The `decision` label: `allowed` or the problem code.
+    /// The `decision` label: `allowed`, the problem code, or `shadow:` and the code.
     pub fn label(self) -> &'static str {
         match self {
             Decision::Allowed => "allowed",
             Decision::Refused(code) => code.as_str(),
+            Decision::Shadowed(code) => code.shadow_label(),
         }
     }
 }
@@ -74,13 +80,49 @@ impl DecisionCounts {
     }
 }
 
+/// How often shadow mode says, per flow and code, that it let a request through.
+const SHADOW_LOG_EVERY_SECS: u64 = 60;
+
+/// When shadow mode last logged each code for one flow, so that a busy flow over its limits
+/// is one log line a minute, not one per request.
+#[derive(Debug)]
+pub struct ShadowLog {
+    /// Unix seconds of the last line, per problem code.
+    last: [AtomicU64; ProblemCode::ALL.len()],
+}
+
+impl ShadowLog {
+    /// Whether to log `code` now (and if so, the next line waits a minute).
+    pub fn should_log(&self, code: ProblemCode, now_secs: u64) -> bool {
+        let last = &self.last[code as usize];
+        let seen = last.load(Ordering::Relaxed);
+        (seen == 0 || now_secs >= seen + SHADOW_LOG_EVERY_SECS)
+            && last
+                .compare_exchange(seen, now_secs.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 /// Every label pair's counters, kept across snapshots so a swap never resets them.
 #[derive(Debug, Default)]
 pub struct RequestStats {
     counts: HashMap<(String, String), Arc<DecisionCounts>>,
+    shadow_logs: HashMap<String, Arc<ShadowLog>>,
 }
 
 impl RequestStats {
+    /// The shadow-mode log throttle of a flow (`-` for requests without one).
+    pub fn shadow_log(&mut self, flow: &str) -> Arc<ShadowLog> {
+        self.shadow_logs
+            .entry(flow.to_owned())
+            .or_insert_with(|| {
+                Arc::new(ShadowLog {
+                    last: std::array::from_fn(|_| AtomicU64::new(0)),
+                })
+            })
+            .clone()
+    }
+
     /// The counters of a (flow, instance) label pair, created at zero when new.
     pub fn counts(&mut self, flow: &str, instance: &str) -> Arc<DecisionCounts> {
         self.counts
@@ -145,6 +187,27 @@ impl DurationHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shadow_mode_logs_a_flow_and_code_at_most_once_a_minute() {
+        let log = RequestStats::default().shadow_log("f");
+        assert!(log.should_log(ProblemCode::RecordsLimitExceeded, 1_000));
+        assert!(!log.should_log(ProblemCode::RecordsLimitExceeded, 1_059));
+        assert!(
+            log.should_log(ProblemCode::LicenseInvalid, 1_059),
+            "each code on its own"
+        );
+        assert!(log.should_log(ProblemCode::RecordsLimitExceeded, 1_060));
+    }
+
+    #[test]
+    fn shadowed_requests_have_their_own_decision_label() {
+        let counts = RequestStats::default().counts("f", "i");
+        counts.record(Decision::Shadowed(ProblemCode::FlowDisabled));
+        counts.record(Decision::Refused(ProblemCode::FlowDisabled));
+        let seen: Vec<_> = counts.seen().collect();
+        assert_eq!(seen, [("flow-disabled", 1), ("shadow:flow-disabled", 1)]);
+    }
 
     #[test]
     fn decisions_are_counted_per_label_pair_and_kept() {

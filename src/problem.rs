@@ -41,6 +41,27 @@ macro_rules! problem_codes {
                 }
             }
 
+            /// The metrics' `decision` label of a request shadow mode let through that this
+            /// code would have refused.
+            pub fn shadow_label(self) -> &'static str {
+                match self {
+                    $(ProblemCode::$variant => concat!("shadow:", $code),)*
+                }
+            }
+
+            /// Whether shadow mode lets a request through that this code refuses: the
+            /// license decisions (routing, framing and operator disables are enforced always).
+            pub fn is_license_decision(self) -> bool {
+                matches!(
+                    self,
+                    ProblemCode::FlowDisabled
+                        | ProblemCode::RecordsLimitExceeded
+                        | ProblemCode::LicenseInvalid
+                        | ProblemCode::UnknownFlow
+                        | ProblemCode::FlowRequired
+                )
+            }
+
             /// A short, fixed summary: the problem's `title`.
             pub fn title(self) -> &'static str {
                 match self {

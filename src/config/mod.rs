@@ -159,6 +159,21 @@ pub struct Licensing {
         deserialize_with = "duration::deserialize"
     )]
     pub max_clock_skew: Duration,
+    /// Whether license decisions refuse (`enforce`) or only mark (`shadow`).
+    #[serde(default)]
+    pub enforcement: Enforcement,
+}
+
+/// What license decisions do to requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enforcement {
+    /// Refuse what the licenses do not allow.
+    #[default]
+    Enforce,
+    /// Forward and count as usual, and mark what would have been refused (a roll-out that
+    /// watches before it refuses).
+    Shadow,
 }
 
 /// How eagerly counts reach the disk.

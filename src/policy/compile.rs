@@ -132,6 +132,7 @@ pub fn compile(
         clock_floor: moment.floor,
         entitlements,
         unrouted: resources.stats.counts(UNKNOWN, UNKNOWN),
+        flowless_shadow_log: resources.stats.shadow_log(UNKNOWN),
         instance_ids: instances.ids,
         flow_ids: flows.ids,
         authorities: instances.authorities,
@@ -551,6 +552,7 @@ fn flow_table(
             budget: budgets[index],
             meter: resources.meters.flow(&flow.id),
             requests,
+            shadow_log: resources.stats.shadow_log(&flow.id),
         });
     }
     flows

@@ -15,7 +15,7 @@ use super::reasons::{DisabledReason, InvalidReason};
 use crate::config::{Config, Environment};
 use crate::license::{judge, HostIdentity, Installed, Moment, Pricing};
 use crate::meter::{FlowMeter, LicenseMeter, Meters};
-use crate::observe::{DecisionCounts, RequestStats};
+use crate::observe::{DecisionCounts, RequestStats, ShadowLog};
 
 /// What the operator (or a past refusal) wants of a flow; the input to compilation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub struct FlowEntry {
     pub meter: Arc<FlowMeter>,
     /// Request counters per instance of the flow.
     pub requests: Vec<(u32, Arc<DecisionCounts>)>,
+    /// Shadow mode's log throttle for the flow.
+    pub shadow_log: Arc<ShadowLog>,
 }
 
 /// An installed license in the snapshot.
@@ -204,6 +206,8 @@ pub struct Snapshot {
     pub entitlements: Entitlements,
     /// Requests tied to no instance (`flow="-", instance="-"`).
     pub unrouted: Arc<DecisionCounts>,
+    /// Shadow mode's log throttle for requests without a flow.
+    pub flowless_shadow_log: Arc<ShadowLog>,
     /// For `server.infer_flow`: by instance index, the one enabled flow with that instance
     /// among its systems (`None` where none or several have it).
     pub inferred_flows: Vec<Option<u32>>,

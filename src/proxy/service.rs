@@ -24,6 +24,7 @@ use super::credentials::ProxyCredentials;
 use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::role::ListenerRole;
 use crate::clock::{month_bounds, month_index, month_index_label};
+use crate::config::Enforcement;
 use crate::control::{Live, Shared};
 use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation, Shortfall};
 use crate::observe::Decision as Outcome;
@@ -36,6 +37,9 @@ use crate::upstream::{default_port, EngineBody, ForwardError, Upstream};
 
 /// The header on allowed loads once the month's limit is reached.
 pub const TOLLGATE_WARNING: &str = "tollgate-warning";
+
+/// Shadow mode: the header naming the license decision that would have refused a request.
+pub const TOLLGATE_SHADOW: &str = "tollgate-shadow";
 
 /// Longest the load reaching the hard limit waits for the license's flows to be stopped.
 const LIMIT_ACT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -64,24 +68,30 @@ struct Target<'a> {
 pub struct Decision<'r> {
     /// Index of the target instance in the snapshot.
     pub instance: u32,
-    /// Index of the flow in the snapshot.
-    pub flow: u32,
+    /// Index of the flow in the snapshot (`None` only in shadow mode, for a request that
+    /// names no flow, or one that is not configured).
+    pub flow: Option<u32>,
     /// Whether the request is a counted load.
     pub class: LoadClass,
+    /// Shadow mode: the license decision that would have refused the request.
+    pub shadow: Option<ProblemCode>,
     target: Target<'r>,
 }
 
 /// A request that passed every decision phase, ready to go to its target.
 struct Exchange {
-    flow: u32,
+    flow: Option<u32>,
+    /// Shadow mode: what would have refused it (its answer says so).
+    shadow: Option<ProblemCode>,
     instance: u32,
     upstream: Arc<Upstream>,
     path_and_query: String,
     reservation: Option<Reservation>,
 }
 
-/// An answer that got as far as a flow and an instance.
-type Answered = (Response<ProxyBody>, u32, u32);
+/// An answer that got as far as an instance (and, but in shadow mode, a flow), with what
+/// shadow mode let through.
+type Answered = (Response<ProxyBody>, Option<u32>, u32, Option<ProblemCode>);
 
 /// Why a request is not ready to forward.
 enum Unprepared {
@@ -125,8 +135,10 @@ pub async fn handle(
             }
         }
     };
-    if let (Some(fleet), Some(_)) = (&shared.fleet, &exchange.reservation) {
-        top_up_if_low(fleet, &live, exchange.flow, now);
+    if let (Some(fleet), Some(_), Some(flow)) =
+        (&shared.fleet, &exchange.reservation, exchange.flow)
+    {
+        top_up_if_low(fleet, &live, flow, now);
     }
     if exchange.reservation.is_none() {
         let result = send(&live, &shared, exchange, req, now).await;
@@ -156,10 +168,11 @@ pub async fn handle(
 /// Records the request's decision in the metrics and turns it into the engine's answer.
 fn finish(snapshot: &Snapshot, result: Result<Answered, Problem>) -> Response<ProxyBody> {
     match result {
-        Ok((response, flow, instance)) => {
+        Ok((response, flow, instance, shadow)) => {
+            let outcome = shadow.map_or(Outcome::Allowed, Outcome::Shadowed);
             snapshot
-                .request_counts(Some(flow), Some(instance))
-                .record(Outcome::Allowed);
+                .request_counts(flow, Some(instance))
+                .record(outcome);
             response
         }
         Err(problem) => {
@@ -281,14 +294,38 @@ fn prepare(
         path_and_query.push('?');
         path_and_query.push_str(query);
     }
-    let reservation = admit(live, &decision, now)?;
+    let (reservation, over_limit) = admit(live, &decision, now)?;
+    let shadow = decision.shadow.or(over_limit);
+    if let Some(code) = shadow {
+        log_shadow(live, decision.flow, decision.instance, code, now);
+    }
     Ok(Exchange {
         flow: decision.flow,
+        shadow,
         instance: decision.instance,
         upstream,
         path_and_query,
         reservation,
     })
+}
+
+/// Shadow mode: says, at most once a minute per flow and code, that a request went through
+/// that this license decision would have refused.
+fn log_shadow(
+    snapshot: &Snapshot,
+    flow: Option<u32>,
+    instance: u32,
+    code: ProblemCode,
+    now: DateTime<Utc>,
+) {
+    let log = flow.map_or(&snapshot.flowless_shadow_log, |flow| {
+        &snapshot.flows[flow as usize].shadow_log
+    });
+    if log.should_log(code, u64::try_from(now.timestamp()).unwrap_or(0)) {
+        let flow = flow.map_or("-", |flow| &*snapshot.flows[flow as usize].id);
+        let instance = &snapshot.instances[instance as usize].id;
+        tracing::warn!(flow, instance = %instance, decision = code.as_str(), "shadow mode: forwarded a request this license decision would refuse (logged at most once a minute per flow and decision)");
+    }
 }
 
 /// Runs the decision phases on a request head: head checks, route, identify, gate, classify.
@@ -300,13 +337,38 @@ pub fn decide<'r, B>(
 ) -> Result<Decision<'r>, Problem> {
     check_head(snapshot, req)?;
     let target = route(snapshot, role, req)?;
-    let flow = identify(snapshot, role, req, &target)?;
-    gate(snapshot, now, flow, target.instance)?;
-    let class = classify(snapshot, req, &target);
+    let shadow_mode = snapshot.config.licensing.enforcement == Enforcement::Shadow;
+    // Shadow mode lets license decisions through, marked; everything else refuses as always.
+    let mut shadow = None;
+    let flow = match identify(snapshot, role, req, &target) {
+        Ok(flow) => Some(flow),
+        Err(problem) if shadow_mode && problem.code.is_license_decision() => {
+            shadow = Some(problem.code);
+            None
+        }
+        Err(problem) => return Err(problem),
+    };
+    if let Some(flow) = flow {
+        if let Err(problem) = gate(snapshot, now, flow, target.instance) {
+            let operator = matches!(
+                snapshot.flows[flow as usize].state,
+                FlowState::Disabled(DisabledReason::Operator)
+            );
+            if !(shadow_mode && problem.code.is_license_decision() && !operator) {
+                return Err(problem);
+            }
+            shadow = Some(problem.code);
+        }
+    }
+    let class = match flow {
+        Some(_) => classify(snapshot, req, &target),
+        None => LoadClass::Other,
+    };
     Ok(Decision {
         instance: target.instance,
         flow,
         class,
+        shadow,
         target,
     })
 }
@@ -741,27 +803,37 @@ fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> Lo
     }
 }
 
-/// Reserves a record of the month's budget for a main-entity load; 429 at the hard limit.
+/// Reserves a record of the month's budget for a main-entity load; 429 at the hard limit
+/// (in shadow mode, the load is counted past it, and the second value says so).
 fn admit(
     snapshot: &Snapshot,
     decision: &Decision<'_>,
     now: DateTime<Utc>,
-) -> Result<Option<Reservation>, Unprepared> {
-    if decision.class != LoadClass::Main {
-        return Ok(None);
-    }
-    let flow = &snapshot.flows[decision.flow as usize];
-    let license = snapshot.budget_of(decision.flow);
+) -> Result<(Option<Reservation>, Option<ProblemCode>), Unprepared> {
+    let Some(flow_index) = decision.flow.filter(|_| decision.class == LoadClass::Main) else {
+        return Ok((None, None));
+    };
+    let flow = &snapshot.flows[flow_index as usize];
+    let license = snapshot.budget_of(flow_index);
     let month = month_index(now, snapshot.tz);
     let budget = license.map(|l| (&l.meter, l.hard_limit));
+    let shadow_mode = snapshot.config.licensing.enforcement == Enforcement::Shadow;
     Reservation::take(budget, &flow.meter, month)
-        .map(Some)
+        .map(|reservation| (Some(reservation), None))
+        .or_else(|shortfall| match shortfall {
+            Shortfall::AtLimit(_) if shadow_mode => {
+                let unlimited = license.map(|l| (&l.meter, None));
+                Reservation::take(unlimited, &flow.meter, month)
+                    .map(|reservation| (Some(reservation), Some(ProblemCode::RecordsLimitExceeded)))
+            }
+            other => Err(other),
+        })
         .map_err(|shortfall| {
             let refused = match shortfall {
                 Shortfall::AtLimit(refused) => refused,
                 Shortfall::LeaseEmpty => {
                     return Unprepared::LeaseEmpty {
-                        flow: decision.flow,
+                        flow: flow_index,
                         instance: decision.instance,
                     }
                 }
@@ -794,7 +866,7 @@ fn admit(
             Unprepared::Refused(at(
                 snapshot,
                 problem,
-                Some(decision.flow),
+                Some(flow_index),
                 decision.instance,
             ))
         })
@@ -810,6 +882,7 @@ async fn send(
 ) -> Result<Answered, Problem> {
     let Exchange {
         flow,
+        shadow,
         instance,
         upstream,
         path_and_query,
@@ -820,20 +893,25 @@ async fn send(
     let started = Instant::now();
     let response = forward(snapshot, flow, instance, &upstream, req, path_and_query).await?;
     shared.upstream_durations.observe(started.elapsed());
-    let response = match reservation {
-        Some(reservation) if response.status().is_success() => {
+    let mut response = match (reservation, flow) {
+        (Some(reservation), Some(flow)) if response.status().is_success() => {
             count(snapshot, shared, flow, instance, reservation, response, now).await?
         }
         // A refused or failed load gives its reservation back when it is dropped here.
         _ => response,
     };
-    Ok((response, flow, instance))
+    if let Some(code) = shadow {
+        response
+            .headers_mut()
+            .insert(TOLLGATE_SHADOW, HeaderValue::from_static(code.as_str()));
+    }
+    Ok((response, flow, instance, shadow))
 }
 
 /// Sends the request to the target and streams its answer back.
 async fn forward(
     snapshot: &Snapshot,
-    flow: u32,
+    flow: Option<u32>,
     instance: u32,
     upstream: &Upstream,
     req: Request<EngineBody>,
@@ -876,7 +954,7 @@ async fn forward(
             ),
         ),
     };
-    Err(at(snapshot, problem, Some(flow), instance))
+    Err(at(snapshot, problem, flow, instance))
 }
 
 /// Commits a load the target accepted: counts it, waits for the store in strict durability,

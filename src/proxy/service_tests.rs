@@ -92,7 +92,10 @@ fn request(method: &str, target: &str, flow: Option<&str>) -> Request<()> {
     builder.body(()).unwrap()
 }
 
-fn decided(snapshot: &Snapshot, req: &Request<()>) -> Result<(u32, u32, LoadClass), ProblemCode> {
+fn decided(
+    snapshot: &Snapshot,
+    req: &Request<()>,
+) -> Result<(Option<u32>, u32, LoadClass), ProblemCode> {
     decide(snapshot, &ListenerRole::Engine, now(), req)
         .map(|d| (d.flow, d.instance, d.class))
         .map_err(|problem| problem.code)

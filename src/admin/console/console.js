@@ -173,7 +173,10 @@ const renderers = { licenses: renderLicenses, flows: renderFlows, usage: renderU
 
 async function render() {
   if (!token()) { show("error", "Paste the admin token (admin.token_file) above to see this sidecar."); return; }
-  try { await renderers[state.page](); } catch (err) { show("error", err.message); }
+  try {
+    const [status] = await Promise.all([api("GET", "/v1/status"), renderers[state.page]()]);
+    document.getElementById("shadow").hidden = status.enforcement !== "shadow";
+  } catch (err) { show("error", err.message); }
 }
 
 // Runs a change; `work` resolves to the message shown when it succeeds.
