@@ -143,19 +143,43 @@ pub const DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A lock-free histogram of how long targets take to answer (until the response head).
-#[derive(Debug, Default)]
+/// Upper bounds of the buckets of round trips to a store on the local network (fleet mode's
+/// Redis), in seconds: a healthy round trip is a fraction of a millisecond.
+pub const ROUND_TRIP_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A lock-free histogram of durations: how long targets take to answer (until the response
+/// head), or round trips to Redis.
+#[derive(Debug)]
 pub struct DurationHistogram {
-    buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    bounds: &'static [f64; 12],
+    buckets: [AtomicU64; 12],
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
+impl Default for DurationHistogram {
+    fn default() -> Self {
+        DurationHistogram::with_bounds(&DURATION_BUCKETS)
+    }
+}
+
 impl DurationHistogram {
-    /// Records one upstream answer time.
+    /// A histogram with these bucket bounds (upstream answers use [`DURATION_BUCKETS`]).
+    pub fn with_bounds(bounds: &'static [f64; 12]) -> DurationHistogram {
+        DurationHistogram {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one duration.
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        if let Some(slot) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
+        if let Some(slot) = self.bounds.iter().position(|bound| seconds <= *bound) {
             self.buckets[slot].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -169,7 +193,8 @@ impl DurationHistogram {
     /// as prometheus-client's encoder takes them (it accumulates them itself).
     pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let count = self.count.load(Ordering::Relaxed);
-        let mut buckets: Vec<(f64, u64)> = DURATION_BUCKETS
+        let mut buckets: Vec<(f64, u64)> = self
+            .bounds
             .iter()
             .zip(&self.buckets)
             .map(|(bound, n)| (*bound, n.load(Ordering::Relaxed)))
@@ -187,6 +212,17 @@ impl DurationHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_trips_to_redis_get_sub_millisecond_buckets() {
+        let histogram = DurationHistogram::with_bounds(&ROUND_TRIP_BUCKETS);
+        histogram.observe(Duration::from_micros(300));
+        histogram.observe(Duration::from_secs(2));
+        let (_, count, buckets) = histogram.snapshot();
+        assert_eq!(count, 2);
+        assert_eq!(buckets[2], (0.0005, 1), "300 µs falls in the 500 µs bucket");
+        assert_eq!(buckets[12], (f64::MAX, 1), "2 s falls in +Inf only");
+    }
 
     #[test]
     fn shadow_mode_logs_a_flow_and_code_at_most_once_a_minute() {

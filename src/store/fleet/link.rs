@@ -13,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisResult};
 
 use super::FleetError;
-use crate::observe::DurationHistogram;
+use crate::observe::{DurationHistogram, ROUND_TRIP_BUCKETS};
 
 /// The least time between two reconnection attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
@@ -64,7 +64,7 @@ impl Link {
             was_up: AtomicBool::new(false),
             errors: AtomicU64::new(0),
             last_error: ArcSwapOption::empty(),
-            round_trips: DurationHistogram::default(),
+            round_trips: DurationHistogram::with_bounds(&ROUND_TRIP_BUCKETS),
         })
     }
 
