@@ -21,6 +21,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROG=fleet.sh
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 
 DURATION=${BENCH_DURATION:-8}
@@ -67,11 +70,6 @@ seconds, plus about 20 s for start-up and the near-limit runs.
 EOF
 }
 
-die() {
-    echo "fleet.sh: $*" >&2
-    exit 1
-}
-
 while (($#)); do
     case $1 in
         -d | --duration) DURATION=${2:?}; shift 2 ;;
@@ -94,7 +92,6 @@ done
 
 # ---------------------------------------------------------------------------- checks
 
-is_count() { [[ $1 =~ ^[0-9]+$ ]] && (($1 > 0)); }
 is_count "$DURATION" || die "--duration must be a whole number of seconds, not '$DURATION'"
 is_count "$ROUNDS" || die "--rounds must be a positive number, not '$ROUNDS'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "--warmup must be a whole number of seconds, not '$WARMUP'"
@@ -187,73 +184,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Starts a server in the background, pinned like the others; its pid goes to PIDS. The pid
-# is the server's own (taskset and env exec it), which matters for redis-server: it rewrites
-# its process title, so it is never looked up by name.
-start() {
-    local name=$1
-    shift
-    ${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$@" >"$WORK/$name.log" 2>&1 &
-    PIDS+=("$!")
-    LAST_PID=$!
-}
-
-# Whether something listens on a TCP port (IPv4 or IPv6, any address).
-listening() {
-    local hex
-    hex=$(printf ':%04X' "$1")
-    awk -v port="$hex" 'FNR > 1 && $4 == "0A" && substr($2, length($2) - 4) == port { found = 1 }
-        END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-
-# Waits until a started server listens on its port, or fails with its log.
-await_port() {
-    local name=$1 pid=$2 port=$3 i
-    for ((i = 0; i < 200; i++)); do
-        listening "$port" && return 0
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    tail -n 20 "$WORK/$name.log" >&2 || true
-    die "$name did not start listening on port $port"
-}
-
-# COUNT distinct free ports in a row from a random base in 20000-59999.
-pick_ports() {
-    local count=$1 tries base p ok
-    for ((tries = 0; tries < 50; tries++)); do
-        base=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        ok=1
-        for ((p = base; p < base + count; p++)); do
-            if listening "$p"; then ok=0; break; fi
-        done
-        if ((ok)); then
-            echo "$base"
-            return 0
-        fi
-    done
-    die "found no $count free ports in a row"
-}
-
-# CPU time (clock ticks, user + system) of processes and their child processes.
-ticks() {
-    local total=0 pid p stat fields
-    for pid in "$@"; do
-        # shellcheck disable=SC2046 # the children files hold space-separated pids
-        for p in "$pid" $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
-            stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-            read -ra fields <<<"${stat##*\) }"
-            total=$((total + fields[11] + fields[12]))
-        done
-    done
-    echo "$total"
-}
-
-# Busy and steal jiffies of the whole machine, for the steal percentage.
-steal_sample() {
-    awk '$1 == "cpu" { total = 0; for (i = 2; i <= NF; i++) total += $i; print total, $9; exit }' /proc/stat
-}
 
 TOKEN=$(<"$ROOT/config/admin.token")
 TOKEN=${TOKEN//[[:space:]]/}
@@ -528,13 +458,6 @@ wrk_run() { # wrk_run SCRIPT CONNECTIONS SECONDS URL [ARG...]
         --timeout 5s -s "$WORK/$script.lua" "$url" ${1:+--} "$@"
 }
 
-alive() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null || die "a server (pid $pid) died; rerun with --keep and read its log in $WORK"
-    done
-}
-
 # Runs one wrk per named sidecar at once, each writing to $WORK/out-NAME; waits for all.
 # wrk_all SCRIPT CONNECTIONS SECONDS ARG NAME...
 wrk_all() {
@@ -786,9 +709,6 @@ case_sum() {
 }
 case_max() {
     awk -F'\t' -v c="$1" -v col="$2" 'NR > 1 && $1 == "case" && $2 == c && $col > m { m = $col } END { printf "%.1f\n", m + 0 }' "$RUNS"
-}
-fmt() {
-    awk -v v="$1" -v f="$2" 'BEGIN { if (v == "NA" || v == "") print "NA"; else printf f, v }'
 }
 per_load() { # round trips / loads, or NA
     awk -v rt="$1" -v n="$2" -v fleet="$3" 'BEGIN { if (!fleet || n == 0) print "NA"; else printf "%.4f", rt / n }'

@@ -14,6 +14,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROG=overhead.sh
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 DURATION=${BENCH_DURATION:-5}
 ROUNDS=${BENCH_ROUNDS:-5}
@@ -54,11 +57,6 @@ pinning. Takes about workloads x rounds x targets x (warmup + duration + 0.5) se
 EOF
 }
 
-die() {
-    echo "overhead.sh: $*" >&2
-    exit 1
-}
-
 while (($#)); do
     case $1 in
         -d | --duration) DURATION=${2:?}; shift 2 ;;
@@ -79,7 +77,6 @@ done
 
 # ---------------------------------------------------------------------------- checks
 
-is_count() { [[ $1 =~ ^[0-9]+$ ]] && (($1 > 0)); }
 is_count "$DURATION" || die "--duration must be a whole number of seconds, not '$DURATION'"
 is_count "$ROUNDS" || die "--rounds must be a positive number, not '$ROUNDS'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "--warmup must be a whole number of seconds, not '$WARMUP'"
@@ -170,52 +167,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Starts a server in the background, pinned like the others; its pid goes to PIDS.
-start() {
-    local name=$1
-    shift
-    ${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$@" >"$WORK/$name.log" 2>&1 &
-    PIDS+=("$!")
-    LAST_PID=$!
-}
-
-# Whether something listens on a TCP port (IPv4 or IPv6, any address).
-listening() {
-    local hex
-    hex=$(printf ':%04X' "$1")
-    awk -v port="$hex" 'FNR > 1 && $4 == "0A" && substr($2, length($2) - 4) == port { found = 1 }
-        END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-
-# Waits until a started server listens on its port, or fails with its log.
-await_port() {
-    local name=$1 pid=$2 port=$3 i
-    for ((i = 0; i < 200; i++)); do
-        listening "$port" && return 0
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    tail -n 20 "$WORK/$name.log" >&2 || true
-    die "$name did not start listening on port $port"
-}
-
-# Four distinct free ports from a random base in 20000-59999.
-pick_ports() {
-    local tries base p ok
-    for ((tries = 0; tries < 50; tries++)); do
-        base=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        ok=1
-        for ((p = base; p < base + 4; p++)); do
-            if listening "$p"; then ok=0; break; fi
-        done
-        if ((ok)); then
-            echo "$base"
-            return 0
-        fi
-    done
-    die "found no four free ports in a row"
-}
-
 # The HTTP status of one request, sent over bash's /dev/tcp ("" when nothing answers).
 status_of() {
     local method=$1 port=$2 path=$3
@@ -231,26 +182,9 @@ status_of() {
     ) 2>/dev/null
 }
 
-# CPU time (clock ticks, user + system) of a process and its child processes.
-ticks() {
-    local pid=$1 total=0 p stat fields
-    # shellcheck disable=SC2046 # the children files hold space-separated pids
-    for p in "$pid" $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
-        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        read -ra fields <<<"${stat##*\) }"
-        total=$((total + fields[11] + fields[12]))
-    done
-    echo "$total"
-}
-
-# Busy and steal jiffies of the whole machine, for the steal percentage.
-steal_sample() {
-    awk '$1 == "cpu" { total = 0; for (i = 2; i <= NF; i++) total += $i; print total, $9; exit }' /proc/stat
-}
-
 # ------------------------------------------------------------------------- servers
 
-BASE=$(pick_ports)
+BASE=$(pick_ports 4)
 UP_PORT=$BASE
 NGINX_PORT=$((BASE + 1))
 TG_PORT=$((BASE + 2))
@@ -404,13 +338,6 @@ wrk_run() {
         -H 'Tollgate-Flow: bench' -s "$WORK/$method.lua" "$url"
 }
 
-alive() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null || die "a server (pid $pid) died; rerun with --keep and read its log in $WORK"
-    done
-}
-
 measure() {
     local wl=$1 target=$2 round=$3 method=${1%@*} conns=${1#*@}
     local url pid out result up0 up1 px0=0 px1=0 s0 s1 requests duration p50 p99 errs status
@@ -501,10 +428,6 @@ column_max() {
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "NA"; else printf "%.2f", a / b }'
 }
-fmt() {
-    awk -v v="$1" -v f="$2" 'BEGIN { if (v == "NA") print "NA"; else printf f, v }'
-}
-
 echo
 echo "medians over $ROUNDS rounds of ${DURATION} s; wrk -t1; ratios are against nginx in this run"
 for wl in "${WORKLOAD_LIST[@]}"; do
