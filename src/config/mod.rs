@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use parse::{Owner, ParseError, Position};
-pub use validate::{is_fleet_name, redact, Problem};
+pub use validate::{redact, Problem};
 
 /// Upper bound on a config file's size: a larger file is a mistake, not a configuration.
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
@@ -165,7 +165,7 @@ pub struct Licensing {
 }
 
 /// What license decisions do to requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Enforcement {
     /// Refuse what the licenses do not allow.
@@ -174,6 +174,13 @@ pub enum Enforcement {
     /// Forward and count as usual, and mark what would have been refused (a roll-out that
     /// watches before it refuses).
     Shadow,
+}
+
+impl Licensing {
+    /// Whether license decisions only mark requests (shadow mode) instead of refusing them.
+    pub fn is_shadow(&self) -> bool {
+        self.enforcement == Enforcement::Shadow
+    }
 }
 
 /// How eagerly counts reach the disk.

@@ -247,7 +247,7 @@ fn fleet(state: &super::State, problems: &mut Problems) {
 }
 
 /// Whether a fleet or node name is safe inside Redis keys and hash tags.
-pub fn is_fleet_name(name: &str) -> bool {
+fn is_fleet_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()

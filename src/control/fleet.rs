@@ -10,7 +10,9 @@ use super::build::stored_flows;
 use super::error::Refusal;
 use super::plane::{Command, Plane};
 use crate::policy::{DisabledReason, FlowSetting};
-use crate::store::fleet::{Fleet, FleetFlows, FleetNotice, Publish, Tracked, TrackedLicense};
+use crate::store::fleet::{
+    Fleet, FleetError, FleetFlows, FleetNotice, Publish, Tracked, TrackedLicense,
+};
 use crate::store::StoredFlow;
 
 impl Plane {
@@ -55,23 +57,36 @@ impl Plane {
                 }
             }
         }
-        let published = self.published.as_ref();
-        let changed: BTreeMap<String, StoredFlow> = stored_flows(self)
-            .into_iter()
-            .filter(|(id, flow)| published.and_then(|p| p.get(id)) != Some(flow))
-            .collect();
-        if !changed.is_empty() {
-            match fleet.publish_flows(&changed, Publish::Set) {
-                Ok(_) => {
-                    if let Some(published) = &mut self.published {
-                        published.extend(changed);
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "flow settings could not be published to the fleet; retrying")
-                }
-            }
+        if let Err(err) = self.publish_unpublished(&fleet, Publish::Set) {
+            tracing::warn!(error = %err, "flow settings could not be published to the fleet; retrying")
         }
+    }
+
+    /// This sidecar's flow settings that differ from what the fleet has, as far as it knows
+    /// (none before it has joined: then the fleet's settings win).
+    fn unpublished(&self) -> BTreeMap<String, StoredFlow> {
+        let Some(published) = &self.published else {
+            return BTreeMap::new();
+        };
+        stored_flows(self)
+            .into_iter()
+            .filter(|(id, flow)| published.get(id) != Some(flow))
+            .collect()
+    }
+
+    /// Publishes the unpublished settings `how` asks; `None` where [`Publish::IfAt`] found the
+    /// fleet moved on. What is published is what the fleet has from then on.
+    fn publish_unpublished(
+        &mut self,
+        fleet: &Fleet,
+        how: Publish,
+    ) -> Result<Option<u64>, FleetError> {
+        let changed = self.unpublished();
+        let version = fleet.publish_flows(&changed, how)?;
+        if let (Some(_), Some(published)) = (version, &mut self.published) {
+            published.extend(changed);
+        }
+        Ok(version)
     }
 
     /// Acts on what the fleet agent reports.
@@ -91,14 +106,7 @@ impl Plane {
         };
         let mut published = fleet_flows.flows;
         let ours = stored_flows(self);
-        let unpublished: Vec<String> = match &self.published {
-            Some(before) => ours
-                .iter()
-                .filter(|(id, flow)| before.get(*id) != Some(*flow))
-                .map(|(id, _)| id.clone())
-                .collect(),
-            None => Vec::new(),
-        };
+        let unpublished: Vec<String> = self.unpublished().into_keys().collect();
         let missing: BTreeMap<String, StoredFlow> = ours
             .iter()
             .filter(|(id, _)| !published.contains_key(*id))
@@ -157,19 +165,10 @@ impl Plane {
         let Some(fleet) = self.fleet.clone() else {
             return Ok(None);
         };
-        let unreachable = |why: String| {
-            Refusal::Unavailable(format!(
-                "flow settings are the fleet's and Redis cannot be reached ({why}); try again when it is back"
-            ))
-        };
         if self.published.is_none() {
-            return Err(unreachable(
-                "this sidecar has not joined the fleet yet".to_owned(),
-            ));
+            return Err(unreachable("this sidecar has not joined the fleet yet"));
         }
-        let flows = fleet
-            .read_flows_blocking()
-            .map_err(|err| unreachable(err.to_string()))?;
+        let flows = fleet.read_flows_blocking().map_err(unreachable)?;
         let version = flows.version;
         self.apply_fleet_flows(flows);
         Ok(Some(version))
@@ -182,24 +181,18 @@ impl Plane {
         let Some(fleet) = self.fleet.clone() else {
             return Ok(true);
         };
-        let published = self.published.as_ref();
-        let changed: BTreeMap<String, StoredFlow> = stored_flows(self)
-            .into_iter()
-            .filter(|(id, flow)| published.and_then(|p| p.get(id)) != Some(flow))
-            .collect();
-        match fleet.publish_flows(&changed, Publish::IfAt(version)) {
-            Ok(Some(_)) => {
-                if let Some(published) = &mut self.published {
-                    published.extend(changed);
-                }
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(err) => Err(Refusal::Unavailable(format!(
-                "flow settings are the fleet's and Redis cannot be reached ({err}); try again when it is back"
-            ))),
+        match self.publish_unpublished(&fleet, Publish::IfAt(version)) {
+            Ok(version) => Ok(version.is_some()),
+            Err(err) => Err(unreachable(err)),
         }
     }
+}
+
+/// An admin change refused because the fleet's settings cannot be read or written now.
+fn unreachable(why: impl std::fmt::Display) -> Refusal {
+    Refusal::Unavailable(format!(
+        "flow settings are the fleet's and Redis cannot be reached ({why}); try again when it is back"
+    ))
 }
 
 /// Starts fleet mode when the config asks for it; the agent reports to the control plane
@@ -220,13 +213,5 @@ pub(super) fn start(
         let _ = commands.send(Command::Fleet(notice));
     });
     let strict = config.state.durability == crate::config::Durability::Strict;
-    Fleet::start(
-        settings,
-        clock,
-        config.licensing.max_clock_skew,
-        strict,
-        runtime,
-        notify,
-    )
-    .map(Some)
+    Fleet::start(settings, clock, strict, runtime, notify).map(Some)
 }

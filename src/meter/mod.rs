@@ -123,9 +123,10 @@ impl Lease {
         self.grants.load(Ordering::Relaxed)
     }
 
-    /// The size of the last block granted.
-    pub fn last_block(&self) -> u64 {
-        self.last_block.load(Ordering::Relaxed)
+    /// Whether less than a quarter of the last block granted is left in `month`: time to ask
+    /// for the next one before loads find the lease empty.
+    pub fn runs_low(&self, month: u32) -> bool {
+        self.available(month) * 4 < self.last_block.load(Ordering::Relaxed)
     }
 
     /// Adds a block Redis granted: it is held and available.
@@ -188,11 +189,6 @@ impl FlowMeter {
         self.committed.get(month)
     }
 
-    /// The latest month this sidecar counted in, with its count.
-    pub fn latest(&self) -> (u32, u64) {
-        unpack(self.committed.0.load(Ordering::Acquire))
-    }
-
     /// Sets what the other sidecars committed in `month`.
     pub fn set_others(&self, month: u32, records: u64) {
         let _ = self.others.update(month, |_| Some(records));
@@ -242,11 +238,6 @@ impl LicenseMeter {
     /// The fleet lease, in fleet mode.
     pub fn lease(&self) -> Option<&Lease> {
         self.lease.as_ref()
-    }
-
-    /// The latest month this sidecar counted in, with its count.
-    pub fn latest(&self) -> (u32, u64) {
-        unpack(self.committed.0.load(Ordering::Acquire))
     }
 
     /// Sets what the other sidecars committed in `month`.
@@ -513,16 +504,6 @@ impl Meters {
                 })
             })
             .clone()
-    }
-
-    /// Every license meter (the fleet agent ships their counts).
-    pub fn licenses(&self) -> impl Iterator<Item = &Arc<LicenseMeter>> {
-        self.licenses.values()
-    }
-
-    /// Every flow meter.
-    pub fn flows(&self) -> impl Iterator<Item = &Arc<FlowMeter>> {
-        self.flows.values()
     }
 }
 

@@ -252,7 +252,7 @@ impl Fleet {
         let Some(hard) = hard else {
             return false;
         };
-        self.views.load().get(license).is_some_and(|view| {
+        self.views().get(license).is_some_and(|view| {
             hard.saturating_sub(view.granted) < 4 * view.nodes.len().max(1) as u64
         })
     }

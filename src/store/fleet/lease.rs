@@ -4,7 +4,6 @@
 //! Every exchange of a license happens under its lease's lock, so each one tells Redis what
 //! the previous one left.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,10 +68,7 @@ impl Fleet {
     /// Request path, after a draw: whether the lease is low enough to top up in the background.
     pub fn wants_top_up(&self, meter: &LicenseMeter, month: u32) -> bool {
         meter.lease().is_some_and(|lease| {
-            let available = lease.available(month);
-            available * 4 < lease.last_block()
-                && !lease.is_spent(month)
-                && self.joined.load(Ordering::Acquire)
+            lease.runs_low(month) && !lease.is_spent(month) && self.joined.load(Ordering::Acquire)
         })
     }
 
@@ -132,9 +128,10 @@ impl Fleet {
             return Ok(());
         };
         let _turn = lease.exchange.lock().await;
-        let available = lease.available(month);
-        let ask = if ask_if_low && budget.hard.is_some() && available * 4 < lease.last_block() {
-            self.settings.lease_max.saturating_sub(available)
+        let ask = if ask_if_low && budget.hard.is_some() && lease.runs_low(month) {
+            self.settings
+                .lease_max
+                .saturating_sub(lease.available(month))
         } else {
             0
         };
@@ -233,26 +230,20 @@ impl Fleet {
         budget
             .meter
             .set_others(month, settled.total.saturating_sub(settled.mine));
-        let ttl_ms = ttl;
         let view = BookView {
             month: label,
             granted: settled.granted,
-            total: settled.total,
             nodes: nodes
                 .into_iter()
                 .map(|(node, held, committed, seen)| NodeLease {
-                    live: now_ms.saturating_sub(seen) < ttl_ms,
+                    live: now_ms.saturating_sub(seen) < ttl,
                     node,
                     held,
                     committed,
                 })
                 .collect(),
         };
-        self.views.rcu(|views| {
-            let mut views = BTreeMap::clone(views);
-            views.insert(budget.meter.id.clone(), view.clone());
-            views
-        });
+        self.views().insert(budget.meter.id.clone(), view);
         self.report_crossings(budget, month, settled.total);
         Ok(settled)
     }
@@ -304,11 +295,10 @@ impl Fleet {
         let mine = self.clock.now().timestamp_millis();
         let redis = i64::try_from(redis_ms).unwrap_or(i64::MAX);
         let off = std::time::Duration::from_millis(mine.abs_diff(redis));
-        let max_skew = self
-            .tracked
-            .load()
-            .as_ref()
-            .map_or(self.max_skew, |tracked| tracked.max_skew);
+        // Exchanges start once the control plane has said what to track (with the skew).
+        let Some(max_skew) = self.tracked.load().as_ref().map(|tracked| tracked.max_skew) else {
+            return;
+        };
         if off > max_skew {
             if self.skew.load().is_none() {
                 let why = format!(

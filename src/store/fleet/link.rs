@@ -13,6 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisResult};
 
 use super::FleetError;
+use crate::config::FleetSettings;
 use crate::observe::{DurationHistogram, ROUND_TRIP_BUCKETS};
 
 /// The least time between two reconnection attempts.
@@ -37,14 +38,20 @@ pub struct Link {
 }
 
 impl Link {
-    /// A connection to `url` (with `password` where the URL does not carry one), made on first
-    /// use: a sidecar starts whether Redis is up or not.
-    pub fn new(url: &str, password: Option<&str>, timeout: Duration) -> Result<Link, FleetError> {
-        let mut info = url
+    /// A connection to the fleet's Redis (with the password of `redis_password_file`, where
+    /// set), made on first use: a sidecar starts whether Redis is up or not. Every exchange
+    /// and connection attempt times out after `timeout`.
+    pub fn new(fleet: &FleetSettings, timeout: Duration) -> Result<Link, FleetError> {
+        let mut info = fleet
+            .url
+            .as_str()
             .into_connection_info()
             .map_err(|err| FleetError::Config(err.to_string()))?;
-        if let Some(password) = password {
-            let settings = info.redis_settings().clone().set_password(password);
+        if let Some(path) = &fleet.password_file {
+            let password = std::fs::read_to_string(path).map_err(|err| {
+                FleetError::Config(format!("cannot read {}: {err}", path.display()))
+            })?;
+            let settings = info.redis_settings().clone().set_password(password.trim());
             info = info.set_redis_settings(settings);
         }
         let client = Client::open(info).map_err(|err| FleetError::Config(err.to_string()))?;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use chrono_tz::Tz;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -119,8 +119,6 @@ pub struct BookView {
     pub month: String,
     /// Records the fleet has granted (the sum of what every sidecar holds).
     pub granted: u64,
-    /// Records the fleet has counted.
-    pub total: u64,
     /// Each sidecar's line.
     pub nodes: Vec<NodeLease>,
 }
@@ -131,8 +129,6 @@ pub struct Fleet {
     keys: Keys,
     link: Link,
     clock: Arc<dyn Clock>,
-    /// `licensing.max_clock_skew` at start (until the first compile says otherwise).
-    max_skew: Duration,
     /// Counts are durable before answers (strict): a restart returns the unused lease.
     strict: bool,
     seq: AtomicU64,
@@ -143,7 +139,9 @@ pub struct Fleet {
     /// Why counted loads are refused for the clock, if they are.
     skew: ArcSwapOption<String>,
     tracked: ArcSwapOption<Tracked>,
-    views: ArcSwap<BTreeMap<Arc<str>, BookView>>,
+    /// Each license's book as last read (written by every exchange, read by the operator
+    /// view and the agent; never by admission).
+    views: Mutex<BTreeMap<Arc<str>, BookView>>,
     /// Crossings already reported (license, month, hard?), so each is reported once.
     crossed: Mutex<HashSet<(Arc<str>, u32, bool)>>,
     /// The flow settings version last handed to the control plane.
@@ -229,38 +227,25 @@ impl Fleet {
     pub fn start(
         settings: FleetSettings,
         clock: Arc<dyn Clock>,
-        max_skew: Duration,
         strict: bool,
         runtime: tokio::runtime::Handle,
         notify: Box<dyn Fn(FleetNotice) + Send + Sync>,
     ) -> Result<Arc<Fleet>, FleetError> {
-        let password = match &settings.password_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|err| {
-                        FleetError::Config(format!("cannot read {}: {err}", path.display()))
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            None => None,
-        };
         let link = {
             let _entered = runtime.enter();
-            Link::new(&settings.url, password.as_deref(), settings.redis_timeout)?
+            Link::new(&settings, settings.redis_timeout)?
         };
         let fleet = Arc::new(Fleet {
             keys: Keys::new(&settings.fleet),
             link,
             clock,
-            max_skew,
             strict,
             seq: AtomicU64::new(0),
             incarnation: incarnation(),
             joined: AtomicBool::new(false),
             skew: ArcSwapOption::empty(),
             tracked: ArcSwapOption::empty(),
-            views: ArcSwap::default(),
+            views: Mutex::default(),
             crossed: Mutex::new(HashSet::new()),
             version: AtomicU64::new(0),
             changed: Notify::new(),
@@ -321,7 +306,7 @@ impl Fleet {
     /// A license's lease as `/v1/licenses` shows it: this sidecar's share and every node's.
     pub fn lease_view(&self, meter: &LicenseMeter, month: u32) -> Value {
         let lease = meter.lease();
-        let views = self.views.load();
+        let views = self.views();
         let view = views
             .get(&meter.id)
             .filter(|view| view.month == crate::clock::month_index_label(month));
@@ -340,6 +325,13 @@ impl Fleet {
             "granted": view.map_or(0, |view| view.granted),
             "nodes": nodes,
         })
+    }
+
+    /// The books as last read.
+    fn views(&self) -> std::sync::MutexGuard<'_, BTreeMap<Arc<str>, BookView>> {
+        self.views
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Round trips to Redis: `(sum in seconds, count, buckets)`.

@@ -30,18 +30,7 @@ pub async fn probe(
     now_ms: impl Fn() -> i64,
     wait: Duration,
 ) -> Result<Probe, FleetError> {
-    let password = match &settings.password_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|err| {
-                    FleetError::Config(format!("cannot read {}: {err}", path.display()))
-                })?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let link = Link::new(&settings.url, password.as_deref(), wait)?;
+    let link = Link::new(settings, wait)?;
     let keys = Keys::new(&settings.fleet);
     let deadline = Instant::now() + wait;
     let mut connection = link.connection();
