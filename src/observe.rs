@@ -21,14 +21,23 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// Counter slots: `allowed`, then one per problem code, then one per shadowed code.
-    const SLOTS: usize = 2 * ProblemCode::ALL.len() + 1;
+    /// Counter slots: `allowed`, then one per problem code, then one per license decision
+    /// shadow mode can let through.
+    const SLOTS: usize = ProblemCode::ALL.len() + ProblemCode::LICENSE_DECISIONS.len() + 1;
 
     fn slot(self) -> usize {
         match self {
             Decision::Allowed => 0,
             Decision::Refused(code) => code as usize + 1,
-            Decision::Shadowed(code) => ProblemCode::ALL.len() + code as usize + 1,
+            // Only license decisions are shadowed (the request path shadows nothing else);
+            // a release build never panics over it.
+            Decision::Shadowed(code) => {
+                debug_assert!(code.is_license_decision(), "{code} is not shadowed");
+                let index = code
+                    .license_decision_index()
+                    .unwrap_or(ProblemCode::LICENSE_DECISIONS.len() - 1);
+                ProblemCode::ALL.len() + index + 1
+            }
         }
     }
 
@@ -37,7 +46,7 @@ impl Decision {
         match slot.checked_sub(1) {
             None => Decision::Allowed,
             Some(index) if index < codes => Decision::Refused(ProblemCode::ALL[index]),
-            Some(index) => Decision::Shadowed(ProblemCode::ALL[index - codes]),
+            Some(index) => Decision::Shadowed(ProblemCode::LICENSE_DECISIONS[index - codes]),
         }
     }
 
@@ -88,13 +97,16 @@ const SHADOW_LOG_EVERY_SECS: u64 = 60;
 #[derive(Debug)]
 pub struct ShadowLog {
     /// Unix seconds of the last line, per problem code.
-    last: [AtomicU64; ProblemCode::ALL.len()],
+    last: [AtomicU64; ProblemCode::LICENSE_DECISIONS.len()],
 }
 
 impl ShadowLog {
     /// Whether to log `code` now (and if so, the next line waits a minute).
     pub fn should_log(&self, code: ProblemCode, now_secs: u64) -> bool {
-        let last = &self.last[code as usize];
+        let Some(index) = code.license_decision_index() else {
+            return false;
+        };
+        let last = &self.last[index];
         let seen = last.load(Ordering::Relaxed);
         (seen == 0 || now_secs >= seen + SHADOW_LOG_EVERY_SECS)
             && last

@@ -52,14 +52,12 @@ macro_rules! problem_codes {
             /// Whether shadow mode lets a request through that this code refuses: the
             /// license decisions (routing, framing and operator disables are enforced always).
             pub fn is_license_decision(self) -> bool {
-                matches!(
-                    self,
-                    ProblemCode::FlowDisabled
-                        | ProblemCode::RecordsLimitExceeded
-                        | ProblemCode::LicenseInvalid
-                        | ProblemCode::UnknownFlow
-                        | ProblemCode::FlowRequired
-                )
+                self.license_decision_index().is_some()
+            }
+
+            /// The code's place in [`ProblemCode::LICENSE_DECISIONS`] (metric and log slots).
+            pub fn license_decision_index(self) -> Option<usize> {
+                ProblemCode::LICENSE_DECISIONS.iter().position(|&code| code == self)
             }
 
             /// A short, fixed summary: the problem's `title`.
@@ -95,6 +93,17 @@ problem_codes! {
     NotFound => "not-found", NOT_FOUND, "No such resource";
     InvalidLicense => "invalid-license", BAD_REQUEST, "The license file is refused";
     MethodNotAllowed => "method-not-allowed", METHOD_NOT_ALLOWED, "Method not allowed";
+}
+
+impl ProblemCode {
+    /// The codes shadow mode lets through: the license decisions.
+    pub const LICENSE_DECISIONS: [ProblemCode; 5] = [
+        ProblemCode::FlowDisabled,
+        ProblemCode::RecordsLimitExceeded,
+        ProblemCode::LicenseInvalid,
+        ProblemCode::UnknownFlow,
+        ProblemCode::FlowRequired,
+    ];
 }
 
 impl std::fmt::Display for ProblemCode {

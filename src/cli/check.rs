@@ -68,7 +68,7 @@ pub(super) fn run(config_path: &Path, online: bool) -> Result<ExitCode, CliError
 
     say!("configuration {} is valid", config_path.display());
     say!("host identity: {}", host.entries().join(", "));
-    if config.licensing.enforcement == crate::config::Enforcement::Shadow {
+    if config.licensing.is_shadow() {
         say!("SHADOW MODE (licensing.enforcement = \"shadow\"): license decisions are marked (Tollgate-Shadow, decision=\"shadow:<code>\"), never refused; routing, framing and operator disables are enforced");
     }
     print_fleet(&config, online, now)?;

@@ -29,10 +29,7 @@ impl Plane {
             "clock_high_water": state.high_water.to_rfc3339(),
             "month": crate::clock::month_index_label(state.month),
             "fleet": state.fleet.as_ref().map(|fleet| fleet.status()),
-            "enforcement": match state.config.licensing.enforcement {
-                crate::config::Enforcement::Enforce => "enforce",
-                crate::config::Enforcement::Shadow => "shadow",
-            },
+            "enforcement": state.config.licensing.enforcement,
         })
     }
 

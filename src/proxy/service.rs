@@ -24,7 +24,6 @@ use super::credentials::ProxyCredentials;
 use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::role::ListenerRole;
 use crate::clock::{month_bounds, month_index, month_index_label};
-use crate::config::Enforcement;
 use crate::control::{Live, Shared};
 use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation, Shortfall};
 use crate::observe::Decision as Outcome;
@@ -337,7 +336,7 @@ pub fn decide<'r, B>(
 ) -> Result<Decision<'r>, Problem> {
     check_head(snapshot, req)?;
     let target = route(snapshot, role, req)?;
-    let shadow_mode = snapshot.config.licensing.enforcement == Enforcement::Shadow;
+    let shadow_mode = snapshot.config.licensing.is_shadow();
     // Shadow mode lets license decisions through, marked; everything else refuses as always.
     let mut shadow = None;
     let flow = match identify(snapshot, role, req, &target) {
@@ -817,7 +816,7 @@ fn admit(
     let license = snapshot.budget_of(flow_index);
     let month = month_index(now, snapshot.tz);
     let budget = license.map(|l| (&l.meter, l.hard_limit));
-    let shadow_mode = snapshot.config.licensing.enforcement == Enforcement::Shadow;
+    let shadow_mode = snapshot.config.licensing.is_shadow();
     Reservation::take(budget, &flow.meter, month)
         .map(|reservation| (Some(reservation), None))
         .or_else(|shortfall| match shortfall {
