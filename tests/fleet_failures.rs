@@ -77,6 +77,35 @@ fn answered(tallies: &[Tally], sidecars: &[&Tollgate]) -> usize {
     tallies.iter().map(|t| t.ok).sum()
 }
 
+/// Asserts the fleet's totals are exact once the loads are done: the target received exactly
+/// the `seen_ok` loads answered 2xx, `records.used` on every sidecar reaches that number, and
+/// it is the hard limit. `after` says after what, for the messages.
+async fn assert_exact_totals(
+    target: &Upstream,
+    sidecars: &[&Tollgate],
+    seen_ok: usize,
+    after: &str,
+) {
+    assert_eq!(
+        counted_hits(target),
+        seen_ok,
+        "the target received other than the loads answered 2xx ({after})"
+    );
+    for tg in sidecars {
+        await_used(
+            tg,
+            seen_ok as u64,
+            Duration::from_secs(5),
+            &format!("records.used equals the loads answered 2xx ({after})"),
+        )
+        .await;
+    }
+    assert_eq!(
+        seen_ok, HARD,
+        "{after}, the fleet reached {seen_ok} of {HARD}"
+    );
+}
+
 /// Loads on every sidecar until the fleet refuses at the limit, again after `pause` as
 /// long as it falls short of 110 (a lease lost in a failure frees up after lease_ttl),
 /// at most `rounds` times; returns the loads answered 2xx.
@@ -260,25 +289,13 @@ async fn a_frozen_redis_admits_only_the_leased_block_and_the_totals_are_exact_af
     );
     let after = load_to_the_limit(&[&a, &b], before, Duration::from_secs(3), 3).await;
     let seen_ok = before + after;
-    assert_eq!(
-        counted_hits(&target),
+    assert_exact_totals(
+        &target,
+        &[&a, &b],
         seen_ok,
-        "the target received other than the loads answered 2xx"
-    );
-    for tg in [&a, &b] {
-        await_used(
-            tg,
-            seen_ok as u64,
-            Duration::from_secs(5),
-            "records.used equals the loads answered 2xx after the freeze",
-        )
-        .await;
-    }
-    assert_eq!(
-        seen_ok, HARD,
-        "after Redis thawed the fleet reached only {seen_ok} of {HARD} (a lease granted \
-         during the freeze is lost?)"
-    );
+        "after Redis thawed (a lease granted during the freeze lost?)",
+    )
+    .await;
 }
 
 /// Loads on two sidecars, then paced loaders on both while Redis restarts (they retry
@@ -324,26 +341,12 @@ async fn restart_mid_month(persistence: Persistence) {
     }
     let after = load_to_the_limit(&[&a, &b], 55 + mid, Duration::from_secs(3), 3).await;
     let seen_ok = 55 + mid + after;
-    assert_eq!(
-        counted_hits(&target),
-        seen_ok,
-        "the target received other than the loads answered 2xx ({persistence:?})"
-    );
+    let after_restart = format!("after a Redis restart ({persistence:?})");
+    assert_exact_totals(&target, &[&a, &b], seen_ok, &after_restart).await;
     for tg in [&a, &b] {
-        await_used(
-            tg,
-            seen_ok as u64,
-            Duration::from_secs(5),
-            "records.used equals the loads answered 2xx",
-        )
-        .await;
         let resp = tg.post(MAIN, Some("incidents"), "{}").await;
         resp.assert_problem(429, "records-limit-exceeded");
     }
-    assert_eq!(
-        seen_ok, HARD,
-        "after a Redis restart ({persistence:?}) the fleet reached {seen_ok}, not {HARD}"
-    );
     assert_eq!(counted_hits(&target), HARD);
 }
 
@@ -665,24 +668,7 @@ async fn a_sidecar_cut_off_from_redis_never_takes_the_fleet_over_the_limit() {
 
     let rest = load_to_the_limit(&[&a, &b], partitioned, Duration::from_secs(3), 3).await;
     let seen_ok = partitioned + rest;
-    assert_eq!(
-        counted_hits(&target),
-        seen_ok,
-        "the target received other than the loads answered 2xx"
-    );
-    for tg in [&a, &b] {
-        await_used(
-            tg,
-            seen_ok as u64,
-            Duration::from_secs(5),
-            "records.used equals the loads answered 2xx after the partition healed",
-        )
-        .await;
-    }
-    assert_eq!(
-        seen_ok, HARD,
-        "after the partition healed the fleet reached {seen_ok}"
-    );
+    assert_exact_totals(&target, &[&a, &b], seen_ok, "after the partition healed").await;
 }
 
 /// A sidecar killed with `kill -9` while 8 loaders are sending counted loads through it:
@@ -851,24 +837,7 @@ async fn redis_frozen_mid_run_under_load_keeps_the_totals_exact() {
     );
     let rest = load_to_the_limit(&all, during, Duration::from_secs(3), 3).await;
     let seen_ok = during + rest;
-    assert_eq!(
-        counted_hits(&target),
-        seen_ok,
-        "the target received other than the loads answered 2xx"
-    );
-    for tg in &all {
-        await_used(
-            tg,
-            seen_ok as u64,
-            Duration::from_secs(5),
-            "records.used equals the loads answered 2xx after a freeze mid-run",
-        )
-        .await;
-    }
-    assert_eq!(
-        seen_ok, HARD,
-        "after the freeze the fleet reached {seen_ok}"
-    );
+    assert_exact_totals(&target, &all, seen_ok, "after a freeze mid-run").await;
 }
 
 /// SIGTERM of a sidecar while 4 loaders send counted loads through it: the loads it
