@@ -32,9 +32,12 @@ fn contended(c: &mut Criterion) {
                             scope.spawn(move || {
                                 barrier.wait();
                                 for _ in 0..per_thread {
-                                    if let Ok(reservation) =
-                                        Reservation::take(Some((license, HARD_LIMIT)), flow, MONTH)
-                                    {
+                                    if let Ok(reservation) = Reservation::take(
+                                        Some((license, HARD_LIMIT)),
+                                        flow,
+                                        MONTH,
+                                        1,
+                                    ) {
                                         std::hint::black_box(reservation.commit());
                                     }
                                 }
@@ -59,6 +62,7 @@ fn contended(c: &mut Criterion) {
                 Some((&license, HARD_LIMIT)),
                 &flow,
                 MONTH,
+                1,
             ))
         });
     });

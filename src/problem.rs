@@ -86,6 +86,7 @@ problem_codes! {
     RequestTimeout => "request-timeout", REQUEST_TIMEOUT, "The request body stopped arriving";
     NotImplemented => "not-implemented", NOT_IMPLEMENTED, "The request uses a feature tollgate does not forward";
     HeaderTooLarge => "header-too-large", REQUEST_HEADER_FIELDS_TOO_LARGE, "The request head is too large";
+    BodyTooLarge => "body-too-large", PAYLOAD_TOO_LARGE, "The bulk load's body is larger than tollgate reads";
     InternalError => "internal-error", INTERNAL_SERVER_ERROR, "tollgate failed to handle the request";
     PointsExhausted => "points-exhausted", CONFLICT, "No license point is free";
     EntitlementExceeded => "entitlement-exceeded", CONFLICT, "A subscription entitlement would be exceeded";

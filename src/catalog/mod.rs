@@ -1,11 +1,13 @@
 //! What the config names, in the terms licenses speak: canonical endpoints (docs/licenses.md),
-//! system types and pairs of instances.
+//! system types, pairs of instances, and the records a bulk load carries.
 
 mod endpoint;
 mod pair;
+mod records;
 
 pub use endpoint::{canonical_endpoint, trading_partner_host};
 pub use pair::{flow_pair, system_type, InstancePair, SystemPair};
+pub use records::{count_accepted, count_records, RecordsError};
 
 /// Instances for tests, built without a config file.
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod duration;
 mod parse;
+mod pointer;
 #[cfg(test)]
 mod proptests;
 mod validate;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use parse::{Owner, ParseError, Position};
+pub use pointer::{JsonPointer, PointerError};
 pub use validate::{redact, Problem};
 
 /// Upper bound on a config file's size: a larger file is a mistake, not a configuration.
@@ -92,6 +94,10 @@ pub struct Server {
     /// A request that names no flow goes to the one enabled flow with its instance.
     #[serde(default)]
     pub infer_flow: bool,
+    /// Bulk-load bodies (and the answers they are counted from) are read whole up to this
+    /// many bytes; a larger bulk request is 413.
+    #[serde(default = "default_max_counted_body_bytes")]
+    pub max_counted_body_bytes: usize,
 }
 
 /// The proxy password, kept out of `Debug` output.
@@ -532,6 +538,35 @@ pub struct Entity {
     pub method: String,
     /// Path template relative to the instance's base URI.
     pub path: String,
+    /// A bulk load: where the array of records is in the request body; one record is
+    /// reserved per element.
+    pub records: Option<JsonPointer>,
+    /// Where the array of created records is in a 2xx answer (bulk loads): what is counted.
+    pub accepted: Option<JsonPointer>,
+    /// The flag inside each accepted element that must be `true` for it to count.
+    pub accepted_if: Option<JsonPointer>,
+}
+
+impl Entity {
+    /// The entity's bulk-load settings, when it names where its records are.
+    pub fn bulk(&self) -> Option<Bulk> {
+        Some(Bulk {
+            records: self.records.clone()?,
+            accepted: self.accepted.clone(),
+            accepted_if: self.accepted_if.clone(),
+        })
+    }
+}
+
+/// Where a bulk load's records are: in the request body, and in the target's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bulk {
+    /// The array of records in the request body.
+    pub records: JsonPointer,
+    /// The array of created records in a 2xx answer (absent: every reserved record counts).
+    pub accepted: Option<JsonPointer>,
+    /// The flag in each accepted element that must be `true` for it to count.
+    pub accepted_if: Option<JsonPointer>,
 }
 
 /// Why a configuration could not be loaded.
@@ -693,6 +728,12 @@ fn default_flow_header() -> String {
 }
 fn default_max_header_bytes() -> usize {
     64 * 1024
+}
+/// 16 MiB: a Salesforce collection of 200 records or a Jira bulk of 50 issues is far below it,
+/// and a sidecar reading a few such bodies at once stays small.
+pub const DEFAULT_MAX_COUNTED_BODY_BYTES: usize = 16 * 1024 * 1024;
+fn default_max_counted_body_bytes() -> usize {
+    DEFAULT_MAX_COUNTED_BODY_BYTES
 }
 fn default_header_read_timeout() -> Duration {
     Duration::from_secs(10)

@@ -47,6 +47,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     listeners(config, &mut problems);
     let instances = instances(config, &mut problems);
     flows(config, &instances, &mut problems);
+    bulk_agreement(config, &mut problems);
     problems.0
 }
 
@@ -72,6 +73,9 @@ fn server(config: &Config, problems: &mut Problems) {
     }
     if server.max_connections == 0 {
         problems.add("server.max_connections", "must be at least 1");
+    }
+    if server.max_counted_body_bytes == 0 {
+        problems.add("server.max_counted_body_bytes", "must be at least 1");
     }
     if let Some(tls) = &server.tls {
         readable_file("server.tls.cert", &tls.cert, problems);
@@ -538,6 +542,7 @@ fn entities(flow: &super::Flow, at: &str, problems: &mut Problems) {
                 ),
             );
         }
+        bulk(entity, &at, problems);
         if let Err(why) = check_template(&entity.path) {
             problems.add(format!("{at}.path"), why);
             continue;
@@ -553,6 +558,67 @@ fn entities(flow: &super::Flow, at: &str, problems: &mut Problems) {
                     entity.path
                 ),
             );
+        }
+    }
+}
+
+/// A bulk load's settings: records on main entities only, `accepted` with `records`,
+/// `accepted_if` with `accepted`.
+fn bulk(entity: &super::Entity, at: &str, problems: &mut Problems) {
+    if entity.records.is_some() && entity.role == super::Role::Child {
+        problems.add(
+            format!("{at}.records"),
+            "applies to main entities only (child loads are never counted)",
+        );
+    }
+    if entity.accepted.is_some() && entity.records.is_none() {
+        problems.add(
+            format!("{at}.accepted"),
+            "needs records (the array of records in the request body) on the same entity",
+        );
+    }
+    if entity.accepted_if.is_some() && entity.accepted.is_none() {
+        problems.add(
+            format!("{at}.accepted_if"),
+            "needs accepted (the array of created records in the answer) on the same entity",
+        );
+    }
+}
+
+/// Patterns apply per instance across flows, so one main pattern (instance, method, path)
+/// counts one way: two flows that give it different bulk settings are a problem.
+fn bulk_agreement(config: &Config, problems: &mut Problems) {
+    let folds: HashMap<&str, bool> = config
+        .instances
+        .iter()
+        .map(|instance| (instance.id.as_str(), instance.paths_case_insensitive))
+        .collect();
+    let mut first: HashMap<(&str, &str, String), (String, Option<super::Bulk>)> = HashMap::new();
+    for (i, flow) in config.flows.iter().enumerate() {
+        for (k, entity) in flow.entities.iter().enumerate() {
+            if entity.role != super::Role::Main {
+                continue;
+            }
+            let path = if folds.get(entity.instance.as_str()) == Some(&true) {
+                entity.path.to_lowercase()
+            } else {
+                entity.path.clone()
+            };
+            let at = format!("flows[{i}].entities[{k}]");
+            let key = (entity.instance.as_str(), entity.method.as_str(), path);
+            match first.get(&key) {
+                None => {
+                    first.insert(key, (at, entity.bulk()));
+                }
+                Some((earlier, bulk)) if *bulk != entity.bulk() => problems.add(
+                    format!("{at}.records"),
+                    format!(
+                        "{} {} on instance {:?} is counted differently at {earlier}: every flow must give one pattern the same records, accepted and accepted_if",
+                        entity.method, entity.path, entity.instance
+                    ),
+                ),
+                Some(_) => {}
+            }
         }
     }
 }

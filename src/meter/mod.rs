@@ -36,13 +36,9 @@ impl MonthCount {
         }
     }
 
-    /// Adds one in `month`; a count of an earlier month restarts from zero. Returns the new count,
-    /// or `None` where the word already belongs to a later month (a load admitted before a rollover).
-    fn increment(&self, month: u32) -> Option<u64> {
-        self.update(month, |count| Some(count + 1))
-    }
-
-    /// Applies `change` to the count of `month` (zero if the word holds an earlier month).
+    /// Applies `change` to the count of `month` (zero if the word holds an earlier month);
+    /// returns the new count, or `None` where the word already belongs to a later month (a
+    /// load admitted before a rollover) or `change` refuses.
     fn update(&self, month: u32, mut change: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
@@ -258,25 +254,31 @@ impl LicenseMeter {
         }
     }
 
-    /// Reserves one record of `month`'s budget: from the lease in fleet mode, else unless
-    /// `committed + reserved >= hard_limit`.
-    pub fn reserve(&self, month: u32, hard_limit: Option<u64>) -> Result<u32, Shortfall> {
+    /// Reserves `records` of `month`'s budget (a bulk load reserves its whole batch at once):
+    /// from the lease in fleet mode, else unless `committed + reserved + records` would pass
+    /// `hard_limit`.
+    pub fn reserve(
+        &self,
+        month: u32,
+        hard_limit: Option<u64>,
+        records: u64,
+    ) -> Result<u32, Shortfall> {
         match (&self.lease, hard_limit) {
-            (Some(lease), Some(_)) => self.draw(lease, month),
+            (Some(lease), Some(_)) => self.draw(lease, month, records),
             _ => self
-                .reserve_local(month, hard_limit)
+                .reserve_local(month, hard_limit, records)
                 .map_err(Shortfall::AtLimit),
         }
     }
 
-    /// Fleet mode: one record from the lease.
-    fn draw(&self, lease: &Lease, month: u32) -> Result<u32, Shortfall> {
+    /// Fleet mode: `records` from the lease, all or none.
+    fn draw(&self, lease: &Lease, month: u32, records: u64) -> Result<u32, Shortfall> {
         if lease
             .available
-            .update(month, |available| available.checked_sub(1))
+            .update(month, |available| available.checked_sub(records))
             .is_some()
         {
-            let _ = self.used.update(month, |used| Some(used + 1));
+            let _ = self.used.update(month, |used| Some(used + records));
             return Ok(month);
         }
         if lease.is_spent(month) {
@@ -287,14 +289,19 @@ impl LicenseMeter {
         Err(Shortfall::LeaseEmpty)
     }
 
-    fn reserve_local(&self, month: u32, hard_limit: Option<u64>) -> Result<u32, AtLimit> {
+    fn reserve_local(
+        &self,
+        month: u32,
+        hard_limit: Option<u64>,
+        records: u64,
+    ) -> Result<u32, AtLimit> {
         let mut refused = None;
         let admitted = self.used.update(month, |used| match hard_limit {
-            Some(hard) if used >= hard => {
+            Some(hard) if used.saturating_add(records) > hard => {
                 refused = Some(used);
                 None
             }
-            _ => Some(used + 1),
+            _ => Some(used + records),
         });
         match (admitted, refused) {
             (Some(_), _) => Ok(month),
@@ -302,45 +309,54 @@ impl LicenseMeter {
             // The counter is already in a later month (the clock went back): count it there.
             (None, None) => {
                 let (later, _) = unpack(self.used.0.load(Ordering::Acquire));
-                self.reserve_local(later, hard_limit)
+                self.reserve_local(later, hard_limit, records)
             }
         }
     }
 
-    /// Turns a reservation of `month` into a committed record; returns the committed count
+    /// Turns `records` reserved in `month` into committed records; returns the committed count
     /// (the fleet's, in fleet mode) before and after (equal where the month has rolled over).
-    fn commit(&self, month: u32) -> (u64, u64) {
-        match self.committed.increment(month) {
+    fn commit(&self, month: u32, records: u64) -> (u64, u64) {
+        match self.committed.update(month, |count| Some(count + records)) {
             Some(after) => {
                 let others = self.others.get(month);
-                (others + after - 1, others + after)
+                (others + after - records, others + after)
             }
             None => (0, 0),
         }
     }
 
-    /// Gives a reservation of `month` back (to the lease, in fleet mode).
-    fn release(&self, month: u32, drawn: bool) {
+    /// Gives `records` reserved in `month` back (to the lease, in fleet mode).
+    fn release(&self, month: u32, records: u64, drawn: bool) {
+        if records == 0 {
+            return;
+        }
         let (m, _) = unpack(self.used.0.load(Ordering::Acquire));
         if m == month {
-            let _ = self.used.update(month, |used| Some(used.saturating_sub(1)));
+            let _ = self
+                .used
+                .update(month, |used| Some(used.saturating_sub(records)));
         }
         if let (Some(lease), true) = (&self.lease, drawn) {
             let _ = lease
                 .available
-                .update(month, |available| Some(available + 1));
+                .update(month, |available| Some(available + records));
         }
     }
 }
 
-/// A reserved record: committed with [`Reservation::commit`], released when dropped otherwise
-/// (non-2xx answer, upstream failure). It owns its meters, so the exchange it belongs to can
-/// outlive the request that started it (an engine that hangs up does not cancel a count).
+/// Reserved records (one for a load, a whole batch for a bulk load): committed with
+/// [`Reservation::commit`] or [`Reservation::commit_accepted`], released when dropped
+/// otherwise (non-2xx answer, upstream failure). It owns its meters, so the exchange it
+/// belongs to can outlive the request that started it (an engine that hangs up does not
+/// cancel a count).
 #[derive(Debug)]
 pub struct Reservation {
     license: Option<Arc<LicenseMeter>>,
     flow: Arc<FlowMeter>,
     month: u32,
+    /// How many records are reserved.
+    records: u64,
     /// Drawn from a fleet lease (given back to it if not committed).
     drawn: bool,
     done: bool,
@@ -349,26 +365,33 @@ pub struct Reservation {
 /// What committing a load changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
-    /// The month the record was counted in.
+    /// The month the records were counted in.
     pub month: u32,
-    /// The license's committed records before this one.
+    /// How many records were counted.
+    pub records: u64,
+    /// The license's committed records before these.
     pub before: u64,
-    /// The license's committed records with this one.
+    /// The license's committed records with these.
     pub after: u64,
 }
 
 impl Reservation {
-    /// Reserves a record for `flow`, against `license`'s budget where the flow's loads count
-    /// against one.
+    /// Reserves `records` for `flow`, against `license`'s budget where the flow's loads count
+    /// against one: all of them or none.
     pub fn take(
         license: Option<(&Arc<LicenseMeter>, Option<u64>)>,
         flow: &Arc<FlowMeter>,
         month: u32,
+        records: u64,
     ) -> Result<Reservation, Shortfall> {
         let (license, month, drawn) = match license {
             Some((meter, hard)) => {
                 let drawn = meter.lease.is_some() && hard.is_some();
-                (Some(meter.clone()), meter.reserve(month, hard)?, drawn)
+                (
+                    Some(meter.clone()),
+                    meter.reserve(month, hard, records)?,
+                    drawn,
+                )
             }
             None => (None, month, false),
         };
@@ -376,21 +399,42 @@ impl Reservation {
             license,
             flow: flow.clone(),
             month,
+            records,
             drawn,
             done: false,
         })
     }
 
-    /// Commits the record (the target answered 2xx).
-    pub fn commit(mut self) -> Committed {
+    /// How many records are reserved.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Commits every reserved record (the target answered 2xx).
+    pub fn commit(self) -> Committed {
+        let records = self.records;
+        self.commit_accepted(records)
+    }
+
+    /// Commits `accepted` of the reserved records (at most all of them: what the target says
+    /// it created) and gives the rest back.
+    pub fn commit_accepted(mut self, accepted: u64) -> Committed {
         self.done = true;
-        let _ = self.flow.committed.increment(self.month);
+        let records = accepted.min(self.records);
+        if let Some(meter) = &self.license {
+            meter.release(self.month, self.records - records, self.drawn);
+        }
+        let _ = self
+            .flow
+            .committed
+            .update(self.month, |count| Some(count + records));
         let (before, after) = self
             .license
             .as_ref()
-            .map_or((0, 0), |meter| meter.commit(self.month));
+            .map_or((0, 0), |meter| meter.commit(self.month, records));
         Committed {
             month: self.month,
+            records,
             before,
             after,
         }
@@ -401,7 +445,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
             if let Some(meter) = &self.license {
-                meter.release(self.month, self.drawn);
+                meter.release(self.month, self.records, self.drawn);
             }
         }
     }
@@ -530,7 +574,7 @@ mod tests {
                         let mut admitted = 0;
                         for _ in 0..100 {
                             if let Ok(reservation) =
-                                Reservation::take(Some((&license, Some(22))), &flow, NOV)
+                                Reservation::take(Some((&license, Some(22))), &flow, NOV, 1)
                             {
                                 reservation.commit();
                                 admitted += 1;
@@ -552,19 +596,20 @@ mod tests {
     fn released_reservations_free_their_slot() {
         let mut meters = Meters::default();
         let (license, flow) = (meters.license("L"), meters.flow("f"));
-        let first = Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap();
-        let second = Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap();
+        let first = Reservation::take(Some((&license, Some(2))), &flow, NOV, 1).unwrap();
+        let second = Reservation::take(Some((&license, Some(2))), &flow, NOV, 1).unwrap();
         assert_eq!(
-            Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap_err(),
+            Reservation::take(Some((&license, Some(2))), &flow, NOV, 1).unwrap_err(),
             Shortfall::AtLimit(AtLimit { used: 2 })
         );
         drop(second);
         assert_eq!(license.used(NOV), 1);
-        let third = Reservation::take(Some((&license, Some(2))), &flow, NOV).unwrap();
+        let third = Reservation::take(Some((&license, Some(2))), &flow, NOV, 1).unwrap();
         assert_eq!(
             first.commit(),
             Committed {
                 month: NOV,
+                records: 1,
                 before: 0,
                 after: 1
             }
@@ -573,6 +618,7 @@ mod tests {
             third.commit(),
             Committed {
                 month: NOV,
+                records: 1,
                 before: 1,
                 after: 2
             }
@@ -590,10 +636,10 @@ mod tests {
         );
         let (license, flow) = (meters.license("L"), meters.flow("f"));
         assert_eq!(
-            Reservation::take(Some((&license, Some(22))), &flow, NOV).unwrap_err(),
+            Reservation::take(Some((&license, Some(22))), &flow, NOV, 1).unwrap_err(),
             Shortfall::AtLimit(AtLimit { used: 22 })
         );
-        let december = Reservation::take(Some((&license, Some(22))), &flow, DEC).unwrap();
+        let december = Reservation::take(Some((&license, Some(22))), &flow, DEC, 1).unwrap();
         assert_eq!(license.used(DEC), 1);
         assert_eq!(
             license.committed(DEC),
@@ -613,16 +659,54 @@ mod tests {
     fn loads_without_a_license_budget_count_for_the_flow_only() {
         let mut meters = Meters::default();
         let flow = meters.flow("f");
-        let reservation = Reservation::take(None, &flow, NOV).unwrap();
+        let reservation = Reservation::take(None, &flow, NOV, 1).unwrap();
         assert_eq!(
             reservation.commit(),
             Committed {
                 month: NOV,
+                records: 1,
                 before: 0,
                 after: 0
             }
         );
         assert_eq!(flow.committed(NOV), 1);
+    }
+
+    #[test]
+    fn a_batch_is_reserved_whole_or_not_at_all_and_unaccepted_records_go_back() {
+        let mut meters = Meters::default();
+        let (license, flow) = (meters.license("L"), meters.flow("f"));
+        let batch = Reservation::take(Some((&license, Some(110))), &flow, NOV, 50).unwrap();
+        assert_eq!(license.used(NOV), 50);
+        let second = Reservation::take(Some((&license, Some(110))), &flow, NOV, 50).unwrap();
+        assert_eq!(
+            Reservation::take(Some((&license, Some(110))), &flow, NOV, 11).unwrap_err(),
+            Shortfall::AtLimit(AtLimit { used: 100 }),
+            "11 do not fit in the 10 left: none is reserved"
+        );
+        assert_eq!(license.used(NOV), 100);
+        assert_eq!(
+            batch.commit_accepted(47),
+            Committed {
+                month: NOV,
+                records: 47,
+                before: 0,
+                after: 47
+            }
+        );
+        assert_eq!(license.used(NOV), 97, "the 3 not created went back");
+        assert_eq!(
+            second.commit_accepted(80).records,
+            50,
+            "never more than reserved"
+        );
+        assert_eq!((license.committed(NOV), flow.committed(NOV)), (97, 97));
+        let last = Reservation::take(Some((&license, Some(110))), &flow, NOV, 13).unwrap();
+        assert_eq!(last.records(), 13);
+        drop(last);
+        assert_eq!(license.used(NOV), 97);
+        let nothing = Reservation::take(Some((&license, Some(110))), &flow, NOV, 0).unwrap();
+        assert_eq!(nothing.commit().records, 0);
     }
 }
 
@@ -635,10 +719,11 @@ mod properties {
     /// What a test does next to a license's meter.
     #[derive(Debug, Clone)]
     enum Step {
-        /// Reserve a record in the current month.
-        Reserve,
-        /// Commit the n-th outstanding reservation (modulo how many there are).
-        Commit(usize),
+        /// Reserve a batch of records in the current month.
+        Reserve(u64),
+        /// Commit the n-th outstanding reservation (modulo how many there are), the target
+        /// having created this many of its records.
+        Commit(usize, u64),
         /// Drop the n-th outstanding reservation (the target refused, the upstream failed).
         Release(usize),
         /// The month turns.
@@ -649,8 +734,8 @@ mod properties {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            6 => Just(Step::Reserve),
-            4 => any::<usize>().prop_map(Step::Commit),
+            6 => (0u64..4).prop_map(|n| Step::Reserve(if n == 3 { 7 } else { 1 + n / 2 })),
+            4 => (any::<usize>(), 0u64..8).prop_map(|(n, accepted)| Step::Commit(n, accepted)),
             2 => any::<usize>().prop_map(Step::Release),
             1 => Just(Step::NextMonth),
             1 => Just(Step::PreviousMonth),
@@ -660,9 +745,10 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-        /// Whatever the interleaving of reservations, commits, releases and rollovers, no month
-        /// ever has more committed records than the hard limit, a month's count is exactly the
-        /// commits made in it, and a released reservation frees its slot.
+        /// Whatever the interleaving of reservations (single loads and batches), commits of all
+        /// or part of a batch, releases and rollovers, no month ever has more committed records
+        /// than the hard limit, a month's count is exactly the records committed in it, and a
+        /// released reservation frees its slots.
         #[test]
         fn no_interleaving_passes_the_hard_limit(
             hard in 0u64..12,
@@ -676,19 +762,21 @@ mod properties {
             let mut commits: HashMap<u32, u64> = HashMap::new();
             for step in steps {
                 match step {
-                    Step::Reserve => {
-                        if let Ok(reservation) = Reservation::take(Some((&license, Some(hard))), &flow, month) {
+                    Step::Reserve(records) => {
+                        if let Ok(reservation) = Reservation::take(Some((&license, Some(hard))), &flow, month, records) {
                             outstanding.push(reservation);
                         } else {
                             let (latest, _) = unpack(license.used.0.load(Ordering::Acquire));
-                            prop_assert!(license.used(latest) >= hard, "refused below the hard limit");
+                            prop_assert!(license.used(latest) + records > hard, "refused a batch that fits");
                         }
                     }
-                    Step::Commit(n) if !outstanding.is_empty() => {
+                    Step::Commit(n, accepted) if !outstanding.is_empty() => {
                         let reservation = outstanding.remove(n % outstanding.len());
-                        let committed = reservation.commit();
+                        let reserved = reservation.records();
+                        let committed = reservation.commit_accepted(accepted);
+                        prop_assert_eq!(committed.records, accepted.min(reserved));
                         if committed.after > 0 {
-                            *commits.entry(committed.month).or_default() += 1;
+                            *commits.entry(committed.month).or_default() += committed.records;
                         }
                     }
                     Step::Release(n) if !outstanding.is_empty() => {

@@ -1,56 +1,82 @@
-//! Load classification: which requests to an instance are main-entity loads (counted), child
-//! loads (never counted) or anything else, by method and path template.
+//! Load classification: which requests to an instance are main-entity loads (counted), bulk
+//! loads (counted by the records in their body), child loads (never counted) or anything
+//! else, by method and path template.
 //!
 //! Patterns apply per instance, across flows: a request that matches a main pattern of any
 //! flow on its target instance is a main load, whichever flow it names, so naming another
 //! flow never dodges a count. Main patterns are matched before child patterns, so a more
-//! specific child pattern of one flow never hides a main pattern of another.
+//! specific child pattern of one flow never hides a main pattern of another, and a bulk
+//! pattern wins over a plain main pattern the same request matches (its records are counted,
+//! not the request).
 
 use http::Method;
 
-use crate::config::{Entity, Role};
+use crate::config::{Bulk, Entity, Role};
 
 /// What a request is to the meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadClass {
-    /// A main-entity load: counted when the target answers 2xx.
+    /// A main-entity load: one record, counted when the target answers 2xx.
     Main,
+    /// A bulk load: one record per element of an array in its body; the index of its bulk
+    /// settings in the instance's classifier ([`Classifier::bulk`]).
+    Bulk(u32),
     /// A child record load (comment, attachment): never counted.
     Child,
     /// A read or any request no pattern names.
     Other,
 }
 
-/// The templates of one role and method; templates that a router cannot hold together
-/// (patterns of different flows may overlap) go to another router.
+impl LoadClass {
+    /// Whether the load counts against the records budget.
+    pub fn is_counted(self) -> bool {
+        matches!(self, LoadClass::Main | LoadClass::Bulk(_))
+    }
+}
+
+/// The templates of one role and method, each with its bulk settings (an index, main
+/// templates only); templates that a router cannot hold together (patterns of different flows
+/// may overlap) go to another router.
 #[derive(Default)]
 struct Templates {
-    routers: Vec<matchit::Router<()>>,
+    routers: Vec<matchit::Router<Option<u32>>>,
 }
 
 impl Templates {
-    fn insert(&mut self, template: &str) {
+    fn insert(&mut self, template: &str, bulk: Option<u32>) {
         for router in &mut self.routers {
-            match router.insert(template, ()) {
+            match router.insert(template, bulk) {
                 Ok(()) => return,
-                // The same template from another flow: already held.
+                // The same template from another flow: already held (validation has checked
+                // that every flow counts one pattern the same way).
                 Err(matchit::InsertError::Conflict { with }) if with == template => return,
                 Err(_) => {}
             }
         }
         let mut router = matchit::Router::new();
         // Validation has refused templates that a fresh router does not take.
-        if router.insert(template, ()).is_ok() {
+        if router.insert(template, bulk).is_ok() {
             self.routers.push(router);
         }
     }
 
-    /// Whether `path` (or `path` without its trailing `/`) matches one of the templates.
-    fn matches(&self, path: &str) -> bool {
+    /// Whether `path` (or `path` without its trailing `/`) matches one of the templates, and
+    /// with which bulk settings (a bulk template wins over a plain one).
+    fn find(&self, path: &str) -> Option<Option<u32>> {
         let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty());
-        self.routers
-            .iter()
-            .any(|router| router.at(path).is_ok() || trimmed.is_some_and(|p| router.at(p).is_ok()))
+        let mut found = None;
+        for router in &self.routers {
+            let matched = router
+                .at(path)
+                .ok()
+                .or_else(|| trimmed.and_then(|p| router.at(p).ok()));
+            match matched.map(|m| *m.value) {
+                Some(Some(bulk)) => return Some(Some(bulk)),
+                Some(None) => found = Some(None),
+                None => {}
+            }
+        }
+        found
     }
 }
 
@@ -59,6 +85,8 @@ impl Templates {
 pub struct Classifier {
     /// `(method, main templates, child templates)`.
     routes: Vec<(Method, Templates, Templates)>,
+    /// The distinct bulk settings of the main templates, by the index their routes hold.
+    bulk: Vec<Bulk>,
     /// Match without regard to case (the instance's `paths_case_insensitive`).
     case_insensitive: bool,
 }
@@ -79,6 +107,7 @@ impl Classifier {
     ) -> Classifier {
         let mut classifier = Classifier {
             routes: Vec::new(),
+            bulk: Vec::new(),
             case_insensitive,
         };
         for entity in entities {
@@ -99,13 +128,28 @@ impl Classifier {
             } else {
                 entity.path.clone()
             };
+            let bulk = entity.bulk().map(|bulk| {
+                let at = match classifier.bulk.iter().position(|known| *known == bulk) {
+                    Some(at) => at,
+                    None => {
+                        classifier.bulk.push(bulk);
+                        classifier.bulk.len() - 1
+                    }
+                };
+                at as u32
+            });
             let (_, main, child) = &mut classifier.routes[index];
             match entity.role {
-                Role::Main => main.insert(&template),
-                Role::Child => child.insert(&template),
+                Role::Main => main.insert(&template, bulk),
+                Role::Child => child.insert(&template, None),
             }
         }
         classifier
+    }
+
+    /// The bulk settings a [`LoadClass::Bulk`] of this instance names.
+    pub fn bulk(&self, index: u32) -> Option<&Bulk> {
+        self.bulk.get(index as usize)
     }
 
     /// Whether the instance has any pattern at all (most have none: nothing to match).
@@ -114,7 +158,8 @@ impl Classifier {
     }
 
     /// Classifies a normalised path (relative to the base URI, without `;parameters`) for
-    /// every method the request may mean; a trailing `/` is ignored. Main wins over child.
+    /// every method the request may mean; a trailing `/` is ignored. Bulk wins over main,
+    /// main over child.
     pub fn classify<'m>(
         &self,
         methods: impl IntoIterator<Item = &'m Method> + Clone,
@@ -142,11 +187,15 @@ impl Classifier {
                 continue;
             };
             for path in paths {
-                if main.matches(path) {
-                    return LoadClass::Main;
-                }
-                if child.matches(path) {
-                    class = LoadClass::Child;
+                match main.find(path) {
+                    Some(Some(bulk)) => return LoadClass::Bulk(bulk),
+                    // Without bulk patterns nothing can beat a main load: done.
+                    Some(None) if self.bulk.is_empty() => return LoadClass::Main,
+                    Some(None) => class = LoadClass::Main,
+                    None if class == LoadClass::Other && child.find(path).is_some() => {
+                        class = LoadClass::Child
+                    }
+                    None => {}
                 }
             }
         }
@@ -164,6 +213,9 @@ mod tests {
             role,
             method: method.into(),
             path: path.into(),
+            records: None,
+            accepted: None,
+            accepted_if: None,
         }
     }
 
@@ -248,6 +300,53 @@ mod tests {
             ),
             LoadClass::Main
         );
+    }
+
+    fn bulk(method: &str, path: &str, records: &str) -> Entity {
+        Entity {
+            records: Some(crate::config::JsonPointer::parse(records).unwrap()),
+            ..entity(Role::Main, method, path)
+        }
+    }
+
+    #[test]
+    fn bulk_patterns_name_their_settings_and_win_over_plain_main_patterns() {
+        let entities = [
+            entity(Role::Main, "POST", "/rest/api/2/issue/{*rest}"),
+            bulk("POST", "/rest/api/2/issue/bulk", "/issueUpdates"),
+            bulk("POST", "/composite/sobjects", "/records"),
+            bulk("PATCH", "/composite/sobjects", "/records"),
+            entity(Role::Child, "POST", "/rest/api/2/issue/{key}/comment"),
+        ];
+        let classifier = Classifier::new(&entities, false);
+        let LoadClass::Bulk(jira) = one(&classifier, Method::POST, "/rest/api/2/issue/bulk") else {
+            panic!("a bulk load")
+        };
+        assert_eq!(
+            classifier.bulk(jira).unwrap().records.as_str(),
+            "/issueUpdates"
+        );
+        let LoadClass::Bulk(post) = one(&classifier, Method::POST, "/composite/sobjects/") else {
+            panic!("a bulk load")
+        };
+        let LoadClass::Bulk(patch) = one(&classifier, Method::PATCH, "/composite/sobjects") else {
+            panic!("a bulk load")
+        };
+        assert_eq!(post, patch, "equal settings are held once");
+        assert_eq!(
+            one(&classifier, Method::POST, "/rest/api/2/issue/A-1"),
+            LoadClass::Main
+        );
+        assert_eq!(
+            classifier.classify(
+                [&Method::POST],
+                &["/rest/api/2/issue/A-1", "/rest/api/2/issue/bulk"]
+            ),
+            LoadClass::Bulk(jira),
+            "a bulk match under any spelling wins"
+        );
+        assert!(LoadClass::Bulk(jira).is_counted() && LoadClass::Main.is_counted());
+        assert!(!LoadClass::Child.is_counted() && !LoadClass::Other.is_counted());
     }
 
     #[test]

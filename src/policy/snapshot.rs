@@ -295,6 +295,13 @@ impl Snapshot {
             .classify(methods, paths)
     }
 
+    /// The bulk settings a [`LoadClass::Bulk`] of `instance` names.
+    pub fn bulk(&self, instance: u32, bulk: u32) -> Option<&crate::config::Bulk> {
+        self.instances
+            .get(instance as usize)
+            .and_then(|entry| entry.classifier.bulk(bulk))
+    }
+
     /// The license a flow's main loads count against, if any.
     pub fn budget_of(&self, flow: u32) -> Option<&LicenseEntry> {
         self.flows[flow as usize]

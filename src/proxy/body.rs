@@ -1,5 +1,6 @@
 //! The body of a proxied response: the target's body streamed through, or a small local one
-//! (a problem document).
+//! (a problem document), or a bulk load's answer read to count its created records (whole, or
+//! the part read before it proved too large, then the rest streamed).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,8 +14,15 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 pub enum ProxyBody {
     /// Streamed from the target as it arrives.
     Upstream(Incoming),
-    /// Built by tollgate.
+    /// Built by tollgate, or read whole from the target.
     Local(Full<Bytes>),
+    /// The part of the target's answer read already, then the rest as it arrives.
+    Resumed {
+        /// What was read (taken by the first frame).
+        read: Option<Bytes>,
+        /// The rest of the target's body.
+        rest: Incoming,
+    },
 }
 
 impl From<Bytes> for ProxyBody {
@@ -36,6 +44,10 @@ impl Body for ProxyBody {
             ProxyBody::Local(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
+            ProxyBody::Resumed { read, rest } => match read.take() {
+                Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
         }
     }
 
@@ -43,6 +55,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(body) => body.is_end_stream(),
             ProxyBody::Local(body) => body.is_end_stream(),
+            ProxyBody::Resumed { read, rest } => read.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -50,6 +63,16 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(body) => body.size_hint(),
             ProxyBody::Local(body) => body.size_hint(),
+            ProxyBody::Resumed { read, rest } => {
+                let read = read.as_ref().map_or(0, |bytes| bytes.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
         }
     }
 }

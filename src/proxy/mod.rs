@@ -3,6 +3,7 @@
 //! target and, for a counted load, counted. The phases read top to bottom in `service`.
 
 mod body;
+mod bulk;
 mod credentials;
 mod path;
 mod role;

@@ -1,7 +1,7 @@
 //! The proxy service, as named phases, top to bottom: [`check_head`] → [`route`] →
-//! [`identify`] → [`gate`] → [`classify`] → [`admit`] → [`forward`] → [`count`]. Each phase
-//! either passes what the next needs or answers with a [`Problem`]. Nothing here takes a
-//! lock; the live snapshot is loaded once per request.
+//! [`identify`] → [`gate`] → [`classify`] → ([`read_batch`] for a bulk load) → [`admit`] →
+//! [`forward`] → [`count`]. Each phase either passes what the next needs or answers with a
+//! [`Problem`]. Nothing here takes a lock; the live snapshot is loaded once per request.
 //!
 //! A counted load's exchange with the target runs in a task of its own: hyper drops a
 //! request's future when the engine hangs up, and a load the target accepted must still be
@@ -20,9 +20,11 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::body::ProxyBody;
+use super::bulk::{self, Answer, ReadError};
 use super::credentials::ProxyCredentials;
 use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::role::ListenerRole;
+use crate::catalog::{count_accepted, count_records};
 use crate::clock::{month_bounds, month_index, month_index_label};
 use crate::control::{Live, Shared};
 use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation, Shortfall};
@@ -30,9 +32,9 @@ use crate::observe::Decision as Outcome;
 use crate::policy::{DisabledReason, FlowState, LicenseEntry, LoadClass, Moment, Snapshot};
 use crate::problem::{Problem, ProblemCode};
 use crate::server::FramingWatch;
-use crate::store::fleet::{Budget, Fleet, FleetError};
+use crate::store::fleet::{Budget, Fleet, FleetError, Refill};
 use crate::store::CountItem;
-use crate::upstream::{default_port, EngineBody, ForwardError, Upstream};
+use crate::upstream::{default_port, EngineBody, EngineBodyError, ForwardError, Upstream};
 
 /// The header on allowed loads once the month's limit is reached.
 pub const TOLLGATE_WARNING: &str = "tollgate-warning";
@@ -77,14 +79,20 @@ pub struct Decision<'r> {
     target: Target<'r>,
 }
 
-/// A request that passed every decision phase, ready to go to its target.
-struct Exchange {
+/// A request that passed the decision phases: where it goes and what it is, before admission.
+struct Plan {
     flow: Option<u32>,
     /// Shadow mode: what would have refused it (its answer says so).
     shadow: Option<ProblemCode>,
     instance: u32,
+    class: LoadClass,
     upstream: Arc<Upstream>,
     path_and_query: String,
+}
+
+/// A request that passed every decision phase and admission, ready to go to its target.
+struct Exchange {
+    plan: Plan,
     reservation: Option<Reservation>,
 }
 
@@ -92,24 +100,13 @@ struct Exchange {
 /// shadow mode let through.
 type Answered = (Response<ProxyBody>, Option<u32>, u32, Option<ProblemCode>);
 
-/// Why a request is not ready to forward.
-enum Unprepared {
+/// Why a counted load is not admitted (yet).
+enum Unadmitted {
     /// Refused with this problem.
     Refused(Problem),
-    /// Fleet mode: a counted load whose lease is empty; Redis is asked for a block and the
-    /// request prepared again.
-    LeaseEmpty {
-        /// The flow's index.
-        flow: u32,
-        /// The instance's index.
-        instance: u32,
-    },
-}
-
-impl From<Problem> for Unprepared {
-    fn from(problem: Problem) -> Unprepared {
-        Unprepared::Refused(problem)
-    }
+    /// Fleet mode: the lease holds fewer records than the load needs; Redis is asked for a
+    /// block and admission tried again.
+    LeaseEmpty,
 }
 
 /// Handles one request on an engine-facing listener; never fails, refusals are problem answers.
@@ -120,25 +117,45 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let live = shared.live.load_full();
     let now = shared.clock.now();
+    let plan = match prepare(&live, &role, now, &req) {
+        Ok(plan) => plan,
+        Err(problem) => return Ok(finish(&live, Err(problem))),
+    };
+    let idle = live.config.server.body_read_timeout;
+    let (req, records) = match plan.class {
+        // A bulk load's body is read and its records counted before anything is reserved.
+        LoadClass::Bulk(bulk) => match read_batch(&live, &plan, bulk, req).await {
+            Ok(read) => read,
+            Err(problem) => return Ok(finish(&live, Err(problem))),
+        },
+        class => (
+            req.map(|body| EngineBody::new(body, idle)),
+            u64::from(class == LoadClass::Main),
+        ),
+    };
     let mut deadline = None;
-    let exchange = loop {
-        match prepare(&live, &role, now, &req) {
-            Ok(exchange) => break exchange,
-            Err(Unprepared::Refused(problem)) => return Ok(finish(&live, Err(problem))),
-            Err(Unprepared::LeaseEmpty { flow, instance }) => {
+    let (reservation, over_limit) = loop {
+        match admit(&live, &plan, now, records) {
+            Ok(admitted) => break admitted,
+            Err(Unadmitted::Refused(problem)) => return Ok(finish(&live, Err(problem))),
+            Err(Unadmitted::LeaseEmpty) => {
                 let deadline = *deadline.get_or_insert_with(|| fleet_deadline(&shared));
-                if let Err(problem) = replenish(&live, &shared, flow, instance, now, deadline).await
+                if let Err(problem) = replenish(&live, &shared, &plan, records, now, deadline).await
                 {
                     return Ok(finish(&live, Err(problem)));
                 }
             }
         }
     };
-    if let (Some(fleet), Some(_), Some(flow)) =
-        (&shared.fleet, &exchange.reservation, exchange.flow)
-    {
+    let mut plan = plan;
+    plan.shadow = plan.shadow.or(over_limit);
+    if let Some(code) = plan.shadow {
+        log_shadow(&live, plan.flow, plan.instance, code, now);
+    }
+    if let (Some(fleet), Some(_), Some(flow)) = (&shared.fleet, &reservation, plan.flow) {
         top_up_if_low(fleet, &live, flow, now);
     }
+    let exchange = Exchange { plan, reservation };
     if exchange.reservation.is_none() {
         let result = send(&live, &shared, exchange, req, now).await;
         return Ok(finish(&live, result));
@@ -194,17 +211,19 @@ fn fleet_deadline(shared: &Shared) -> Instant {
     Instant::now() + timeout
 }
 
-/// Fleet mode: asks Redis for a block of the flow's license budget, by `deadline`; a 503
-/// `store-unavailable` when Redis cannot answer in time.
+/// Fleet mode: asks Redis for a block of the flow's license budget large enough for `records`,
+/// by `deadline`; a 503 `store-unavailable` when Redis cannot answer in time, a 429 when the
+/// fleet cannot grant a batch that large now.
 async fn replenish(
     live: &Live,
     shared: &Shared,
-    flow: u32,
-    instance: u32,
+    plan: &Plan,
+    records: u64,
     now: DateTime<Utc>,
     deadline: Instant,
 ) -> Result<(), Problem> {
-    let entry = live.budget_of(flow);
+    let instance = plan.instance;
+    let entry = plan.flow.and_then(|flow| live.budget_of(flow));
     let (Some(fleet), Some(entry)) = (&shared.fleet, entry) else {
         return Err(at(
             live,
@@ -212,7 +231,7 @@ async fn replenish(
                 ProblemCode::InternalError,
                 "a fleet lease without fleet mode",
             ),
-            Some(flow),
+            plan.flow,
             instance,
         ));
     };
@@ -225,21 +244,39 @@ async fn replenish(
     let outcome = if Instant::now() >= deadline {
         Err(FleetError::Timeout(fleet.settings().redis_timeout))
     } else {
-        fleet.replenish(budget, month, deadline).await
+        fleet.replenish(budget, month, records, deadline).await
     };
-    outcome.map_err(|err| {
-        tracing::debug!(license = %entry.id(), error = %err, "no block of the fleet's budget");
-        let mut problem = Problem::new(
-            ProblemCode::StoreUnavailable,
-            format!(
-                "the fleet's budget of license {} cannot be drawn on: {err}",
-                entry.id()
-            ),
-        )
-        .with("license", entry.id());
-        problem.retry_after = Some(1);
-        at(live, problem, Some(flow), instance)
-    })
+    match outcome {
+        Ok(Refill::Ready) => Ok(()),
+        Ok(Refill::Short { remaining }) => {
+            let used = entry.meter.used(month);
+            let hard = entry.hard_limit.unwrap_or(used);
+            // Records other sidecars hold and do not use come back to the fleet shortly.
+            let elsewhere = used.saturating_add(records) <= hard;
+            let over = OverLimit {
+                license: entry.id(),
+                used,
+                hard,
+                requested: records,
+                remaining,
+                elsewhere,
+            };
+            Err(at(live, over.problem(live, now), plan.flow, instance))
+        }
+        Err(err) => {
+            tracing::debug!(license = %entry.id(), error = %err, "no block of the fleet's budget");
+            let mut problem = Problem::new(
+                ProblemCode::StoreUnavailable,
+                format!(
+                    "the fleet's budget of license {} cannot be drawn on: {err}",
+                    entry.id()
+                ),
+            )
+            .with("license", entry.id());
+            problem.retry_after = Some(1);
+            Err(at(live, problem, plan.flow, instance))
+        }
+    }
 }
 
 /// Fleet mode: tops the lease up in the background once it runs low, so busy sidecars seldom
@@ -268,13 +305,13 @@ fn top_up_if_low(fleet: &Arc<Fleet>, live: &Arc<Live>, flow: u32, now: DateTime<
     });
 }
 
-/// Runs the decision phases and admission; returns what forwarding needs.
+/// Runs the decision phases; returns where the request goes and what it is.
 fn prepare(
     live: &Live,
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: &Request<Incoming>,
-) -> Result<Exchange, Unprepared> {
+) -> Result<Plan, Problem> {
     let decision = decide(live, role, now, req)?;
     let upstream = live
         .upstream(decision.instance)
@@ -293,19 +330,73 @@ fn prepare(
         path_and_query.push('?');
         path_and_query.push_str(query);
     }
-    let (reservation, over_limit) = admit(live, &decision, now)?;
-    let shadow = decision.shadow.or(over_limit);
-    if let Some(code) = shadow {
-        log_shadow(live, decision.flow, decision.instance, code, now);
-    }
-    Ok(Exchange {
+    Ok(Plan {
         flow: decision.flow,
-        shadow,
+        shadow: decision.shadow,
         instance: decision.instance,
+        class: decision.class,
         upstream,
         path_and_query,
-        reservation,
     })
+}
+
+/// A bulk load: reads its body (bounded by `server.max_counted_body_bytes`) and counts the
+/// records in it; a body too large is 413, one that is not JSON or lacks the array 400.
+async fn read_batch(
+    snapshot: &Snapshot,
+    plan: &Plan,
+    bulk: u32,
+    req: Request<Incoming>,
+) -> Result<(Request<EngineBody>, u64), Problem> {
+    let server = &snapshot.config.server;
+    let refuse = |problem: Problem| at(snapshot, problem, plan.flow, plan.instance);
+    let Some(settings) = snapshot.bulk(plan.instance, bulk) else {
+        return Err(refuse(Problem::new(
+            ProblemCode::InternalError,
+            "a bulk load without bulk settings",
+        )));
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let (mut parts, body) = req.into_parts();
+    let body = EngineBody::new(body, server.body_read_timeout);
+    let read = bulk::read_request(body, declared, server.max_counted_body_bytes).await;
+    let bytes = read.map_err(|err| {
+        refuse(match err {
+            ReadError::TooLarge { limit, .. } => {
+                Problem::new(ProblemCode::BodyTooLarge, err.to_string())
+                    .with("limit", u64::try_from(limit).unwrap_or(u64::MAX))
+            }
+            ReadError::Body(EngineBodyError::Stalled(after)) => Problem::new(
+                ProblemCode::RequestTimeout,
+                format!(
+                    "the engine sent no part of the request body for {} ms",
+                    after.as_millis()
+                ),
+            ),
+            ReadError::Body(malformed) => {
+                Problem::new(ProblemCode::BadRequest, malformed.to_string())
+            }
+        })
+    })?;
+    let records = count_records(&bytes, &settings.records).map_err(|err| {
+        refuse(
+            Problem::new(
+                ProblemCode::BadRequest,
+                format!("the bulk load's records cannot be counted: {err}"),
+            )
+            .with("records", settings.records.as_str()),
+        )
+    })?;
+    // The body goes on as read: its length is known now, whatever framing it came in.
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok((Request::from_parts(parts, EngineBody::read(bytes)), records))
 }
 
 /// Shadow mode: says, at most once a minute per flow and code, that a request went through
@@ -802,27 +893,33 @@ fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> Lo
     }
 }
 
-/// Reserves a record of the month's budget for a main-entity load; 429 at the hard limit
-/// (in shadow mode, the load is counted past it, and the second value says so).
+/// Reserves a counted load's records of the month's budget (one, or a bulk load's batch, all
+/// or none); 429 where they do not fit below the hard limit (in shadow mode, the load is
+/// counted past it, and the second value says so).
 fn admit(
     snapshot: &Snapshot,
-    decision: &Decision<'_>,
+    plan: &Plan,
     now: DateTime<Utc>,
-) -> Result<(Option<Reservation>, Option<ProblemCode>), Unprepared> {
-    let Some(flow_index) = decision.flow.filter(|_| decision.class == LoadClass::Main) else {
+    records: u64,
+) -> Result<(Option<Reservation>, Option<ProblemCode>), Unadmitted> {
+    let Some(flow_index) = plan.flow.filter(|_| plan.class.is_counted()) else {
         return Ok((None, None));
     };
+    if records == 0 {
+        // A batch without records: nothing to reserve or count.
+        return Ok((None, None));
+    }
     let flow = &snapshot.flows[flow_index as usize];
     let license = snapshot.budget_of(flow_index);
     let month = month_index(now, snapshot.tz);
     let budget = license.map(|l| (&l.meter, l.hard_limit));
     let shadow_mode = snapshot.config.licensing.is_shadow();
-    Reservation::take(budget, &flow.meter, month)
+    Reservation::take(budget, &flow.meter, month, records)
         .map(|reservation| (Some(reservation), None))
         .or_else(|shortfall| match shortfall {
             Shortfall::AtLimit(_) if shadow_mode => {
                 let unlimited = license.map(|l| (&l.meter, None));
-                Reservation::take(unlimited, &flow.meter, month)
+                Reservation::take(unlimited, &flow.meter, month, records)
                     .map(|reservation| (Some(reservation), Some(ProblemCode::RecordsLimitExceeded)))
             }
             other => Err(other),
@@ -830,45 +927,87 @@ fn admit(
         .map_err(|shortfall| {
             let refused = match shortfall {
                 Shortfall::AtLimit(refused) => refused,
-                Shortfall::LeaseEmpty => {
-                    return Unprepared::LeaseEmpty {
-                        flow: flow_index,
-                        instance: decision.instance,
-                    }
-                }
+                Shortfall::LeaseEmpty => return Unadmitted::LeaseEmpty,
             };
             let hard = license.and_then(|l| l.hard_limit).unwrap_or(refused.used);
-            let id = license.map(LicenseEntry::id).unwrap_or_default();
-            // Fleet mode: the whole budget is granted but not all of it counted yet; records
-            // other sidecars do not use come back to the fleet within seconds.
-            let elsewhere = refused.used < hard;
-            let detail = if elsewhere {
-                format!(
-                    "license {id}'s {hard} records for this month are all granted to the fleet's sidecars ({} counted so far); records they leave unused come back shortly",
-                    refused.used
-                )
-            } else {
-                format!(
-                    "license {id} has transferred its {hard} records for this month (limit plus 10%)"
-                )
+            let over = OverLimit {
+                license: license.map(LicenseEntry::id).unwrap_or_default(),
+                used: refused.used,
+                hard,
+                requested: records,
+                remaining: hard.saturating_sub(refused.used),
+                // Fleet mode: the whole budget is granted but not all of it counted yet;
+                // records other sidecars do not use come back to the fleet within seconds.
+                elsewhere: license.is_some_and(|l| l.meter.lease().is_some())
+                    && refused.used.saturating_add(records) <= hard,
             };
-            let mut problem = Problem::new(ProblemCode::RecordsLimitExceeded, detail)
-                .with("license", id)
-                .with("reason", "hard-limit")
-                .with("used", refused.used)
-                .with("hard_limit", hard);
-            problem.retry_after = Some(if elsewhere {
-                1
-            } else {
-                seconds_to_reset(snapshot, now)
-            });
-            Unprepared::Refused(at(
+            Unadmitted::Refused(at(
                 snapshot,
-                problem,
+                over.problem(snapshot, now),
                 Some(flow_index),
-                decision.instance,
+                plan.instance,
             ))
         })
+}
+
+/// A counted load refused because its records do not fit below the hard limit.
+struct OverLimit<'a> {
+    license: &'a str,
+    /// Committed and reserved when refused (the fleet's, in fleet mode).
+    used: u64,
+    hard: u64,
+    /// The records the load needs (a bulk load's batch).
+    requested: u64,
+    /// What could still be reserved.
+    remaining: u64,
+    /// Fleet mode: records granted to other sidecars, not counted, come back shortly.
+    elsewhere: bool,
+}
+
+impl OverLimit<'_> {
+    /// The 429 `records-limit-exceeded` answer, with `Retry-After` to the month's reset (or a
+    /// second, where records come back from other sidecars).
+    fn problem(&self, snapshot: &Snapshot, now: DateTime<Utc>) -> Problem {
+        let OverLimit {
+            license: id,
+            used,
+            hard,
+            requested,
+            remaining,
+            elsewhere,
+        } = *self;
+        let detail = if requested > 1 && remaining > 0 {
+            let back = if elsewhere {
+                "; records other sidecars of the fleet do not use come back shortly"
+            } else {
+                ""
+            };
+            format!(
+                "a batch of {requested} records does not fit: license {id} has {remaining} of its {hard} records left this month{back}; nothing was forwarded"
+            )
+        } else if elsewhere {
+            format!(
+                "license {id}'s {hard} records for this month are all granted to the fleet's sidecars ({used} counted so far); records they leave unused come back shortly"
+            )
+        } else {
+            format!(
+                "license {id} has transferred its {hard} records for this month (limit plus 10%)"
+            )
+        };
+        let mut problem = Problem::new(ProblemCode::RecordsLimitExceeded, detail)
+            .with("license", id)
+            .with("reason", "hard-limit")
+            .with("used", used)
+            .with("hard_limit", hard)
+            .with("requested", requested)
+            .with("remaining", remaining);
+        problem.retry_after = Some(if elsewhere {
+            1
+        } else {
+            seconds_to_reset(snapshot, now)
+        });
+        problem
+    }
 }
 
 /// Forwards an admitted request and, for a counted load the target accepted, counts it.
@@ -876,25 +1015,35 @@ async fn send(
     snapshot: &Snapshot,
     shared: &Shared,
     exchange: Exchange,
-    req: Request<Incoming>,
+    req: Request<EngineBody>,
     now: DateTime<Utc>,
 ) -> Result<Answered, Problem> {
-    let Exchange {
+    let Exchange { plan, reservation } = exchange;
+    let Plan {
         flow,
         shadow,
         instance,
+        class,
         upstream,
         path_and_query,
-        reservation,
-    } = exchange;
-    let idle = snapshot.config.server.body_read_timeout;
-    let req = req.map(|body| EngineBody::new(body, idle));
+    } = plan;
     let started = Instant::now();
     let response = forward(snapshot, flow, instance, &upstream, req, path_and_query).await?;
     shared.upstream_durations.observe(started.elapsed());
     let mut response = match (reservation, flow) {
         (Some(reservation), Some(flow)) if response.status().is_success() => {
-            count(snapshot, shared, flow, instance, reservation, response, now).await?
+            let load = Load {
+                flow,
+                instance,
+                reservation,
+                now,
+            };
+            match class {
+                LoadClass::Bulk(bulk) => {
+                    count_batch(snapshot, shared, load, bulk, &upstream, response).await?
+                }
+                _ => warned(response, count(snapshot, shared, load, None).await?),
+            }
         }
         // A refused or failed load gives its reservation back when it is dropped here.
         _ => response,
@@ -956,21 +1105,119 @@ async fn forward(
     Err(at(snapshot, problem, flow, instance))
 }
 
-/// Commits a load the target accepted: counts it, waits for the store in strict durability,
-/// raises the warning and limit events, and marks the answer once the limit is reached.
-async fn count(
-    snapshot: &Snapshot,
-    shared: &Shared,
+/// A counted load the target answered 2xx: what counting it needs.
+struct Load {
     flow: u32,
     instance: u32,
     reservation: Reservation,
-    mut response: Response<ProxyBody>,
     now: DateTime<Utc>,
+}
+
+/// A bulk load the target answered 2xx: counts the records the answer says were created (at
+/// most the batch) where the entity names them, else the whole batch, and gives the rest back.
+/// An answer that cannot be read or understood counts the whole batch: tollgate never counts
+/// fewer records than it cannot prove were refused.
+async fn count_batch(
+    snapshot: &Snapshot,
+    shared: &Shared,
+    load: Load,
+    bulk: u32,
+    upstream: &Upstream,
+    response: Response<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Problem> {
+    let settings = snapshot.bulk(load.instance, bulk);
+    let Some((accepted, settings)) =
+        settings.and_then(|s| s.accepted.as_ref().map(|accepted| (accepted, s)))
+    else {
+        let warning = count(snapshot, shared, load, None).await?;
+        return Ok(warned(response, warning));
+    };
+    let (parts, body) = response.into_parts();
+    let ProxyBody::Upstream(body) = body else {
+        let warning = count(snapshot, shared, load, None).await?;
+        return Ok(warned(Response::from_parts(parts, body), warning));
+    };
+    let limit = snapshot.config.server.max_counted_body_bytes;
+    let reserved = load.reservation.records();
+    let (flow, instance) = (load.flow, load.instance);
+    let (body, created) = match bulk::read_answer(body, limit, upstream.response_timeout()).await {
+        Answer::Whole(bytes) => {
+            let created = count_accepted(&bytes, accepted, settings.accepted_if.as_ref())
+                .map_err(|err| err.to_string());
+            (ProxyBody::from(bytes), created)
+        }
+        Answer::TooLarge { read, rest } => (
+            ProxyBody::Resumed {
+                read: Some(read),
+                rest,
+            },
+            Err(format!(
+                "the answer is larger than server.max_counted_body_bytes ({limit} bytes)"
+            )),
+        ),
+        Answer::Broken(why) => {
+            // The target accepted the batch: its records count even though its answer is lost.
+            count(snapshot, shared, load, None).await?;
+            let problem = Problem::new(
+                ProblemCode::UpstreamUnavailable,
+                format!(
+                    "{} accepted the bulk load but its answer broke off ({why}); its {reserved} records are counted",
+                    upstream.origin()
+                ),
+            );
+            return Err(at(snapshot, problem, Some(flow), instance));
+        }
+    };
+    let created = match created {
+        Ok(created) => Some(created),
+        Err(why) => {
+            tracing::warn!(
+                flow = %snapshot.flows[flow as usize].id,
+                accepted = accepted.as_str(),
+                reason = %why,
+                "the answer to a bulk load does not say which records were created; all {reserved} reserved records are counted"
+            );
+            None
+        }
+    };
+    let warning = count(snapshot, shared, load, created).await?;
+    Ok(warned(Response::from_parts(parts, body), warning))
+}
+
+/// The answer with the `Tollgate-Warning` a count returned, if any.
+fn warned(mut response: Response<ProxyBody>, warning: Option<HeaderValue>) -> Response<ProxyBody> {
+    if let Some(warning) = warning {
+        response.headers_mut().insert(TOLLGATE_WARNING, warning);
+    }
+    response
+}
+
+/// Commits a load the target accepted: counts it (a bulk load's `accepted` records, or every
+/// reserved record), waits for the store in strict durability and raises the warning and
+/// limit events; returns the `Tollgate-Warning` its answer carries once the limit is reached.
+async fn count(
+    snapshot: &Snapshot,
+    shared: &Shared,
+    load: Load,
+    accepted: Option<u64>,
+) -> Result<Option<HeaderValue>, Problem> {
+    let Load {
+        flow,
+        instance,
+        reservation,
+        now,
+    } = load;
     let entry = &snapshot.flows[flow as usize];
     let license = snapshot.budget_of(flow);
-    let committed = reservation.commit();
+    let committed = match accepted {
+        Some(accepted) => reservation.commit_accepted(accepted),
+        None => reservation.commit(),
+    };
+    if committed.records == 0 {
+        return Ok(None);
+    }
     let item = CountItem {
+        records: committed.records,
         license: license.map(|l| l.meter.id.clone()),
         flow: entry.meter.id.clone(),
         month: month_index_label(committed.month),
@@ -993,10 +1240,10 @@ async fn count(
         return Err(at(snapshot, problem, Some(flow), instance));
     }
     let Some(license) = license else {
-        return Ok(response);
+        return Ok(None);
     };
     let (Some(limit), Some(hard)) = (license.limit, license.hard_limit) else {
-        return Ok(response);
+        return Ok(None);
     };
     let event = |kind| MeterEvent {
         kind,
@@ -1022,16 +1269,14 @@ async fn count(
         });
         let _ = tokio::time::timeout(LIMIT_ACT_WAIT, done).await;
     }
-    if committed.after >= limit {
-        let warning = format!(
-            "records-limit-reached; used={}; limit={limit}; hard_limit={hard}",
-            committed.after
-        );
-        if let Ok(value) = HeaderValue::from_str(&warning) {
-            response.headers_mut().insert(TOLLGATE_WARNING, value);
-        }
+    if committed.after < limit {
+        return Ok(None);
     }
-    Ok(response)
+    let warning = format!(
+        "records-limit-reached; used={}; limit={limit}; hard_limit={hard}",
+        committed.after
+    );
+    Ok(HeaderValue::from_str(&warning).ok())
 }
 
 /// Whole seconds until the month resets in the licensing time zone (at least 1).

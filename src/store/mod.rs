@@ -910,6 +910,7 @@ mod fault_tests {
         let recorder =
             Recorder::start(store.clone(), true, std::time::Duration::from_millis(200)).unwrap();
         let item = || CountItem {
+            records: 1,
             license: Some("L".into()),
             flow: "f".into(),
             month: "2026-11".into(),

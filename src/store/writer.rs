@@ -13,9 +13,11 @@ use tokio::sync::oneshot;
 
 use super::{CountBatch, Store, StoreError};
 
-/// One counted load to persist.
+/// One counted load (of one record, or a bulk load's accepted records) to persist.
 #[derive(Debug, Clone)]
 pub struct CountItem {
+    /// How many records it counted.
+    pub records: u64,
     /// The license whose budget it used, if any.
     pub license: Option<Arc<str>>,
     /// The flow it belongs to.
@@ -126,18 +128,18 @@ impl Pending {
                         .batch
                         .license_months
                         .entry((license.to_string(), item.month.clone()))
-                        .or_default() += 1;
+                        .or_default() += item.records;
                     *self
                         .batch
                         .license_days
                         .entry((license.to_string(), item.day))
-                        .or_default() += 1;
+                        .or_default() += item.records;
                 }
                 *self
                     .batch
                     .flow_months
                     .entry((item.flow.to_string(), item.month))
-                    .or_default() += 1;
+                    .or_default() += item.records;
                 self.high_water = self.high_water.max(Some(item.at));
                 self.acks.extend(ack);
             }
@@ -211,6 +213,7 @@ mod tests {
 
     fn item(flow: &str) -> CountItem {
         CountItem {
+            records: 1,
             license: Some("L".into()),
             flow: flow.into(),
             month: "2026-11".into(),
@@ -222,7 +225,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn strict_records_are_on_disk_when_they_resolve() {
+    async fn strict_records_are_on_disk_when_they_resolve_bulk_loads_included() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let recorder = Recorder::start(store.clone(), true, Duration::from_millis(200)).unwrap();
@@ -230,23 +233,30 @@ mod tests {
             .map(|i| {
                 let recorder = recorder.clone();
                 tokio::spawn(async move {
-                    recorder
-                        .record(item(if i % 2 == 0 { "a" } else { "b" }))
-                        .await
+                    // Odd loads are bulk loads of three records.
+                    let load = match i % 2 {
+                        0 => item("a"),
+                        _ => CountItem {
+                            records: 3,
+                            ..item("b")
+                        },
+                    };
+                    recorder.record(load).await
                 })
             })
             .collect();
         for load in loads {
             load.await.unwrap().unwrap();
         }
-        assert_eq!(store.license_month("L", "2026-11").unwrap(), 50);
+        assert_eq!(store.license_month("L", "2026-11").unwrap(), 100);
         assert_eq!(store.flow_month("a", "2026-11").unwrap(), 25);
+        assert_eq!(store.flow_month("b", "2026-11").unwrap(), 75);
         assert_eq!(
             store
                 .license_days("L", "2026-11")
                 .unwrap()
                 .get("2026-11-26"),
-            Some(&50)
+            Some(&100)
         );
         assert_eq!(
             store.high_water().unwrap(),

@@ -1,5 +1,6 @@
 //! The engine's request body on its way to the target: streamed, with a bound on the pauses
-//! between its frames, and errors that say whose fault they are.
+//! between its frames, and errors that say whose fault they are; or, for a bulk load whose
+//! records were counted from it, the body already read.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,19 +26,38 @@ pub enum EngineBodyError {
 /// The engine's request body, streamed to the target with a bound on pauses between frames.
 #[derive(Debug)]
 pub struct EngineBody {
-    inner: Incoming,
+    inner: Source,
     idle: Duration,
     /// Created on the first pause only, then re-armed: most bodies never wait.
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
+/// Where the body's bytes come from.
+#[derive(Debug)]
+enum Source {
+    /// The engine's connection.
+    Streaming(Incoming),
+    /// Read already (a bulk load); taken by the first frame.
+    Read(Option<Bytes>),
+}
+
 impl EngineBody {
     /// Wraps a request body; a pause longer than `idle` fails it with [`EngineBodyError::Stalled`].
     pub fn new(inner: Incoming, idle: Duration) -> EngineBody {
         EngineBody {
-            inner,
+            inner: Source::Streaming(inner),
             idle,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// A body read whole already (a bulk load's, whose records were counted from it).
+    pub fn read(bytes: Bytes) -> EngineBody {
+        EngineBody {
+            inner: Source::Read(Some(bytes)),
+            idle: Duration::ZERO,
             timer: None,
             armed: false,
         }
@@ -53,7 +73,18 @@ impl Body for EngineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, EngineBodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            Source::Streaming(inner) => inner,
+            Source::Read(bytes) => {
+                return Poll::Ready(
+                    bytes
+                        .take()
+                        .filter(|b| !b.is_empty())
+                        .map(|b| Ok(Frame::data(b))),
+                )
+            }
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.armed = false;
                 Poll::Ready(Some(Ok(frame)))
@@ -78,10 +109,18 @@ impl Body for EngineBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Streaming(inner) => inner.is_end_stream(),
+            Source::Read(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Streaming(inner) => inner.size_hint(),
+            Source::Read(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }

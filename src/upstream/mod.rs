@@ -79,6 +79,11 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// How long the target has for an answer (its head; and a bulk load's whole answer).
+    pub fn response_timeout(&self) -> std::time::Duration {
+        self.response_timeout
+    }
+
     /// The scheme and authority requests go to, e.g. `https://acme.atlassian.net`.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.authority)

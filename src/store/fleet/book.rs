@@ -69,6 +69,10 @@ pub mod model {
         pub committed: u64,
         /// How many more records it would like (0: settle only).
         pub ask: u64,
+        /// The least grant that is any use to it (a bulk load's batch beyond what it has
+        /// available): a smaller block is raised to it, and none is granted where the headroom
+        /// is smaller (0 or 1: any block will do).
+        pub need: u64,
         /// The hard limit (none: the license has no records limit).
         pub hard: Option<u64>,
         /// The largest block one sidecar may hold.
@@ -142,10 +146,15 @@ pub mod model {
         let grant = match ask.hard {
             Some(hard) if ask.ask > 0 && hard > granted => {
                 let headroom = hard - granted;
-                block(headroom, live)
+                let block = block(headroom, live)
                     .min(ask.ask)
                     .min(ask.lease_max)
-                    .min(headroom)
+                    .min(headroom);
+                match ask.need {
+                    need if need <= block => block,
+                    need if need <= headroom => need,
+                    _ => 0,
+                }
             }
             _ => 0,
         };
@@ -185,6 +194,7 @@ mod tests {
             claim,
             committed,
             ask: want,
+            need: 0,
             hard: Some(110),
             lease_max: 1000,
             ttl_ms: 30_000,
@@ -230,6 +240,33 @@ mod tests {
             0,
         ));
         assert_eq!(none.grant, 0, "nothing beyond the hard limit");
+    }
+
+    #[test]
+    fn a_batch_gets_a_block_large_enough_for_it_or_none() {
+        let mut book = Book::default();
+        let need = |seq, held, need| Ask {
+            need,
+            ..ask("a", seq, Claim::Exact(held), 0, 1000)
+        };
+        let first = settled(settle(&mut book, &need(1, 0, 50), 0));
+        assert_eq!(
+            first.grant, 50,
+            "a quarter of 110 is 27: raised to the batch"
+        );
+        let second = settled(settle(&mut book, &need(2, 50, 10), 0));
+        assert_eq!(
+            second.grant, 15,
+            "a block larger than the batch is granted as usual"
+        );
+        let third = settled(settle(&mut book, &need(3, 65, 50), 0));
+        assert_eq!(
+            (third.grant, third.granted),
+            (0, 65),
+            "45 left: a batch of 50 gets nothing rather than part"
+        );
+        let fourth = settled(settle(&mut book, &need(4, 65, 45), 0));
+        assert_eq!((fourth.grant, fourth.granted), (45, 110));
     }
 
     #[test]
@@ -292,7 +329,8 @@ mod properties {
         seq: u64,
         held: u64,
         available: u64,
-        in_flight: u64,
+        /// The batches of the loads in flight, oldest first.
+        in_flight: std::collections::VecDeque<u64>,
         /// Counted and durable (strict durability).
         committed: u64,
         alive: bool,
@@ -300,13 +338,13 @@ mod properties {
 
     #[derive(Debug, Clone)]
     enum Step {
-        /// Sidecar n asks for a block (its answer may be lost).
-        Lease(usize, bool),
-        /// Sidecar n admits a load from its lease.
-        Draw(usize),
-        /// Sidecar n's oldest load is answered 2xx and counted.
-        Commit(usize),
-        /// Sidecar n's oldest load is refused by the target; the record goes back to the lease.
+        /// Sidecar n asks for a block, needing at least so many (its answer may be lost).
+        Lease(usize, bool, u64),
+        /// Sidecar n admits a load of so many records (a bulk load's batch) from its lease.
+        Draw(usize, u64),
+        /// Sidecar n's oldest load is answered 2xx and so many of its records are counted.
+        Commit(usize, u64),
+        /// Sidecar n's oldest load is refused by the target; its records go back to the lease.
         Release(usize),
         /// Sidecar n returns its idle leftovers.
         Return(usize),
@@ -319,9 +357,9 @@ mod properties {
     fn step() -> impl Strategy<Value = Step> {
         let node = 0usize..3;
         prop_oneof![
-            4 => (node.clone(), any::<bool>()).prop_map(|(n, lost)| Step::Lease(n, lost)),
-            6 => node.clone().prop_map(Step::Draw),
-            5 => node.clone().prop_map(Step::Commit),
+            4 => (node.clone(), any::<bool>(), 0u64..12).prop_map(|(n, lost, need)| Step::Lease(n, lost, need)),
+            6 => (node.clone(), 1u64..10).prop_map(|(n, records)| Step::Draw(n, records)),
+            5 => (node.clone(), 0u64..10).prop_map(|(n, accepted)| Step::Commit(n, accepted)),
             1 => node.clone().prop_map(Step::Release),
             1 => node.clone().prop_map(Step::Return),
             1 => node.prop_map(Step::Crash),
@@ -336,7 +374,7 @@ mod properties {
         n: usize,
         sidecar: &mut Sidecar,
         claim: Claim,
-        want: u64,
+        (want, need): (u64, u64),
         hard: u64,
         now: u64,
     ) -> Option<Settled> {
@@ -347,6 +385,7 @@ mod properties {
             claim,
             committed: sidecar.committed,
             ask: want,
+            need,
             hard: Some(hard),
             lease_max: 7,
             ttl_ms: 1_000,
@@ -360,10 +399,11 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
-        /// Whatever the interleaving of leases (answered or lost), draws, commits, releases,
-        /// returns, crashes and restarts: the fleet never grants past the hard limit, never
-        /// counts past it, never counts a record twice, and what it has granted is exactly
-        /// what the sidecars hold.
+        /// Whatever the interleaving of leases (answered or lost, with or without a batch to
+        /// fit), draws of single loads and batches, commits of all or part of a batch,
+        /// releases, returns, crashes and restarts: the fleet never grants past the hard
+        /// limit, never counts past it, never counts a record twice, and what it has granted
+        /// is exactly what the sidecars hold.
         #[test]
         fn no_interleaving_grants_or_counts_past_the_hard_limit(
             hard in 0u64..40,
@@ -376,11 +416,12 @@ mod properties {
             let mut answered = 0u64;
             for step in steps {
                 match step {
-                    Step::Lease(n, lost) if sidecars[n].alive => {
+                    Step::Lease(n, lost, need) if sidecars[n].alive => {
                         let mut sidecar = sidecars[n].clone();
                         let claim = Claim::Exact(sidecar.held);
-                        let want = 7 - sidecar.available.min(7);
-                        if let Some(settled) = exchange(&mut book, &names, n, &mut sidecar, claim, want, hard, now) {
+                        let want = (7 - sidecar.available.min(7)).max(need);
+                        if let Some(settled) = exchange(&mut book, &names, n, &mut sidecar, claim, (want, need), hard, now) {
+                            prop_assert!(settled.grant == 0 || settled.grant >= need, "a grant too small for the batch");
                             if !lost {
                                 sidecar.held += settled.grant;
                                 sidecar.available += settled.grant;
@@ -388,18 +429,20 @@ mod properties {
                         }
                         sidecars[n] = sidecar;
                     }
-                    Step::Draw(n) if sidecars[n].alive && sidecars[n].available > 0 => {
-                        sidecars[n].available -= 1;
-                        sidecars[n].in_flight += 1;
+                    Step::Draw(n, records) if sidecars[n].alive && sidecars[n].available >= records => {
+                        sidecars[n].available -= records;
+                        sidecars[n].in_flight.push_back(records);
                     }
-                    Step::Commit(n) if sidecars[n].in_flight > 0 => {
-                        sidecars[n].in_flight -= 1;
-                        sidecars[n].committed += 1;
-                        answered += 1;
+                    Step::Commit(n, accepted) if !sidecars[n].in_flight.is_empty() => {
+                        let reserved = sidecars[n].in_flight.pop_front().unwrap_or(0);
+                        let counted = accepted.min(reserved);
+                        sidecars[n].committed += counted;
+                        sidecars[n].available += reserved - counted;
+                        answered += counted;
                     }
-                    Step::Release(n) if sidecars[n].in_flight > 0 => {
-                        sidecars[n].in_flight -= 1;
-                        sidecars[n].available += 1;
+                    Step::Release(n) if !sidecars[n].in_flight.is_empty() => {
+                        let reserved = sidecars[n].in_flight.pop_front().unwrap_or(0);
+                        sidecars[n].available += reserved;
                     }
                     Step::Return(n) if sidecars[n].alive => {
                         let mut sidecar = sidecars[n].clone();
@@ -407,7 +450,7 @@ mod properties {
                         sidecar.available = 0;
                         sidecar.held -= back;
                         let claim = Claim::Exact(sidecar.held);
-                        exchange(&mut book, &names, n, &mut sidecar, claim, 0, hard, now);
+                        exchange(&mut book, &names, n, &mut sidecar, claim, (0, 0), hard, now);
                         sidecars[n] = sidecar;
                     }
                     Step::Crash(n) => {
@@ -419,7 +462,7 @@ mod properties {
                             alive: true,
                             ..Sidecar::default()
                         };
-                        if let Some(settled) = exchange(&mut book, &names, n, &mut sidecar, Claim::Return, 0, hard, now) {
+                        if let Some(settled) = exchange(&mut book, &names, n, &mut sidecar, Claim::Return, (0, 0), hard, now) {
                             sidecar.held = settled.held;
                             sidecar.committed = settled.mine;
                         }
@@ -435,7 +478,8 @@ mod properties {
                 for (n, sidecar) in sidecars.iter().enumerate() {
                     let line = book.lines.get(names[n]).cloned().unwrap_or_default();
                     prop_assert!(line.committed <= sidecar.committed, "Redis never counts more than a sidecar did");
-                    prop_assert!(sidecar.committed + sidecar.in_flight + sidecar.available <= sidecar.held.max(line.held),
+                    let in_flight: u64 = sidecar.in_flight.iter().sum();
+                    prop_assert!(sidecar.committed + in_flight + sidecar.available <= sidecar.held.max(line.held),
                         "a sidecar spends only what it was granted");
                 }
                 let held: u64 = book.lines.values().map(|line| line.held).sum();

@@ -39,30 +39,57 @@ impl<'a> From<&'a TrackedLicense> for Budget<'a> {
 /// A stale answer is retried once with a sequence number past the one Redis has.
 const STALE_RETRIES: usize = 1;
 
+/// What asking the fleet for records came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refill {
+    /// The lease holds the records now, or the fleet's budget is spent: the caller tries its
+    /// reservation again (and is refused at the limit).
+    Ready,
+    /// The fleet cannot grant the batch at once: fewer records than it needs are left to this
+    /// sidecar (its lease plus what the fleet has not granted to anyone).
+    Short {
+        /// What this sidecar could still have.
+        remaining: u64,
+    },
+}
+
 impl Fleet {
-    /// Request path: the lease of `budget` is empty in `month`; asks Redis for a block,
-    /// answering within `redis_timeout` whatever Redis does. `Ok` means the lease has records
-    /// again or the fleet's budget is spent (the caller tries its reservation again).
+    /// Request path: the lease of `budget` holds fewer than `records` in `month`; asks Redis for
+    /// a block large enough for them, answering within `redis_timeout` whatever Redis does.
     pub async fn replenish(
         &self,
         budget: Budget<'_>,
         month: u32,
+        records: u64,
         deadline: Instant,
-    ) -> Result<(), FleetError> {
+    ) -> Result<Refill, FleetError> {
         self.admissible()?;
         let Some(lease) = budget.meter.lease() else {
-            return Ok(());
+            return Ok(Refill::Ready);
         };
         let _turn = tokio::time::timeout_at(deadline.into(), lease.exchange.lock())
             .await
             .map_err(|_| FleetError::Timeout(self.settings.redis_timeout))?;
-        if lease.available(month) > 0 || lease.is_spent(month) {
-            return Ok(());
+        let available = lease.available(month);
+        if available >= records || lease.is_spent(month) {
+            return Ok(Refill::Ready);
         }
-        let ask = self.settings.lease_max;
+        let need = records - available;
+        let ask = self.settings.lease_max.max(need);
         let claim = Claim::Exact(lease.held(month));
-        self.exchange(budget, month, claim, ask, deadline).await?;
-        Ok(())
+        let settled = self
+            .exchange(budget, month, claim, (ask, need), deadline)
+            .await?;
+        let available = lease.available(month);
+        if available >= records || lease.is_spent(month) {
+            return Ok(Refill::Ready);
+        }
+        let ungranted = budget
+            .hard
+            .map_or(0, |hard| hard.saturating_sub(settled.granted));
+        Ok(Refill::Short {
+            remaining: available + ungranted,
+        })
     }
 
     /// Request path, after a draw: whether the lease is low enough to top up in the background.
@@ -91,7 +118,7 @@ impl Fleet {
         }
         let claim = Claim::Exact(lease.held(month));
         if let Err(err) = self
-            .exchange(budget, month, claim, ask, self.control_deadline())
+            .exchange(budget, month, claim, (ask, 0), self.control_deadline())
             .await
         {
             tracing::debug!(license = %budget.meter.id, error = %err, "topping up the lease failed");
@@ -112,7 +139,7 @@ impl Fleet {
         let back = lease.take_available(month);
         lease.returned(month, back);
         let claim = Claim::Exact(lease.held(month));
-        self.exchange(budget, month, claim, 0, self.control_deadline())
+        self.exchange(budget, month, claim, (0, 0), self.control_deadline())
             .await?;
         Ok(back)
     }
@@ -136,7 +163,7 @@ impl Fleet {
             0
         };
         let claim = Claim::Exact(lease.held(month));
-        self.exchange(budget, month, claim, ask, self.control_deadline())
+        self.exchange(budget, month, claim, (ask, 0), self.control_deadline())
             .await?;
         Ok(())
     }
@@ -159,7 +186,7 @@ impl Fleet {
             Claim::Keep
         };
         let settled = self
-            .exchange(budget, month, claim, 0, self.control_deadline())
+            .exchange(budget, month, claim, (0, 0), self.control_deadline())
             .await?;
         budget.meter.raise_committed(month, settled.mine);
         lease.set_held(month, settled.held);
@@ -167,13 +194,14 @@ impl Fleet {
     }
 
     /// One exchange with a license's book (the caller holds the lease's lock): settles what
-    /// this sidecar holds and has counted, asks for `ask` more, and takes in the answer.
+    /// this sidecar holds and has counted, asks for `ask` more (a block of at least `need`, or
+    /// none), and takes in the answer.
     async fn exchange(
         &self,
         budget: Budget<'_>,
         month: u32,
         claim: Claim,
-        ask: u64,
+        (ask, need): (u64, u64),
         deadline: Instant,
     ) -> Result<Settled, FleetError> {
         let label = month_index_label(month);
@@ -196,7 +224,8 @@ impl Fleet {
                 .arg(ask)
                 .arg(hard)
                 .arg(self.settings.lease_max)
-                .arg(ttl);
+                .arg(ttl)
+                .arg(need);
             let reply: Vec<RedisValue> = self
                 .link
                 .call(deadline, invocation.invoke_async(&mut connection))
@@ -221,10 +250,12 @@ impl Fleet {
             if settled.grant > 0 {
                 lease.grant(month, settled.grant);
             }
-            if ask > 0 {
-                lease.set_spent(month, settled.grant == 0);
-            } else if budget.hard.is_some_and(|hard| settled.granted < hard) {
-                lease.set_spent(month, false);
+            // Spent: nothing is left for the fleet to grant (a batch refused a block for want
+            // of headroom leaves the budget open to smaller loads).
+            if let Some(hard) = budget.hard {
+                if ask > 0 || settled.granted < hard {
+                    lease.set_spent(month, settled.granted >= hard);
+                }
             }
         }
         budget

@@ -25,7 +25,7 @@ use chrono_tz::Tz;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-pub use lease::Budget;
+pub use lease::{Budget, Refill};
 pub use probe::probe;
 pub use state::{FleetFlows, Publish};
 

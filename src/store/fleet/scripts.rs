@@ -14,7 +14,8 @@ use redis::Script;
 /// `KEYS[1]`: the book (a hash: `granted`, `hard`, and per node `h:` held, `c:` committed,
 /// `s:` last sequence number, `t:` last seen, Redis milliseconds).
 /// `ARGV`: node, seq, held (-1 return, -2 keep), committed, ask, hard (-1 none), lease_max,
-/// ttl_ms.
+/// ttl_ms, need (the least grant of any use: a bulk load's batch; a smaller block is raised to
+/// it, and nothing is granted where the headroom is smaller).
 /// Returns `{0, last_seq}` for a stale exchange, else `{1, grant, held, mine, total, granted,
 /// live, now_ms, node1, held1, committed1, seen1, node2, ...}`.
 pub const LEASE_SOURCE: &str = r#"
@@ -27,6 +28,7 @@ local ask = tonumber(ARGV[5])
 local hard = tonumber(ARGV[6])
 local lease_max = tonumber(ARGV[7])
 local ttl = tonumber(ARGV[8])
+local need = tonumber(ARGV[9] or '0')
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local flat = redis.call('HGETALL', key)
@@ -52,6 +54,9 @@ if hard >= 0 and ask > 0 and hard > granted then
   grant = math.floor(headroom / (4 * live))
   if grant < 1 then grant = 1 end
   grant = math.min(grant, ask, lease_max, headroom)
+  if need > grant then
+    if need <= headroom then grant = need else grant = 0 end
+  end
 end
 granted = granted + grant
 held = held + grant
@@ -278,6 +283,7 @@ mod tests {
             ask.hard.map_or(-1, |hard| hard as i64).to_string(),
             ask.lease_max.to_string(),
             ask.ttl_ms.to_string(),
+            ask.need.to_string(),
         ]
     }
 
@@ -316,25 +322,29 @@ mod tests {
             0u64..12,
             prop::option::of(0u64..60),
             1u64..9,
+            prop_oneof![3 => Just(0u64), 1 => 0u64..30],
         );
         prop::collection::vec(one, 1..60).prop_map(|steps| {
             let mut seqs = [0u64; 3];
             steps
                 .into_iter()
-                .map(|(node, jump, claim, committed, ask, hard, lease_max)| {
-                    // Mostly increasing sequence numbers, sometimes a repeat (a late copy).
-                    seqs[node] = (seqs[node] + jump).saturating_sub(u64::from(jump == 0));
-                    Ask {
-                        node: ["a", "b", "c"][node].to_owned(),
-                        seq: seqs[node],
-                        claim,
-                        committed,
-                        ask,
-                        hard,
-                        lease_max,
-                        ttl_ms: 1_000_000_000,
-                    }
-                })
+                .map(
+                    |(node, jump, claim, committed, ask, hard, lease_max, need)| {
+                        // Mostly increasing sequence numbers, sometimes a repeat (a late copy).
+                        seqs[node] = (seqs[node] + jump).saturating_sub(u64::from(jump == 0));
+                        Ask {
+                            node: ["a", "b", "c"][node].to_owned(),
+                            seq: seqs[node],
+                            claim,
+                            committed,
+                            ask,
+                            need,
+                            hard,
+                            lease_max,
+                            ttl_ms: 1_000_000_000,
+                        }
+                    },
+                )
                 .collect()
         })
     }
