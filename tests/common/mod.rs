@@ -11,6 +11,8 @@
 
 /// The admin API client: authenticated requests and the views read through them.
 pub mod admin;
+/// A mock target with the bulk APIs of Jira, Salesforce and ServiceNow.
+pub mod bulk_target;
 /// hyper requests to the sidecar's listeners and the assertions on their answers.
 pub mod client;
 /// The scratch directory and `tollgate.toml` builder, and starting the sidecar on it.
