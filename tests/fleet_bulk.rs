@@ -1,0 +1,216 @@
+//! Fleet mode with bulk loads: a batch larger than a sidecar's lease gets a block large
+//! enough for it (or none), a batch larger than what the fleet has left is refused whole and
+//! never forwarded, and three sidecars under concurrent bulk load never take the fleet past
+//! the hard limit, which they reach exactly.
+//!
+//! Needs `redis-server` on `PATH`.
+
+pub mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::bulk_target::{jira_batch, BulkTarget};
+use common::fleet::{await_used, metered_license, node_name, used, Fleet, Shape, LICENSE};
+use common::redis::RedisServer;
+use common::*;
+use hyper::{Method, StatusCode};
+
+const JIRA_BULK: &str = "/jira-1/rest/api/2/issue/bulk";
+
+/// servicenow-1 and jira-1 forwarding to `target`; flow `incidents` whose main entity is the
+/// Jira bulk create, counted by the issues it creates.
+fn bulk_shape(target: &str) -> Shape {
+    let target = target.to_owned();
+    Arc::new(move |builder: Builder| {
+        builder
+            .instance("servicenow-1", "servicenow", &target)
+            .instance("jira-1", "jira", &target)
+            .flow_with(
+                "incidents",
+                ["servicenow-1", "jira-1"],
+                &[
+                    "[[flows.entities]]",
+                    "instance = \"jira-1\"",
+                    "role = \"main\"",
+                    "method = \"POST\"",
+                    "path = \"/rest/api/2/issue/bulk\"",
+                    "records = \"/issueUpdates\"",
+                    "accepted = \"/issues\"",
+                ],
+            )
+    })
+}
+
+fn created_in(resp: &Resp) -> u64 {
+    resp.json()["issues"].as_array().map_or(0, Vec::len) as u64
+}
+
+async fn bulk(tg: &Tollgate, size: usize, failing: &[usize]) -> Resp {
+    tg.request(
+        Method::POST,
+        JIRA_BULK,
+        &[("tollgate-flow", "incidents")],
+        jira_batch(size, failing),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_lease_gets_a_block_for_it_or_is_refused_whole() {
+    let redis = RedisServer::start();
+    let target = BulkTarget::start().await;
+    let fleet = Fleet::new(&redis.url(), bulk_shape(&target.base_uri()))
+        .license(&metered_license(LICENSE, 1, 100))
+        .state_option("lease_max = 10");
+    let tg = fleet.start(&node_name(0)).await;
+
+    let big = bulk(&tg, 60, &[0]).await;
+    assert_eq!(
+        big.status,
+        StatusCode::CREATED,
+        "{}\n{}",
+        big.text(),
+        tg.logs()
+    );
+    assert_eq!(created_in(&big), 59);
+    await_used(&tg, 59, Duration::from_secs(5), "59 created of 60").await;
+
+    // 110 − 59 = 51 are left to the fleet (some of it may be leased here already).
+    let hits = target.hits();
+    let refused = bulk(&tg, 52, &[]).await;
+    let problem = refused.assert_problem(429, "records-limit-exceeded");
+    assert_eq!(problem["requested"], 52, "{problem}");
+    assert_eq!(problem["remaining"], 51, "{problem}");
+    assert_eq!(
+        target.hits(),
+        hits,
+        "nothing of the batch reached the target"
+    );
+
+    let rest = bulk(&tg, 51, &[]).await;
+    assert_eq!(rest.status, StatusCode::CREATED, "{}", rest.text());
+    await_used(&tg, 110, Duration::from_secs(5), "the hard limit").await;
+    bulk(&tg, 1, &[])
+        .await
+        .assert_problem(429, "records-limit-exceeded");
+    assert_eq!(target.created(), 110);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sidecars_under_concurrent_bulk_load_reach_the_hard_limit_exactly() {
+    let redis = RedisServer::start();
+    let target = Arc::new(BulkTarget::start().await);
+    let fleet = Fleet::new(&redis.url(), bulk_shape(&target.base_uri()))
+        .license(&metered_license(LICENSE, 1, 1000)) // hard limit 1100
+        .state_option("lease_max = 40");
+    let sidecars = fleet.start_nodes(3).await;
+    let answered = Arc::new(AtomicU64::new(0));
+    let unexpected = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (n, tg) in sidecars.iter().enumerate() {
+        for loader in 0..8u64 {
+            let (answered, unexpected) = (answered.clone(), unexpected.clone());
+            let engine = tg.engine;
+            let seed = n as u64 * 8 + loader;
+            tasks.push(tokio::spawn(async move {
+                let client = http1_client();
+                for round in 0u64.. {
+                    let size = 1 + (seed * 11 + round * 7) % 29;
+                    let failing: Vec<usize> = (0..size as usize).filter(|i| i % 5 == 2).collect();
+                    let body = jira_batch(size as usize, &failing);
+                    let resp = match flow_request(
+                        &client,
+                        engine,
+                        Method::POST,
+                        JIRA_BULK,
+                        "incidents",
+                        body,
+                    )
+                    .await
+                    {
+                        Ok(resp) => resp,
+                        Err(err) => {
+                            unexpected.lock().unwrap().push(err);
+                            return;
+                        }
+                    };
+                    match resp.status.as_u16() {
+                        201 => {
+                            answered.fetch_add(created_in(&resp), Ordering::SeqCst);
+                        }
+                        429 if resp.json()["remaining"].as_u64().unwrap_or(0) == 0 => return,
+                        429 => {}
+                        _ => {
+                            unexpected.lock().unwrap().push(format!(
+                                "{} {}",
+                                resp.status,
+                                resp.text()
+                            ));
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(
+        unexpected.lock().unwrap().is_empty(),
+        "{:?}",
+        unexpected.lock().unwrap()
+    );
+    let answered = answered.load(Ordering::SeqCst);
+    assert!(answered <= 1100, "{answered} answered past the hard limit");
+    assert_eq!(
+        target.created(),
+        answered,
+        "the target created what was answered"
+    );
+    for tg in &sidecars {
+        await_used(
+            tg,
+            answered,
+            Duration::from_secs(5),
+            "every sidecar sees the fleet's total",
+        )
+        .await;
+    }
+
+    // The rest of the budget, batch by batch from one sidecar: leases the others hold come
+    // back once idle, so the fleet reaches the hard limit exactly.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = 1100 - used(&sidecars[0]).await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} records never became available"
+        );
+        let resp = bulk(&sidecars[0], left as usize, &[]).await;
+        match resp.status.as_u16() {
+            201 => {}
+            429 => {
+                let remaining = resp.json()["remaining"].as_u64().unwrap_or(0);
+                if remaining > 0 {
+                    bulk(&sidecars[0], remaining as usize, &[]).await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            _ => panic!("{} {}", resp.status, resp.text()),
+        }
+    }
+    assert_eq!(target.created(), 1100);
+    for tg in &sidecars {
+        await_used(tg, 1100, Duration::from_secs(5), "the hard limit").await;
+        bulk(tg, 1, &[])
+            .await
+            .assert_problem(429, "records-limit-exceeded");
+    }
+}
