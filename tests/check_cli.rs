@@ -475,6 +475,7 @@ fn the_example_config_checks_and_refuses_the_third_pair() {
         [
             "Licenses in config/licenses",
             "Flows (enabled in config order)",
+            "Bulk loads (counted by their records; bodies read up to 16777216 bytes)",
             "Endpoint apps of enabled flows",
             PAIR_ONLY_ENTITLEMENTS,
             "Transferred-records limits (months in UTC)",
@@ -518,6 +519,19 @@ fn the_example_config_checks_and_refuses_the_third_pair() {
             "changes | flow | production | jira-1 ↔ servicenow-1 | jira ↔ servicenow | LIC-DEMO | enabled",
             "problems | flow | production | jira-2 ↔ servicenow-2 | jira ↔ servicenow | LIC-DEMO | enabled",
             "escalations | flow | production | jira-2 ↔ servicenow-1 | jira ↔ servicenow | - | refused: points-exhausted",
+        ])
+    );
+
+    let bulk = report.section("Bulk loads");
+    assert_eq!(
+        bulk.header,
+        row("flow | instance | load | records | counted")
+    );
+    assert_eq!(
+        bulk.rows,
+        table(&[
+            "incidents | jira-1 | POST /rest/api/2/issue/bulk | elements of /issueUpdates | elements of /issues in a 2xx",
+            "changes | servicenow-1 | POST /api/now/import/{table}/insertMultiple | elements of /records | every record, on a 2xx",
         ])
     );
 
@@ -1467,6 +1481,37 @@ systems = ["jira-1"]"#),
             header("listen = \"127.0.0.1:9901\"", "listen = \"127.0.0.1:8080\""),
             vec!["admin.listen: listen address 127.0.0.1:8080 is already used by server.listen".into()],
         ),
+        (
+            body("path = \"/rest/api/2/issue\"", "path = \"/rest/api/2/issue\"\naccepted = \"/issues\"\naccepted_if = \"/ok\""),
+            vec![
+                "flows[0].entities[0].accepted: needs records (the array of records in the request body) on the same entity".into(),
+            ],
+        ),
+        (
+            body("path = \"/rest/api/2/issue\"", "path = \"/rest/api/2/issue\"\nrecords = \"/issueUpdates\"\naccepted_if = \"/ok\""),
+            vec![
+                "flows[0].entities[0].accepted_if: needs accepted (the array of created records in the answer) on the same entity".into(),
+            ],
+        ),
+        (
+            body("role = \"main\"", "role = \"child\"\nrecords = \"/issueUpdates\""),
+            vec![
+                "flows[0].entities[0].records: applies to main entities only (child loads are never counted)".into(),
+            ],
+        ),
+        (
+            format!(
+                "{}\n[[flows]]\nid = \"resolutions\"\nsystems = [\"sn-1\", \"jira-1\"]\n\n[[flows.entities]]\ninstance = \"jira-1\"\nrole = \"main\"\nmethod = \"POST\"\npath = \"/rest/api/2/issue\"\nrecords = \"/issueUpdates\"\n",
+                Scratch::text("", VALID_BODY)
+            ),
+            vec![
+                "flows[1].entities[0].records: POST /rest/api/2/issue on instance \"jira-1\" is counted differently at flows[0].entities[0]: every flow must give one pattern the same records, accepted and accepted_if".into(),
+            ],
+        ),
+        (
+            header("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:8080\"\nmax_counted_body_bytes = 0"),
+            vec!["server.max_counted_body_bytes: must be at least 1".into()],
+        ),
     ];
     for (text, problems) in &cases {
         assert_problems(&scratch, text, problems);
@@ -1658,6 +1703,28 @@ fn an_unknown_role_names_the_entity_and_its_flow() {
         format!(
             "flows[0].entities[0].role (flow \"incidents\"): unknown variant `boss`, \
              expected `main` or `child` (line {line}, column 8)"
+        )
+    );
+}
+
+#[test]
+fn a_bad_records_pointer_names_the_entity_its_flow_and_the_line() {
+    let scratch = Scratch::new();
+    let text = Scratch::text(
+        "",
+        &VALID_BODY.replacen(
+            "path = \"/rest/api/2/issue\"",
+            "path = \"/rest/api/2/issue/bulk\"\nrecords = \"issueUpdates\"",
+            1,
+        ),
+    );
+    let line = line_of(&text, "records = ");
+    let message = assert_parse_error(&scratch.write_config(&text));
+    assert_eq!(
+        message,
+        format!(
+            "flows[0].entities[0].records (flow \"incidents\"): \"issueUpdates\" is not a JSON pointer: \
+             it must be empty (the whole document) or start with '/' (e.g. \"/records\") (line {line}, column 11)"
         )
     );
 }

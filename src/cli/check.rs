@@ -80,6 +80,7 @@ pub(super) fn run(config_path: &Path, online: bool) -> Result<ExitCode, CliError
     };
     report.print_licenses();
     report.print_flows();
+    report.print_bulk_loads();
     report.print_endpoints();
     report.print_entitlements();
     report.print_records();
@@ -389,6 +390,51 @@ impl Report<'_> {
             "Entitlements in use / limit (not enforced: licensing.models has no \"subscription\")"
         };
         print_section(title, &table, false);
+    }
+
+    /// The main entities counted by the records in their body, and what of the answer counts
+    /// (printed only where a flow has one).
+    fn print_bulk_loads(&self) {
+        let mut table = table(["flow", "instance", "load", "records", "counted"]);
+        for flow in &self.config.flows {
+            for entity in &flow.entities {
+                let Some(bulk) = entity.bulk() else {
+                    continue;
+                };
+                // The empty pointer is the whole document.
+                let at = |pointer: &crate::config::JsonPointer, whole: &str| match pointer.as_str()
+                {
+                    "" => whole.to_owned(),
+                    text => text.to_owned(),
+                };
+                let counted = match (&bulk.accepted, &bulk.accepted_if) {
+                    (None, _) => "every record, on a 2xx".to_owned(),
+                    (Some(accepted), None) => {
+                        format!("elements of {} in a 2xx", at(accepted, "the answer"))
+                    }
+                    (Some(accepted), Some(flag)) => format!(
+                        "elements of {} in a 2xx whose {flag} is true",
+                        at(accepted, "the answer")
+                    ),
+                };
+                table.add_row([
+                    flow.id.clone(),
+                    entity.instance.clone(),
+                    format!("{} {}", entity.method, entity.path),
+                    format!("elements of {}", at(&bulk.records, "the body")),
+                    counted,
+                ]);
+            }
+        }
+        if table.row_count() == 0 {
+            return;
+        }
+        let limit = self.config.server.max_counted_body_bytes;
+        print_section(
+            &format!("Bulk loads (counted by their records; bodies read up to {limit} bytes)"),
+            &table,
+            false,
+        );
     }
 
     fn print_records(&self) {
