@@ -96,8 +96,8 @@ async fn main() -> Result<(), Error> {
             workers,
             seconds,
         } => {
-            let ca_pem = std::fs::read_to_string(&ca)
-                .map_err(|err| format!("{}: {err}", ca.display()))?;
+            let ca_pem =
+                std::fs::read_to_string(&ca).map_err(|err| format!("{}: {err}", ca.display()))?;
             let job = Arc::new(Job {
                 mode,
                 engine,
@@ -124,7 +124,8 @@ async fn target(ca_out: PathBuf, addr_out: PathBuf) -> Result<(), Error> {
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
     let ca = ca_params.self_signed(&ca_key)?;
     let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &ca, &ca_key)?;
+    let cert =
+        CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &ca, &ca_key)?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
