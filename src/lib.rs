@@ -9,7 +9,8 @@
 //! - `control` — the one owner of the snapshot and of every change to it;
 //! - `policy` — pure decisions compiled from config and licenses;
 //! - `server`, `upstream`, `store` — listeners, client pools to the targets, durable state;
-//! - `meter`, `observe`, `problem`, `catalog`, `license`, `config`, `clock` — the leaves.
+//! - `meter`, `observe`, `problem`, `catalog`, `license`, `config`, `intercept`, `clock` — the
+//!   leaves (`intercept`: the HTTPS interception CA and the certificates it mints).
 
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub(crate) mod control;
+pub mod intercept;
 pub mod license;
 pub mod meter;
 pub mod observe;

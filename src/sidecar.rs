@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, Admin, Token, TokenError};
 use crate::clock::Clock;
 use crate::control::{Control, ControlError};
+use crate::intercept::Leaves;
 use crate::proxy::{self, ListenerRole};
 use crate::server::{acceptor, bind, serve, BindError, BoundListener, ServeOptions, TlsError};
 
@@ -33,6 +34,9 @@ pub enum StartError {
     /// A listener cannot be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The session-ticket key of intercepted tunnels cannot be made.
+    #[error("cannot set up TLS session tickets for tunnels: {0}")]
+    Tickets(rustls::Error),
 }
 
 /// A started sidecar.
@@ -73,6 +77,7 @@ impl Sidecar {
             header_read_timeout: config.server.header_read_timeout,
             tls,
             connections: Arc::new(Semaphore::new(config.server.max_connections)),
+            tunnels: false,
         };
         // The admin listener has connections of its own: a flood of engine connections must
         // never take the operator's API (or /healthz) down with it.
@@ -81,6 +86,9 @@ impl Sidecar {
             connections: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
             ..options.clone()
         };
+        // Every HTTPS host a tunnel is opened to gets its certificate here, minted once; a
+        // reload may turn interception on, so the engine listener always can take tunnels.
+        let leaves = Arc::new(Leaves::new().map_err(StartError::Tickets)?);
         let listeners = bind_all(config).await?;
         let (engine, admin_addr) = (listeners.engine.0.addr, listeners.admin.addr);
         let instances = listeners
@@ -88,7 +96,7 @@ impl Sidecar {
             .iter()
             .filter_map(|(bound, role)| match &**role {
                 ListenerRole::Instance { id, .. } => Some((id.to_string(), bound.addr)),
-                ListenerRole::Engine => None,
+                ListenerRole::Engine | ListenerRole::Tunnel { .. } => None,
             })
             .collect();
 
@@ -97,11 +105,16 @@ impl Sidecar {
         let mut servers = JoinSet::new();
         let shared = control.shared();
         for (bound, role) in std::iter::once(listeners.engine).chain(listeners.dedicated) {
-            let shared = shared.clone();
-            let handler = move |req| proxy::handle(shared.clone(), role.clone(), req);
+            let (shared, leaves) = (shared.clone(), leaves.clone());
+            let options = ServeOptions {
+                tunnels: *role == ListenerRole::Engine,
+                ..options.clone()
+            };
+            let handler =
+                move |req| proxy::dispatch(shared.clone(), role.clone(), leaves.clone(), req);
             servers.spawn(serve(
                 bound,
-                options.clone(),
+                options,
                 handler,
                 graceful.clone(),
                 stopped.clone(),

@@ -76,18 +76,28 @@ struct Loaders {
 
 impl Loaders {
     fn start(tg: &Tollgate, count: usize) -> Loaders {
+        let engine = tg.engine;
+        Loaders::start_with(count, move || {
+            let client = http1_client();
+            async move { flow_request(&client, engine, Method::POST, LOAD, "incidents", "{}").await }
+        })
+    }
+
+    /// Loaders each sending `send()`'s request until it fails (the sidecar is gone).
+    fn start_with<S, F>(count: usize, send: S) -> Loaders
+    where
+        S: Fn() -> F + Clone + Send + 'static,
+        F: std::future::Future<Output = Result<Resp, String>> + Send,
+    {
         let answered = Arc::new(AtomicUsize::new(0));
         let unexpected = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..count)
             .map(|_| {
                 let (answered, unexpected) = (answered.clone(), unexpected.clone());
-                let engine = tg.engine;
+                let send = send.clone();
                 tokio::spawn(async move {
-                    let client = http1_client();
                     loop {
-                        match flow_request(&client, engine, Method::POST, LOAD, "incidents", "{}")
-                            .await
-                        {
+                        match send().await {
                             Ok(resp) if resp.status.is_success() => {
                                 answered.fetch_add(1, Ordering::SeqCst);
                             }
@@ -401,4 +411,59 @@ async fn a_reloaded_state_dir_waits_for_a_restart_and_counts_stay_in_the_running
     assert!(status.success(), "SIGTERM exit: {status}\n{}", tg.logs());
     tg.restart(&env()).await;
     assert_eq!(stored(&tg).await, (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_through_tunnels_loses_no_answered_count_and_invents_none() {
+    // An engine behind HTTPS_PROXY that opens a tunnel per request, as n8n does.
+    let target = Upstream::tls("target").await;
+    let entity = main_entity("jira-1", "/slow/{ms}/issue");
+    let (builder, ca_pem) = intercepting(tollgate());
+    let builder = tls_instance(
+        builder.instance("servicenow-1", "servicenow", "http://127.0.0.1:9"),
+        "jira-1",
+        "jira",
+        &target,
+    );
+    let mut tg = builder
+        .flow_with("incidents", ["servicenow-1", "jira-1"], &refs(&entity))
+        .license(&with(
+            pair_license("LIC-DUR", "servicenow", "jira", 1),
+            "transferred_records",
+            1_000_000,
+        ))
+        .start_with(&["durability = \"strict\""], &env())
+        .await;
+    let engine = TunnelClient {
+        engine: tg.engine,
+        target: target.addr,
+        credentials: Some("incidents:x".to_owned()),
+        config: client_config(&ca_pem, &[b"h2", b"http/1.1"]),
+    };
+
+    let loaders = Loaders::start_with(16, move || {
+        let engine = engine.clone();
+        async move {
+            engine
+                .request(Method::POST, LOAD_AT_TARGET, &[], "{}")
+                .await
+        }
+    });
+    loaders.wait_for(100).await;
+    tg.kill9();
+    let status = tg
+        .wait_exit(EXIT)
+        .await
+        .expect("kill -9 did not end tollgate");
+    assert!(!status.success(), "{status}");
+    let answered = loaders.finish().await;
+    let accepted = hits_on(&target, LOAD_AT_TARGET);
+
+    tg.restart(&env()).await;
+    let (license, flow) = stored(&tg).await;
+    assert!(
+        answered as u64 <= license && license <= accepted as u64,
+        "stored {license} must lie between the {answered} tunnelled loads answered 2xx and the {accepted} the target accepted"
+    );
+    assert_eq!(flow, license, "the flow's count and the license's count");
 }

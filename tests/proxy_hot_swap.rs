@@ -381,3 +381,109 @@ async fn in_flight_requests_finish_on_the_snapshot_they_started_with() {
     assert_eq!(resp.header("x-upstream"), Some("target"));
     assert_eq!(target.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_through_tunnels_keep_flowing_while_a_license_is_added_and_removed() {
+    // `steady` goes to a TLS jira-1 through a tunnel per request (as n8n behind HTTPS_PROXY);
+    // `churn`'s license comes and goes meanwhile.
+    let jira = Upstream::tls("jira").await;
+    let target = Upstream::plain("target").await;
+    let uri = target.base_uri();
+    let (builder, ca_pem) = intercepting(tollgate());
+    let tg = tls_instance(
+        builder.instance("servicenow-1", "servicenow", "http://127.0.0.1:9"),
+        "jira-1",
+        "jira",
+        &jira,
+    )
+    .instance("salesforce-1", "salesforce", &uri)
+    .instance("netsuite-1", "netsuite", &uri)
+    .flow("steady", ["servicenow-1", "jira-1"])
+    .flow("churn", ["salesforce-1", "netsuite-1"])
+    .license(&pair_license("LIC-A", "servicenow", "jira", 1))
+    .start()
+    .await;
+    let license_b = tg.sign(&pair_license("LIC-B", "salesforce", "netsuite", 1));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = Arc::new(Mutex::new(Vec::new()));
+    let engine = TunnelClient {
+        engine: tg.engine,
+        target: jira.addr,
+        credentials: Some("steady:x".to_owned()),
+        config: client_config(&ca_pem, &[b"h2", b"http/1.1"]),
+    };
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (engine, stop, steady) = (engine.clone(), stop.clone(), steady.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let entry = match engine
+                        .request(hyper::Method::GET, "/rest/api/2/issue", &[], "")
+                        .await
+                    {
+                        Ok(resp) => (
+                            resp.status.as_u16(),
+                            resp.header("tollgate-reason").unwrap_or("").to_owned(),
+                        ),
+                        Err(err) => (0, err),
+                    };
+                    steady.lock().unwrap().push(entry);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+
+    for round in 0..20 {
+        let resp = tg.admin_post("/v1/licenses", license_b.clone()).await;
+        assert_eq!(
+            resp.status,
+            StatusCode::CREATED,
+            "round {round}: {}",
+            resp.text()
+        );
+        let resp = tg.admin_post("/v1/flows/churn/enable", "").await;
+        assert_eq!(
+            resp.status,
+            StatusCode::OK,
+            "round {round}: {}",
+            resp.text()
+        );
+        tg.get("/netsuite-1/record", Some("churn"))
+            .await
+            .assert_upstream_ok("target");
+        let resp = tg.admin_delete("/v1/licenses/LIC-B").await;
+        assert_eq!(
+            resp.status,
+            StatusCode::NO_CONTENT,
+            "round {round}: {}",
+            resp.text()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let steady = steady.lock().unwrap().clone();
+    let failures: Vec<_> = steady.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} tunnelled requests failed, e.g. {:?}\nlog:\n{}",
+        failures.len(),
+        steady.len(),
+        &failures[..failures.len().min(5)],
+        tg.logs()
+    );
+    assert!(
+        steady.len() >= 20,
+        "only {} tunnelled requests during the churn",
+        steady.len()
+    );
+    assert_eq!(
+        jira.hits(),
+        steady.len(),
+        "every tunnelled request reached the target once"
+    );
+}

@@ -71,6 +71,19 @@ pub(super) fn run(config_path: &Path, online: bool) -> Result<ExitCode, CliError
     if config.licensing.is_shadow() {
         say!("SHADOW MODE (licensing.enforcement = \"shadow\"): license decisions are marked (Tollgate-Shadow, decision=\"shadow:<code>\"), never refused; routing, framing and operator disables are enforced");
     }
+    if let Some(ca) = &config.server.intercept_authority {
+        let expires = chrono::DateTime::<chrono::Utc>::from(ca.not_after());
+        say!(
+            "HTTPS interception: on (CONNECT to configured authorities), CA \"{}\" from {}, expires {}",
+            ca.subject(),
+            config
+                .server
+                .intercept_ca
+                .as_ref()
+                .map_or_else(String::new, |files| files.cert.display().to_string()),
+            expires.format("%Y-%m-%d")
+        );
+    }
     print_fleet(&config, online, now)?;
     say!();
     let report = Report {

@@ -199,7 +199,7 @@ fn print_table(rows: &[(String, String)]) {
 
 /// Creates `path`, failing if it exists; private files are readable by the owner only.
 #[cfg_attr(not(unix), allow(unused_variables))]
-fn write_new(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+pub(super) fn write_new(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

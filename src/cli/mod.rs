@@ -1,5 +1,6 @@
 //! Command-line verbs (docs/cli.md): thin wrappers that parse arguments and call the library.
 
+mod ca_cmd;
 mod check;
 mod demo;
 mod license_cmd;
@@ -74,6 +75,24 @@ pub enum Command {
     /// Issue, inspect and verify license files.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// Make the CA engines trust for HTTPS interception (`server.intercept_ca`).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `tollgate ca …` verbs for operators.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Write a new CA for HTTPS interception into DIR: ca.pem (for the engine to trust) and
+    /// ca.key (mode 0600).
+    Init {
+        /// Directory to write ca.pem and ca.key into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace ca.pem and ca.key where they exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// How `run` writes its logs.
@@ -192,6 +211,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             LicenseCommand::Verify { public_key, file } => license_cmd::verify(&public_key, &file),
             LicenseCommand::Show { json, file } => license_cmd::show(&file, json),
         },
+        Command::Ca(CaCommand::Init { out, force }) => ca_cmd::init(&out, force),
     }
 }
 

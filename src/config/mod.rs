@@ -15,9 +15,12 @@ mod validate;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::intercept::Authority;
 
 pub use parse::{Owner, ParseError, Position};
 pub use pointer::{JsonPointer, PointerError};
@@ -98,6 +101,22 @@ pub struct Server {
     /// many bytes; a larger bulk request is 413.
     #[serde(default = "default_max_counted_body_bytes")]
     pub max_counted_body_bytes: usize,
+    /// The CA whose certificates tunnels (`CONNECT`) to configured instances present: HTTPS
+    /// interception for engines behind `HTTPS_PROXY`.
+    pub intercept_ca: Option<InterceptCa>,
+    /// The CA read from `intercept_ca` when the config was loaded.
+    #[serde(skip)]
+    pub intercept_authority: Option<Arc<Authority>>,
+}
+
+/// `server.intercept_ca`: the interception CA's certificate and private key (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptCa {
+    /// PEM CA certificate, which the engine trusts.
+    pub cert: PathBuf,
+    /// PEM PKCS#8 private key of the CA; a secret.
+    pub key: PathBuf,
 }
 
 /// The proxy password, kept out of `Debug` output.
@@ -653,7 +672,16 @@ impl Config {
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, LoadError> {
         let mut config: Config = parse::parse(text).map_err(LoadError::Parse)?;
         config.resolve_paths(base);
-        let problems = validate::validate(&config);
+        let mut problems = validate::validate(&config);
+        if let Some(ca) = &config.server.intercept_ca {
+            match Authority::load(&ca.cert, &ca.key) {
+                Ok(authority) => config.server.intercept_authority = Some(Arc::new(authority)),
+                Err(err) => problems.push(Problem {
+                    path: err.file().key_path().to_owned(),
+                    message: err.to_string(),
+                }),
+            }
+        }
         if problems.is_empty() {
             // Validation read it already: a file that went away since is a problem like it.
             if let Some(file) = &config.server.proxy_token_file {
@@ -705,6 +733,10 @@ impl Config {
         }
         if let Some(token) = &mut self.server.proxy_token_file {
             join(token);
+        }
+        if let Some(ca) = &mut self.server.intercept_ca {
+            join(&mut ca.cert);
+            join(&mut ca.key);
         }
         for instance in &mut self.instances {
             if let Some(ca) = &mut instance.ca_file {

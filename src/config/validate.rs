@@ -94,6 +94,12 @@ fn server(config: &Config, problems: &mut Problems) {
             ),
         }
     }
+    if server.intercept_ca.is_some() && !server.forward_proxy {
+        problems.add(
+            "server.intercept_ca",
+            "needs server.forward_proxy = true: tunnels are opened only for engines that use tollgate as their HTTPS_PROXY",
+        );
+    }
     match std::fs::read_to_string(&config.admin.token_file) {
         Ok(token) if token.trim().is_empty() => problems.add(
             "admin.token_file",

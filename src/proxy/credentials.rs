@@ -7,7 +7,7 @@ use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
 /// What a `Proxy-Authorization` header says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ProxyCredentials {
     /// No `Proxy-Authorization` header.
     Absent,
@@ -20,6 +20,21 @@ pub enum ProxyCredentials {
         /// The password.
         password: Vec<u8>,
     },
+}
+
+impl std::fmt::Debug for ProxyCredentials {
+    /// Never shows the password (a tunnel keeps its credentials for its whole life).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyCredentials::Absent => f.write_str("Absent"),
+            ProxyCredentials::Malformed => f.write_str("Malformed"),
+            ProxyCredentials::Basic { user, .. } => f
+                .debug_struct("Basic")
+                .field("user", user)
+                .field("password", &"***")
+                .finish(),
+        }
+    }
 }
 
 impl ProxyCredentials {

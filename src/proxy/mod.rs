@@ -8,8 +8,10 @@ mod credentials;
 mod path;
 mod role;
 mod service;
+mod tunnel;
 
 pub use body::ProxyBody;
 pub use path::{decode_segment, normalize, split_first, Normal, PathError};
 pub use role::ListenerRole;
 pub use service::{decide, handle, Decision, TOLLGATE_WARNING};
+pub use tunnel::dispatch;

@@ -24,6 +24,7 @@ use super::bulk::{self, Answer, ReadError};
 use super::credentials::ProxyCredentials;
 use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::role::ListenerRole;
+use super::tunnel::HostPort;
 use crate::catalog::{count_accepted, count_records};
 use crate::clock::{month_bounds, month_index, month_index_label};
 use crate::control::{Live, Shared};
@@ -182,7 +183,10 @@ pub async fn handle(
 }
 
 /// Records the request's decision in the metrics and turns it into the engine's answer.
-fn finish(snapshot: &Snapshot, result: Result<Answered, Problem>) -> Response<ProxyBody> {
+pub(super) fn finish(
+    snapshot: &Snapshot,
+    result: Result<Answered, Problem>,
+) -> Response<ProxyBody> {
     match result {
         Ok((response, flow, instance, shadow)) => {
             let outcome = shadow.map_or(Outcome::Allowed, Outcome::Shadowed);
@@ -465,7 +469,7 @@ pub fn decide<'r, B>(
 
 /// Refuses request heads the server must not forward: conflicting framing, transfer codings
 /// other than `chunked` alone, methods spelt in another case, oversized heads.
-fn check_head<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
+pub(super) fn check_head<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
     let headers = req.headers();
     let conflicted = req
         .extensions()
@@ -561,6 +565,7 @@ fn route<'r, B>(
         ListenerRole::Engine if uri.authority().is_some() && req.version() < Version::HTTP_2 => {
             absolute_form(snapshot, req)
         }
+        ListenerRole::Tunnel { host, port, .. } => tunnelled(snapshot, req, host, *port),
         ListenerRole::Engine => {
             let (first, rest) = split_first(raw);
             let instance = decode_segment(first)
@@ -590,25 +595,85 @@ fn absolute_form<'r, B>(snapshot: &Snapshot, req: &'r Request<B>) -> Result<Targ
     let port = authority
         .port_u16()
         .unwrap_or(default_port(Some(uri.scheme().unwrap_or(&Scheme::HTTP))));
-    let mut matching = snapshot.instances_at(authority.host(), port);
-    let instance = match (matching.next(), matching.next()) {
-        (Some(instance), None) => instance,
-        (None, _) => {
-            return Err(no_route(format!(
-                "{authority} is not the authority of a configured instance"
-            )))
+    let instance = instance_at(snapshot, authority.host(), port, authority)?;
+    under_instance(snapshot, instance, uri.path(), authority)
+}
+
+/// Routes a request inside a tunnel to the one instance at the tunnel's authority, exactly as
+/// an absolute-form request to that authority; a request naming another authority (its
+/// `Host`, or its HTTP/2 `:authority`) is refused, never sent elsewhere.
+fn tunnelled<'r, B>(
+    snapshot: &Snapshot,
+    req: &'r Request<B>,
+    host: &str,
+    port: u16,
+) -> Result<Target<'r>, Problem> {
+    let shown = HostPort(host, port);
+    if req.method() == Method::CONNECT {
+        return Err(no_route(format!(
+            "the tunnel to {shown} opens no tunnels of its own"
+        )));
+    }
+    let server = &snapshot.config.server;
+    if !server.forward_proxy || server.intercept_authority.is_none() {
+        return Err(no_route(
+            "tunnels are no longer served (server.forward_proxy or server.intercept_ca was turned off)",
+        ));
+    }
+    let uri = req.uri();
+    let named = uri
+        .authority()
+        .map(http::uri::Authority::as_str)
+        .into_iter()
+        .chain(
+            req.headers()
+                .get_all(http::header::HOST)
+                .iter()
+                .map(|value| value.to_str().unwrap_or("")),
+        );
+    for authority in named {
+        if !super::tunnel::same_authority(authority, host, port) {
+            return Err(bad_request(format!(
+                "the request names {authority:?}, but its tunnel was opened to {shown}"
+            )));
         }
-        (Some(_), Some(_)) => {
-            return Err(no_route(format!(
-                "{authority} is the authority of several instances: send requests to /{{instance-id}}/ instead"
-            )))
-        }
-    };
-    let whole = normalize(uri.path()).map_err(path_problem)?;
+    }
+    let instance = instance_at(snapshot, host, port, shown)?;
+    under_instance(snapshot, instance, uri.path(), shown)
+}
+
+/// The one instance whose base URI has this host and port; none or several are `unknown-route`.
+pub(super) fn instance_at(
+    snapshot: &Snapshot,
+    host: &str,
+    port: u16,
+    shown: impl std::fmt::Display,
+) -> Result<u32, Problem> {
+    let mut matching = snapshot.instances_at(host, port);
+    match (matching.next(), matching.next()) {
+        (Some(instance), None) => Ok(instance),
+        (None, _) => Err(no_route(format!(
+            "{shown} is not the authority of a configured instance"
+        ))),
+        (Some(_), Some(_)) => Err(no_route(format!(
+            "{shown} is the authority of several instances: send requests to /{{instance-id}}/ instead"
+        ))),
+    }
+}
+
+/// The target of a request to `instance` whose whole path is `raw`: the normalised path must
+/// lie under the instance's base path; it is forwarded whole and classified below the base.
+fn under_instance<'r>(
+    snapshot: &Snapshot,
+    instance: u32,
+    raw: &'r str,
+    shown: impl std::fmt::Display,
+) -> Result<Target<'r>, Problem> {
+    let whole = normalize(raw).map_err(path_problem)?;
     let base = &*snapshot.instances[instance as usize].base_path;
     let outside = || {
         no_route(format!(
-            "{} is outside the base path {base:?} of the instance at {authority}",
+            "{} is outside the base path {base:?} of the instance at {shown}",
             whole.forward
         ))
     };
@@ -645,10 +710,11 @@ fn under_base<'p>(path: &Cow<'p, str>, base: &str) -> Option<Cow<'p, str>> {
 }
 
 /// Names the request's flow: the flow header, else the dedicated listener's flow, else (a
-/// forward-proxy request) the user name of `Proxy-Authorization: Basic`, else, with
-/// `server.infer_flow`, the one enabled flow that has the instance. The instance must be one
-/// of the flow's systems. With `server.proxy_token_file` set, a forward-proxy request must
-/// give that password (407 otherwise), whatever names its flow.
+/// forward-proxy request, or one inside a tunnel) the user name of `Proxy-Authorization:
+/// Basic` (a tunnel's: the one its `CONNECT` carried), else, with `server.infer_flow`, the one
+/// enabled flow that has the instance. The instance must be one of the flow's systems. With
+/// `server.proxy_token_file` set, a forward-proxy request must give that password (407
+/// otherwise), whatever names its flow.
 fn identify<B>(
     snapshot: &Snapshot,
     role: &ListenerRole,
@@ -656,10 +722,19 @@ fn identify<B>(
     target: &Target<'_>,
 ) -> Result<u32, Problem> {
     let instance = target.instance;
-    let proxy = if target.absolute.is_some() {
-        proxy_credentials(snapshot, req, instance)?
-    } else {
-        ProxyCredentials::Absent
+    let read;
+    let proxy = match role {
+        // The tunnel's credentials came with its CONNECT; the password is checked again
+        // here, since a reload may have changed the token since.
+        ListenerRole::Tunnel { credentials, .. } => {
+            check_proxy_password(snapshot, credentials, instance)?;
+            credentials
+        }
+        _ if target.absolute.is_some() => {
+            read = proxy_credentials(snapshot, req, instance)?;
+            &read
+        }
+        _ => &ProxyCredentials::Absent,
     };
     let named = match req.headers().get(&snapshot.flow_header) {
         Some(value) => Some(value.to_str().map_err(|_| {
@@ -709,11 +784,22 @@ fn proxy_credentials<B>(
     instance: u32,
 ) -> Result<ProxyCredentials, Problem> {
     let credentials = ProxyCredentials::of(req.headers());
+    check_proxy_password(snapshot, &credentials, instance)?;
+    Ok(credentials)
+}
+
+/// With `server.proxy_token_file` set, `credentials` must give its token as the password:
+/// 407 otherwise.
+pub(super) fn check_proxy_password(
+    snapshot: &Snapshot,
+    credentials: &ProxyCredentials,
+    instance: u32,
+) -> Result<(), Problem> {
     let Some(token) = &snapshot.config.server.proxy_token else {
-        return Ok(credentials);
+        return Ok(());
     };
     if credentials.password_is(&token.0) {
-        return Ok(credentials);
+        return Ok(());
     }
     let detail = match credentials {
         ProxyCredentials::Absent => "this proxy needs credentials: give the flow as the user name and the proxy token as the password (http://FLOW:TOKEN@host:port)",
@@ -1288,7 +1374,12 @@ fn seconds_to_reset(snapshot: &Snapshot, now: DateTime<Utc>) -> u64 {
 
 /// Names the flow (if the request got that far) and the instance in a problem's fields and
 /// ties it to them for the request metrics.
-fn at(snapshot: &Snapshot, problem: Problem, flow: Option<u32>, instance: u32) -> Problem {
+pub(super) fn at(
+    snapshot: &Snapshot,
+    problem: Problem,
+    flow: Option<u32>,
+    instance: u32,
+) -> Problem {
     let problem = match flow {
         Some(flow) => problem.with("flow", &*snapshot.flows[flow as usize].id),
         None => problem,
@@ -1298,11 +1389,11 @@ fn at(snapshot: &Snapshot, problem: Problem, flow: Option<u32>, instance: u32) -
         .tied_to(flow, Some(instance))
 }
 
-fn no_route(detail: impl Into<String>) -> Problem {
+pub(super) fn no_route(detail: impl Into<String>) -> Problem {
     Problem::new(ProblemCode::UnknownRoute, detail)
 }
 
-fn bad_request(detail: impl Into<String>) -> Problem {
+pub(super) fn bad_request(detail: impl Into<String>) -> Problem {
     Problem::new(ProblemCode::BadRequest, detail)
 }
 

@@ -288,7 +288,7 @@ struct Head {
 /// `proto/h1/role.rs`): chunked if `Transfer-Encoding` ends in `chunked` (HTTP/1.1 only,
 /// any other coding refused), else the `Content-Length`, else none. `CONNECT` and `Upgrade`
 /// change nothing: hyper reads HTTP/1 requests on after them unless it answers 101 or a 2xx
-/// to `CONNECT`, after which it serves none (tollgate builds no tunnels), so following on is
+/// to `CONNECT`, after which it serves none (a tunnel stops the scan first), so following on is
 /// never wrong.
 fn parse_head(bytes: &[u8]) -> Parsed {
     let mut headers = [MaybeUninit::uninit(); MAX_HEADERS];

@@ -6,16 +6,18 @@
 
 mod framing;
 mod tls;
+mod tunnel;
 
 pub use framing::FramingWatch;
 pub use tls::{acceptor, TlsError};
+pub use tunnel::{serve_tunnel, Handoff, TunnelSeat};
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -82,6 +84,9 @@ pub struct ServeOptions {
     /// Open connections at most, shared by the listeners given the same semaphore; past it,
     /// new connections wait in the listen backlog.
     pub connections: Arc<Semaphore>,
+    /// Whether a `CONNECT` may take its connection over for a tunnel (the engine listener):
+    /// each `CONNECT` request then carries the connection's [`TunnelSeat`].
+    pub tunnels: bool,
 }
 
 /// Accepts connections until `shutdown` fires, serving each with `handler`; connections are
@@ -138,26 +143,52 @@ pub async fn serve<H, F, B>(
         let tls = options.tls.clone();
         let handshake_timeout = options.header_read_timeout;
         let max_head = options.max_header_bytes.max(MIN_HTTP1_BUFFER);
+        // On a listener that opens tunnels, the permit waits in the seat: a tunnel opened on
+        // the connection takes it over, and it goes when both are done.
+        let (permit, seat) = if options.tunnels {
+            let seat = TunnelSeat::new(
+                permit,
+                graceful.watcher(),
+                builder.clone(),
+                max_head,
+                handshake_timeout,
+                peer,
+            );
+            (None, Some(Arc::new(seat)))
+        } else {
+            (Some(permit), None)
+        };
         tokio::spawn(async move {
             let _permit = permit;
             let framing = Arc::new(FramingWatch::default());
             let scanner = Scanner::new(max_head, framing.clone());
             let service = service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(framing.clone());
+                if let Some(seat) = seat.as_ref().filter(|_| req.method() == Method::CONNECT) {
+                    req.extensions_mut().insert(seat.clone());
+                }
                 handler(req)
             });
             let result = match tls {
                 None => {
                     let io = TokioIo::new(ScanningIo::new(stream, scanner, handshake_timeout));
                     watcher
-                        .watch(builder.serve_connection(io, service).into_owned())
+                        .watch(
+                            builder
+                                .serve_connection_with_upgrades(io, service)
+                                .into_owned(),
+                        )
                         .await
                 }
                 Some(acceptor) => match accept_tls(&acceptor, stream, handshake_timeout).await {
                     Ok(tls) => {
                         let io = TokioIo::new(ScanningIo::new(tls, scanner, handshake_timeout));
                         watcher
-                            .watch(builder.serve_connection(io, service).into_owned())
+                            .watch(
+                                builder
+                                    .serve_connection_with_upgrades(io, service)
+                                    .into_owned(),
+                            )
                             .await
                     }
                     Err(err) => {

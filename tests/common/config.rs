@@ -97,6 +97,11 @@ impl Builder {
         self
     }
 
+    /// The scratch directory the config is written into (relative paths in it resolve here).
+    pub fn dir(&self) -> &Path {
+        self.scratch.path()
+    }
+
     /// Adds a `key = value` line to `[licensing]`.
     pub fn licensing_option(mut self, line: &str) -> Builder {
         self.licensing.push(line.to_owned());

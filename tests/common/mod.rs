@@ -19,6 +19,9 @@ pub mod client;
 pub mod config;
 /// Fleets of sidecars sharing one issuer, license files and Redis; concurrent loaders.
 pub mod fleet;
+/// HTTPS interception from the engine's side: the CA, tunnels opened by hand (`CONNECT`,
+/// TLS with rustls, hyper over it), and curl and Python `requests` as engines.
+pub mod intercept;
 /// License payload builders, the issuer, and armor / unarmor / tamper.
 pub mod licenses;
 /// Waiting for asynchronous outcomes.
@@ -35,6 +38,7 @@ pub mod upstream;
 // Re-exported so that a test file needs only `use common::*;`.
 pub use client::*;
 pub use config::*;
+pub use intercept::*;
 pub use licenses::*;
 pub use poll::*;
 pub use process::*;
