@@ -53,10 +53,12 @@ pub(super) fn init(out: &Path, force: bool) -> Result<ExitCode, CliError> {
         cert_path.display(),
         key_path.display()
     );
+    // Config paths are relative to the config file, not to where this ran: say them whole.
+    let whole = |path: &Path| fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     say!(
         "next: set server.forward_proxy = true and server.intercept_ca = {{ cert = \"{}\", key = \"{}\" }}, and make the engine trust {} (docs/deploy/https-proxy.md)",
-        cert_path.display(),
-        key_path.display(),
+        whole(&cert_path).display(),
+        whole(&key_path).display(),
         cert_path.display()
     );
     Ok(ExitCode::SUCCESS)
