@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::bulk_target::{jira_batch, salesforce_batch, servicenow_batch, BulkTarget};
+use common::bulk_target::{
+    created_in, jira_batch, load_until_spent, salesforce_batch, servicenow_batch, BulkTarget,
+};
 use common::*;
 use hyper::{Method, StatusCode};
 use proptest::prelude::*;
@@ -116,11 +118,6 @@ async fn bulk(tg: &Tollgate, path: &str, flow: &str, body: String) -> Resp {
         body,
     )
     .await
-}
-
-/// The issues a Jira bulk answer lists as created.
-fn created_in(resp: &Resp) -> u64 {
-    resp.json()["issues"].as_array().map_or(0, Vec::len) as u64
 }
 
 #[tokio::test]
@@ -395,58 +392,11 @@ async fn answers_that_cannot_be_read_count_the_whole_batch() {
 async fn thirty_two_concurrent_bulk_loaders_never_pass_the_hard_limit() {
     let target = Arc::new(BulkTarget::start().await);
     let tg = start(&target, 1000).await; // hard limit 1100
-    let answered = Arc::new(AtomicU64::new(0));
-    let unexpected = Arc::new(Mutex::new(Vec::new()));
-    let tasks: Vec<_> = (0..32u64)
-        .map(|loader| {
-            let (answered, unexpected) = (answered.clone(), unexpected.clone());
-            let engine = tg.engine;
-            tokio::spawn(async move {
-                let client = http1_client();
-                for round in 0u64.. {
-                    // Sizes 1 to 37, one record in seven refused by the target.
-                    let size = 1 + (loader * 7 + round * 13) % 37;
-                    let failing: Vec<usize> = (0..size as usize).filter(|i| i % 7 == 3).collect();
-                    let body = jira_batch(size as usize, &failing);
-                    let resp =
-                        flow_request(&client, engine, Method::POST, JIRA_BULK, "incidents", body)
-                            .await
-                            .unwrap_or_else(|err| panic!("loader {loader}: {err}"));
-                    match resp.status.as_u16() {
-                        201 => {
-                            answered.fetch_add(created_in(&resp), Ordering::SeqCst);
-                        }
-                        // Refused with nothing left (or at the gate, once the flows stopped).
-                        429 if resp.json()["remaining"].as_u64().unwrap_or(0) == 0 => return,
-                        429 => {}
-                        _ => {
-                            unexpected.lock().unwrap().push(format!(
-                                "{} {}",
-                                resp.status,
-                                resp.text()
-                            ));
-                            return;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert!(
-        unexpected.lock().unwrap().is_empty(),
-        "{:?}",
-        unexpected.lock().unwrap()
-    );
+    let tally = load_until_spent(&[tg.engine], 32, JIRA_BULK, "incidents").await;
+    assert!(tally.unexpected.is_empty(), "{:?}", tally.unexpected);
     let counted = used(&tg, "LIC-JIRA").await;
     assert!(counted <= 1100, "{counted} counted past the hard limit");
-    assert_eq!(
-        counted,
-        answered.load(Ordering::SeqCst),
-        "every answered record counted once"
-    );
+    assert_eq!(counted, tally.created, "every answered record counted once");
     assert_eq!(
         target.created(),
         counted,

@@ -7,11 +7,10 @@
 
 pub mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::bulk_target::{jira_batch, BulkTarget};
+use common::bulk_target::{created_in, jira_batch, load_until_spent, BulkTarget};
 use common::fleet::{await_used, metered_license, node_name, used, Fleet, Shape, LICENSE};
 use common::redis::RedisServer;
 use common::*;
@@ -41,10 +40,6 @@ fn bulk_shape(target: &str) -> Shape {
                 ],
             )
     })
-}
-
-fn created_in(resp: &Resp) -> u64 {
-    resp.json()["issues"].as_array().map_or(0, Vec::len) as u64
 }
 
 async fn bulk(tg: &Tollgate, size: usize, failing: &[usize]) -> Resp {
@@ -106,64 +101,10 @@ async fn three_sidecars_under_concurrent_bulk_load_reach_the_hard_limit_exactly(
         .license(&metered_license(LICENSE, 1, 1000)) // hard limit 1100
         .state_option("lease_max = 40");
     let sidecars = fleet.start_nodes(3).await;
-    let answered = Arc::new(AtomicU64::new(0));
-    let unexpected = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for (n, tg) in sidecars.iter().enumerate() {
-        for loader in 0..8u64 {
-            let (answered, unexpected) = (answered.clone(), unexpected.clone());
-            let engine = tg.engine;
-            let seed = n as u64 * 8 + loader;
-            tasks.push(tokio::spawn(async move {
-                let client = http1_client();
-                for round in 0u64.. {
-                    let size = 1 + (seed * 11 + round * 7) % 29;
-                    let failing: Vec<usize> = (0..size as usize).filter(|i| i % 5 == 2).collect();
-                    let body = jira_batch(size as usize, &failing);
-                    let resp = match flow_request(
-                        &client,
-                        engine,
-                        Method::POST,
-                        JIRA_BULK,
-                        "incidents",
-                        body,
-                    )
-                    .await
-                    {
-                        Ok(resp) => resp,
-                        Err(err) => {
-                            unexpected.lock().unwrap().push(err);
-                            return;
-                        }
-                    };
-                    match resp.status.as_u16() {
-                        201 => {
-                            answered.fetch_add(created_in(&resp), Ordering::SeqCst);
-                        }
-                        429 if resp.json()["remaining"].as_u64().unwrap_or(0) == 0 => return,
-                        429 => {}
-                        _ => {
-                            unexpected.lock().unwrap().push(format!(
-                                "{} {}",
-                                resp.status,
-                                resp.text()
-                            ));
-                            return;
-                        }
-                    }
-                }
-            }));
-        }
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert!(
-        unexpected.lock().unwrap().is_empty(),
-        "{:?}",
-        unexpected.lock().unwrap()
-    );
-    let answered = answered.load(Ordering::SeqCst);
+    let engines: Vec<_> = sidecars.iter().map(|tg| tg.engine).collect();
+    let tally = load_until_spent(&engines, 8, JIRA_BULK, "incidents").await;
+    assert!(tally.unexpected.is_empty(), "{:?}", tally.unexpected);
+    let answered = tally.created;
     assert!(answered <= 1100, "{answered} answered past the hard limit");
     assert_eq!(
         target.created(),

@@ -93,6 +93,18 @@ fn walk<T: Target>(body: &[u8], at: &JsonPointer, target: &T) -> Result<u64, Rec
     }
 }
 
+/// Visitor methods for scalars where the walk expects more (the pointer leads on, or a flag
+/// that is not `true`): nothing there, nothing counted.
+macro_rules! lead_nowhere {
+    ($($method:ident($($value:ty)?)),*) => {
+        $(
+            fn $method<E: de::Error>(self $(, _: $value)?) -> Result<Option<u64>, E> {
+                Ok(None)
+            }
+        )*
+    };
+}
+
 /// What the walk shares: where a semantic refusal is left (serde errors carry text only), and
 /// the pointer for messages.
 struct Context<'a> {
@@ -226,21 +238,13 @@ impl Target for IsTrue {
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<u64>, E> {
                 Ok(v.then_some(1))
             }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Option<u64>, E> {
-                Ok(None)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Option<u64>, E> {
-                Ok(None)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Option<u64>, E> {
-                Ok(None)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<u64>, E> {
-                Ok(None)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Option<u64>, E> {
-                Ok(None)
-            }
+            lead_nowhere!(
+                visit_i64(i64),
+                visit_u64(u64),
+                visit_f64(f64),
+                visit_str(&str),
+                visit_unit()
+            );
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<u64>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(None)
@@ -332,24 +336,14 @@ impl<'de, T: Target> Visitor<'de> for Walk<'_, '_, '_, T> {
         Ok(found)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<u64>, E> {
-        Ok(None)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Option<u64>, E> {
-        Ok(None)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Option<u64>, E> {
-        Ok(None)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Option<u64>, E> {
-        Ok(None)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<u64>, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Option<u64>, E> {
-        Ok(None)
-    }
+    lead_nowhere!(
+        visit_bool(bool),
+        visit_i64(i64),
+        visit_u64(u64),
+        visit_f64(f64),
+        visit_str(&str),
+        visit_unit()
+    );
 }
 
 /// An array index token (RFC 6901: `0`, or digits without a leading zero); `None` for

@@ -20,7 +20,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +31,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use super::client::{flow_request, http1_client, Resp};
 
 type AnswerBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
@@ -278,4 +280,76 @@ pub fn servicenow_batch(count: usize) -> String {
         .map(|i| json!({"short_description": format!("incident {i}")}))
         .collect();
     json!({"records": records}).to_string()
+}
+
+/// The issues a Jira bulk answer lists as created.
+pub fn created_in(resp: &Resp) -> u64 {
+    resp.json()["issues"].as_array().map_or(0, Vec::len) as u64
+}
+
+/// What concurrent bulk loaders saw.
+#[derive(Debug, Default)]
+pub struct BulkTally {
+    /// Records the answers listed as created.
+    pub created: u64,
+    /// Answers other than 201 and 429, and transport errors.
+    pub unexpected: Vec<String>,
+}
+
+/// Runs `per_engine` loaders against each engine listener, each sending Jira bulk creates
+/// to `path` for `flow` (sizes 1 to 37 varying by loader and round, one record in seven
+/// refused by the target) until it is refused with nothing left, or at the gate once the
+/// flows stopped.
+pub async fn load_until_spent(
+    engines: &[SocketAddr],
+    per_engine: u64,
+    path: &str,
+    flow: &str,
+) -> BulkTally {
+    let tally = Arc::new(Mutex::new(BulkTally::default()));
+    let mut tasks = Vec::new();
+    for (n, &engine) in engines.iter().enumerate() {
+        for loader in 0..per_engine {
+            let seed = n as u64 * per_engine + loader;
+            let (tally, path, flow) = (tally.clone(), path.to_owned(), flow.to_owned());
+            tasks.push(tokio::spawn(async move {
+                let client = http1_client();
+                for round in 0u64.. {
+                    let size = 1 + (seed * 7 + round * 13) % 37;
+                    let failing: Vec<usize> = (0..size as usize).filter(|i| i % 7 == 3).collect();
+                    let body = jira_batch(size as usize, &failing);
+                    let outcome =
+                        flow_request(&client, engine, hyper::Method::POST, &path, &flow, body)
+                            .await;
+                    let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    match outcome {
+                        Ok(resp) if resp.status == StatusCode::CREATED => {
+                            tally.created += created_in(&resp)
+                        }
+                        Ok(resp) if resp.status == StatusCode::TOO_MANY_REQUESTS => {
+                            if resp.json()["remaining"].as_u64().unwrap_or(0) == 0 {
+                                return;
+                            }
+                        }
+                        Ok(resp) => {
+                            tally
+                                .unexpected
+                                .push(format!("{} {}", resp.status, resp.text()));
+                            return;
+                        }
+                        Err(err) => {
+                            tally.unexpected.push(err);
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("a bulk loader panicked");
+    }
+    Arc::try_unwrap(tally)
+        .map(|tally| tally.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .unwrap_or_default()
 }
