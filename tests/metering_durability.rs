@@ -156,13 +156,16 @@ async fn stored(tg: &Tollgate) -> (u64, u64) {
     (license, tg.usage_of_flow(None, "incidents").await)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_load_loses_no_answered_count_and_invents_none() {
-    let target = Upstream::plain("target").await;
-    let mut tg = world(&target, &["durability = \"strict\""]).await;
-
-    let loaders = Loaders::start(&tg, 32);
-    loaders.wait_for(150).await;
+/// Kills `tg` with -9 once `loaders` have had `answered` loads answered, restarts it, and
+/// checks that the stored count lies between the loads answered 2xx and those `target`
+/// accepted, for the license and the flow alike; returns the stored counts.
+async fn kill_9_after(
+    tg: &mut Tollgate,
+    loaders: Loaders,
+    answered: usize,
+    target: &Upstream,
+) -> (u64, u64) {
+    loaders.wait_for(answered).await;
     tg.kill9();
     let status = tg
         .wait_exit(EXIT)
@@ -170,15 +173,25 @@ async fn kill_9_mid_load_loses_no_answered_count_and_invents_none() {
         .expect("kill -9 did not end tollgate");
     assert!(!status.success(), "{status}");
     let answered = loaders.finish().await;
-    let accepted = hits_on(&target, LOAD_AT_TARGET);
+    let accepted = hits_on(target, LOAD_AT_TARGET);
 
     tg.restart(&env()).await;
-    let (license, flow) = stored(&tg).await;
+    let (license, flow) = stored(tg).await;
     assert!(
         answered as u64 <= license && license <= accepted as u64,
         "stored {license} must lie between the {answered} loads answered 2xx and the {accepted} the target accepted"
     );
     assert_eq!(flow, license, "the flow's count and the license's count");
+    (license, flow)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_loses_no_answered_count_and_invents_none() {
+    let target = Upstream::plain("target").await;
+    let mut tg = world(&target, &["durability = \"strict\""]).await;
+
+    let loaders = Loaders::start(&tg, 32);
+    let (license, flow) = kill_9_after(&mut tg, loaders, 150, &target).await;
 
     // The restarted sidecar counts on from there.
     tg.post(LOAD, Some("incidents"), "{}")
@@ -449,21 +462,5 @@ async fn kill_9_mid_load_through_tunnels_loses_no_answered_count_and_invents_non
                 .await
         }
     });
-    loaders.wait_for(100).await;
-    tg.kill9();
-    let status = tg
-        .wait_exit(EXIT)
-        .await
-        .expect("kill -9 did not end tollgate");
-    assert!(!status.success(), "{status}");
-    let answered = loaders.finish().await;
-    let accepted = hits_on(&target, LOAD_AT_TARGET);
-
-    tg.restart(&env()).await;
-    let (license, flow) = stored(&tg).await;
-    assert!(
-        answered as u64 <= license && license <= accepted as u64,
-        "stored {license} must lie between the {answered} tunnelled loads answered 2xx and the {accepted} the target accepted"
-    );
-    assert_eq!(flow, license, "the flow's count and the license's count");
+    kill_9_after(&mut tg, loaders, 100, &target).await;
 }
