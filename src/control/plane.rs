@@ -433,16 +433,8 @@ fn empty_snapshot(
     host: &Arc<HostIdentity>,
     now: DateTime<Utc>,
 ) -> Result<crate::policy::Snapshot, ControlError> {
-    let bare = Config {
-        server: config.server.clone(),
-        admin: config.admin.clone(),
-        licensing: config.licensing.clone(),
-        state: config.state.clone(),
-        instances: Vec::new(),
-        flows: Vec::new(),
-    };
     let compiled = crate::policy::compile(
-        Arc::new(bare),
+        Arc::new(config.bare()),
         &[],
         &[],
         &mut Resources::default(),

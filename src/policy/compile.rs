@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderName;
+use rustc_hash::FxHashMap;
 
 use super::classify::Classifier;
 use super::entitlements::{contribution, Contribution, InUse, PerEnvironment};
@@ -184,21 +185,31 @@ fn at_hard_limit(sorted: &[Arc<Installed>], resources: &mut Resources, month: u3
 /// host (lowercased) and port of their base URI.
 struct Instances {
     entries: Vec<InstanceEntry>,
-    ids: HashMap<Box<str>, u32>,
-    authorities: HashMap<Box<str>, Vec<(u16, u32)>>,
+    ids: FxHashMap<Box<str>, u32>,
+    authorities: FxHashMap<Box<str>, Vec<(u16, u32)>>,
 }
 
 /// Stage 1: every instance with its base path, its authority and the patterns of every flow
 /// on it.
 fn index_instances(config: &Config, stats: &mut RequestStats) -> Instances {
+    let mut ids = FxHashMap::with_capacity_and_hasher(config.instances.len(), Default::default());
+    for (index, instance) in config.instances.iter().enumerate() {
+        ids.insert(instance.id.as_str().into(), index as u32);
+    }
+    // Every flow's entities, grouped by the instance they are on (in config order).
+    let mut entities: Vec<Vec<&crate::config::Entity>> = vec![Vec::new(); config.instances.len()];
+    for entity in config.flows.iter().flat_map(|flow| &flow.entities) {
+        if let Some(&index) = ids.get(entity.instance.as_str()) {
+            entities[index as usize].push(entity);
+        }
+    }
     let mut table = Instances {
         entries: Vec::with_capacity(config.instances.len()),
-        ids: HashMap::with_capacity(config.instances.len()),
-        authorities: HashMap::new(),
+        ids,
+        authorities: FxHashMap::default(),
     };
-    for (index, instance) in config.instances.iter().enumerate() {
+    for ((index, instance), entities) in config.instances.iter().enumerate().zip(entities) {
         let index = index as u32;
-        table.ids.insert(instance.id.as_str().into(), index);
         let uri = instance
             .base_uri
             .as_deref()
@@ -212,11 +223,6 @@ fn index_instances(config: &Config, stats: &mut RequestStats) -> Instances {
                 .or_default()
                 .push((port, index));
         }
-        let entities = config
-            .flows
-            .iter()
-            .flat_map(|flow| &flow.entities)
-            .filter(|entity| entity.instance == instance.id);
         table.entries.push(InstanceEntry {
             id: instance.id.as_str().into(),
             base_path: uri.as_ref().map(base_path).unwrap_or_default().into(),
@@ -513,7 +519,7 @@ fn name_stopped_flows(
 /// The flow table: entries in config order and the index of each id.
 struct Flows {
     entries: Vec<FlowEntry>,
-    ids: HashMap<Box<str>, u32>,
+    ids: FxHashMap<Box<str>, u32>,
 }
 
 /// Stage 8: the flow table, with counters resolved.
@@ -522,12 +528,12 @@ fn flow_table(
     plan: &Plan,
     budgets: &[Option<u32>],
     pairs: &[Option<(InstancePair, SystemPair)>],
-    instance_ids: &HashMap<Box<str>, u32>,
+    instance_ids: &FxHashMap<Box<str>, u32>,
     resources: &mut Resources,
 ) -> Flows {
     let mut flows = Flows {
         entries: Vec::with_capacity(config.flows.len()),
-        ids: HashMap::with_capacity(config.flows.len()),
+        ids: FxHashMap::with_capacity_and_hasher(config.flows.len(), Default::default()),
     };
     for (index, flow) in config.flows.iter().enumerate() {
         let systems: Vec<u32> = flow

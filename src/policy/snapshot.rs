@@ -3,11 +3,11 @@
 //! The snapshot is pure data: no client pools, no I/O (those live beside it in the control
 //! plane).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use http::{HeaderName, Method};
+use rustc_hash::FxHashMap;
 
 use super::classify::{Classifier, LoadClass};
 use super::entitlements::{Entitlement, InUse, PerEntitlement, PerEnvironment};
@@ -211,10 +211,12 @@ pub struct Snapshot {
     /// For `server.infer_flow`: by instance index, the one enabled flow with that instance
     /// among its systems (`None` where none or several have it).
     pub inferred_flows: Vec<Option<u32>>,
-    pub(super) instance_ids: HashMap<Box<str>, u32>,
-    pub(super) flow_ids: HashMap<Box<str>, u32>,
+    /// Instance indexes by id (FxHash: the keys come from the config, not from requests).
+    pub(super) instance_ids: FxHashMap<Box<str>, u32>,
+    /// Flow indexes by id.
+    pub(super) flow_ids: FxHashMap<Box<str>, u32>,
     /// Instances by the lowercased host of their base URI: `(port, instance)` each.
-    pub(super) authorities: HashMap<Box<str>, Vec<(u16, u32)>>,
+    pub(super) authorities: FxHashMap<Box<str>, Vec<(u16, u32)>>,
 }
 
 impl Snapshot {
