@@ -17,7 +17,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use rustc_hash::FxHashMap;
 
-use super::classify::Classifier;
+use super::classify::Classifiers;
 use super::entitlements::{contribution, Contribution, InUse, PerEnvironment};
 use super::points::{PointLedger, PointRefusal, PointSource};
 use super::reasons::{DisabledReason, InvalidReason};
@@ -208,6 +208,7 @@ fn index_instances(config: &Config, stats: &mut RequestStats) -> Instances {
         ids,
         authorities: FxHashMap::default(),
     };
+    let mut classifiers = Classifiers::default();
     for ((index, instance), entities) in config.instances.iter().enumerate().zip(entities) {
         let index = index as u32;
         let uri = instance
@@ -227,7 +228,7 @@ fn index_instances(config: &Config, stats: &mut RequestStats) -> Instances {
             id: instance.id.as_str().into(),
             base_path: uri.as_ref().map(base_path).unwrap_or_default().into(),
             unclaimed: stats.counts(UNKNOWN, &instance.id),
-            classifier: Classifier::new(entities, instance.paths_case_insensitive),
+            classifier: classifiers.get(&entities, instance.paths_case_insensitive),
         });
     }
     table

@@ -52,8 +52,9 @@ pub struct InstanceEntry {
     pub base_path: Box<str>,
     /// Requests to it that no flow of it claimed (`flow="-"`).
     pub unclaimed: Arc<DecisionCounts>,
-    /// The entity patterns of every flow on this instance.
-    pub classifier: Classifier,
+    /// The entity patterns of every flow on this instance (shared by instances whose
+    /// patterns are the same).
+    pub classifier: Arc<Classifier>,
 }
 
 /// A flow in the snapshot.
