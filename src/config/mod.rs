@@ -7,6 +7,7 @@
 
 mod duration;
 mod parse;
+mod pieces;
 mod pointer;
 #[cfg(test)]
 mod proptests;
@@ -716,7 +717,10 @@ impl Config {
 
     /// Parses and validates config text whose relative paths are relative to `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, LoadError> {
-        let mut config: Config = parse::parse(text).map_err(LoadError::Parse)?;
+        let mut config: Config = match pieces::read(text) {
+            Some(config) => config,
+            None => parse::parse(text).map_err(LoadError::Parse)?,
+        };
         config.ids = Ids::of(&config);
         config.resolve_paths(base);
         let mut problems = validate::validate(&config);
