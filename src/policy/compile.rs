@@ -11,25 +11,24 @@
 //! 7. [`budgets`]: which license's records budget each flow's loads count against;
 //! 8. [`flow_table`] and [`license_table`]: the indexed tables requests are decided on.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderName;
 use rustc_hash::FxHashMap;
 
-use super::classify::Classifiers;
-use super::entitlements::{contribution, Contribution, InUse, PerEnvironment};
+use super::entitlements::{Contribution, InUse, PerEnvironment};
 use super::points::{PointLedger, PointRefusal, PointSource};
 use super::reasons::{DisabledReason, InvalidReason};
 use super::snapshot::{
-    usable_at, EntitlementRefusal, Entitlements, FlowEntry, FlowSetting, FlowState, InstanceEntry,
-    LicenseEntry, Resources, Snapshot,
+    usable_at, EntitlementRefusal, Entitlements, FlowEntry, FlowSetting, FlowState, LicenseEntry,
+    Resources, Snapshot,
 };
 use super::subscription::subscription_limits;
-use crate::catalog::{flow_pair, system_type, InstancePair, SystemPair};
+use super::tables::Tables;
+use crate::catalog::{system_type, InstancePair, SystemPair};
 use crate::config::{Config, Environment, Model};
 use crate::license::{HostIdentity, Installed, Moment, Pricing, Terms};
-use crate::observe::{RequestStats, UNKNOWN};
+use crate::observe::UNKNOWN;
 
 /// The outcome of compiling: the snapshot and the flows it had to refuse.
 #[derive(Debug)]
@@ -71,7 +70,10 @@ pub fn compile(
         .parse()
         .unwrap_or(chrono_tz::Tz::UTC);
     let month = crate::clock::month_index(moment.now, tz);
-    let instances = index_instances(&config, &mut resources.stats);
+    let tables = match previous {
+        Some(previous) if Arc::ptr_eq(&previous.config, &config) => previous.tables.clone(),
+        _ => Arc::new(Tables::new(&config, resources)),
+    };
 
     let mut sorted: Vec<Arc<Installed>> = licenses.to_vec();
     sorted.sort_by(|a, b| a.file.payload.common.id.cmp(&b.file.payload.common.id));
@@ -80,22 +82,18 @@ pub fn compile(
     let at_hard_limit = at_hard_limit(&sorted, resources, month);
 
     let pair_model = config.requires(Model::Pair);
-    let pairs: Vec<Option<(InstancePair, SystemPair)>> = config
-        .flows
-        .iter()
-        .map(|flow| flow_pair(&config, flow))
-        .collect();
+    let pairs = &tables.pairs;
     let order = enabling_order(settings, config.flows.len());
     let mut plan = disabled_states(settings, config.flows.len());
     let subscription = subscription_limits(&config, &sorted, host, moment);
     if let (Some(previous), true) = (previous, pair_model) {
-        keep_held_pairs(&mut ledger, previous, &pairs, &order);
+        keep_held_pairs(&mut ledger, previous, &tables, &order);
     }
     allocate_points(
         &mut plan,
         &mut ledger,
         &order,
-        &pairs,
+        pairs,
         &source_license,
         pair_model,
         subscription.as_ref().err().copied(),
@@ -104,10 +102,10 @@ pub fn compile(
     let limits = subscription.ok().flatten();
     let (entitlements, entitlement_refusals) = enforce_entitlements(
         &config,
+        &tables,
         &mut plan,
         &mut ledger,
         &order,
-        &pairs,
         pair_model,
         limits,
     );
@@ -118,26 +116,24 @@ pub fn compile(
         at_hard_limit: &at_hard_limit,
     };
     let budgets = budgets(&cover, &plan.states, pair_model);
-    name_stopped_flows(&cover, &pairs, &mut plan);
+    name_stopped_flows(&cover, pairs, &mut plan);
 
-    let flows = flow_table(&config, &plan, &budgets, &pairs, &instances.ids, resources);
+    let flows = flow_table(&tables, &plan, &budgets);
     let licenses = license_table(sorted, &ledger, &source_license, resources, host, moment);
-    let inferred_flows = infer_flows(instances.entries.len(), &flows.entries);
+    let inferred_flows = infer_flows(tables.instances.len(), &flows);
     let snapshot = Snapshot {
         generation: previous.map_or(1, |previous| previous.generation + 1),
         flow_header,
-        instances: instances.entries,
-        flows: flows.entries,
+        instances: tables.instances.clone(),
+        flows,
         licenses,
         tz,
         clock_floor: moment.floor,
         entitlements,
         unrouted: resources.stats.counts(UNKNOWN, UNKNOWN),
         flowless_shadow_log: resources.stats.shadow_log(UNKNOWN),
-        instance_ids: instances.ids,
-        flow_ids: flows.ids,
-        authorities: instances.authorities,
         inferred_flows,
+        tables,
         config,
     };
     Ok(Compiled {
@@ -179,64 +175,6 @@ fn at_hard_limit(sorted: &[Arc<Installed>], resources: &mut Resources, month: u3
             hard.is_some_and(|hard| used >= hard)
         })
         .collect()
-}
-
-/// The instance table: entries in config order, the index of each id, and instances by the
-/// host (lowercased) and port of their base URI.
-struct Instances {
-    entries: Vec<InstanceEntry>,
-    ids: FxHashMap<Box<str>, u32>,
-    authorities: FxHashMap<Box<str>, Vec<(u16, u32)>>,
-}
-
-/// Stage 1: every instance with its base path, its authority and the patterns of every flow
-/// on it.
-fn index_instances(config: &Config, stats: &mut RequestStats) -> Instances {
-    let mut ids = FxHashMap::with_capacity_and_hasher(config.instances.len(), Default::default());
-    for (index, instance) in config.instances.iter().enumerate() {
-        ids.insert(instance.id.as_str().into(), index as u32);
-    }
-    // Every flow's entities, grouped by the instance they are on (in config order).
-    let mut entities: Vec<Vec<&crate::config::Entity>> = vec![Vec::new(); config.instances.len()];
-    for entity in config.flows.iter().flat_map(|flow| &flow.entities) {
-        if let Some(&index) = ids.get(entity.instance.as_str()) {
-            entities[index as usize].push(entity);
-        }
-    }
-    let mut table = Instances {
-        entries: Vec::with_capacity(config.instances.len()),
-        ids,
-        authorities: FxHashMap::default(),
-    };
-    let mut classifiers = Classifiers::default();
-    for ((index, instance), entities) in config.instances.iter().enumerate().zip(entities) {
-        let index = index as u32;
-        let uri = instance
-            .base_uri
-            .as_deref()
-            .and_then(|uri| uri.parse::<http::Uri>().ok());
-        if let Some(authority) = uri.as_ref().and_then(http::Uri::authority) {
-            let https = uri.as_ref().and_then(http::Uri::scheme_str) == Some("https");
-            let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-            table
-                .authorities
-                .entry(authority.host().to_ascii_lowercase().into_boxed_str())
-                .or_default()
-                .push((port, index));
-        }
-        table.entries.push(InstanceEntry {
-            id: instance.id.as_str().into(),
-            base_path: uri.as_ref().map(base_path).unwrap_or_default().into(),
-            unclaimed: stats.counts(UNKNOWN, &instance.id),
-            classifier: classifiers.get(&entities, instance.paths_case_insensitive),
-        });
-    }
-    table
-}
-
-/// A base URI's path without its trailing `/` (empty for the root).
-fn base_path(uri: &http::Uri) -> String {
-    uri.path().trim_end_matches('/').to_owned()
 }
 
 /// Stage 2: the pair licenses (in id order) as point sources, each judged at `moment`, and
@@ -303,31 +241,31 @@ fn disabled_states(settings: &[FlowSetting], flows: usize) -> Plan {
 fn keep_held_pairs(
     ledger: &mut PointLedger,
     previous: &Snapshot,
-    pairs: &[Option<(InstancePair, SystemPair)>],
+    tables: &Tables,
     order: &[usize],
 ) {
-    let source_of: HashMap<String, usize> = ledger
+    let source_of: FxHashMap<&str, usize> = ledger
         .sources()
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.id.clone(), i))
+        .map(|(i, s)| (s.id.as_str(), i))
         .collect();
-    let held: HashMap<&str, &str> = previous
+    let held: FxHashMap<&str, usize> = previous
         .flows
         .iter()
         .filter_map(|flow| match (flow.state, &flow.pair_key) {
             (FlowState::Active { license: Some(l) }, Some(key)) => {
-                Some((key.as_str(), previous.licenses[l as usize].id()))
+                let source = *source_of.get(previous.licenses[l as usize].id())?;
+                Some((key.as_str(), source))
             }
             _ => None,
         })
         .collect();
     for &index in order {
-        if let Some((pair, systems)) = &pairs[index] {
-            if let Some(&source) = held
-                .get(pair.key().as_str())
-                .and_then(|id| source_of.get(*id))
-            {
+        if let (Some((pair, systems)), Some(key)) =
+            (&tables.pairs[index], &tables.flows[index].pair_key)
+        {
+            if let Some(&source) = held.get(key.as_str()) {
                 ledger.keep(pair, systems, source);
             }
         }
@@ -378,10 +316,10 @@ fn allocate_points(
 /// disabled (`entitlement-exceeded`) and its point released.
 fn enforce_entitlements(
     config: &Config,
+    tables: &Tables,
     plan: &mut Plan,
     ledger: &mut PointLedger,
     order: &[usize],
-    pairs: &[Option<(InstancePair, SystemPair)>],
     pair_model: bool,
     limits: Option<super::snapshot::SubscriptionLimits>,
 ) -> (Entitlements, Vec<EntitlementRefusal>) {
@@ -390,10 +328,12 @@ fn enforce_entitlements(
         limits,
         in_use: PerEnvironment::<InUse>::default(),
     };
-    let contributions: Vec<Option<Contribution>> = (0..config.flows.len())
-        .map(|index| {
-            matches!(plan.states[index], FlowState::Active { .. })
-                .then(|| contribution(config, index, pricing))
+    let contributions: Vec<Option<&Contribution>> = tables
+        .contributions(config, pricing)
+        .iter()
+        .zip(&plan.states)
+        .map(|(contribution, state)| {
+            matches!(state, FlowState::Active { .. }).then_some(contribution)
         })
         .collect();
     for contribution in contributions.iter().flatten() {
@@ -407,7 +347,7 @@ fn enforce_entitlements(
         let in_use = &mut entitlements.in_use[environment];
         while let Some(excess) = in_use.excess(enforced) {
             let uses = |index: usize| {
-                contributions[index].as_ref().is_some_and(|c| {
+                contributions[index].is_some_and(|c| {
                     c.environment == environment && !c.keys[excess.entitlement].is_empty()
                 })
             };
@@ -415,12 +355,12 @@ fn enforce_entitlements(
                 matches!(plan.states[index], FlowState::Active { .. }) && uses(index)
             });
             let Some((index, contribution)) =
-                victim.and_then(|index| Some((index, contributions[index].as_ref()?)))
+                victim.and_then(|index| Some((index, contributions[index]?)))
             else {
                 break;
             };
             in_use.remove(contribution);
-            if let (Some((pair, _)), true) = (&pairs[index], pair_model) {
+            if let (Some((pair, _)), true) = (&tables.pairs[index], pair_model) {
                 ledger.disable(pair);
             }
             plan.states[index] = FlowState::Disabled(DisabledReason::EntitlementExceeded);
@@ -517,52 +457,24 @@ fn name_stopped_flows(
     }
 }
 
-/// The flow table: entries in config order and the index of each id.
-struct Flows {
-    entries: Vec<FlowEntry>,
-    ids: FxHashMap<Box<str>, u32>,
-}
-
-/// Stage 8: the flow table, with counters resolved.
-fn flow_table(
-    config: &Config,
-    plan: &Plan,
-    budgets: &[Option<u32>],
-    pairs: &[Option<(InstancePair, SystemPair)>],
-    instance_ids: &FxHashMap<Box<str>, u32>,
-    resources: &mut Resources,
-) -> Flows {
-    let mut flows = Flows {
-        entries: Vec::with_capacity(config.flows.len()),
-        ids: FxHashMap::with_capacity_and_hasher(config.flows.len(), Default::default()),
-    };
-    for (index, flow) in config.flows.iter().enumerate() {
-        let systems: Vec<u32> = flow
-            .systems
-            .iter()
-            .filter_map(|id| instance_ids.get(id.as_str()).copied())
-            .collect();
-        let requests = systems
-            .iter()
-            .map(|&instance| {
-                let id = &config.instances[instance as usize].id;
-                (instance, resources.stats.counts(&flow.id, id))
-            })
-            .collect();
-        flows.ids.insert(flow.id.as_str().into(), index as u32);
-        flows.entries.push(FlowEntry {
-            id: flow.id.as_str().into(),
-            systems,
+/// Stage 8: the flow table, each entry the flow's config-derived parts with its state.
+fn flow_table(tables: &Tables, plan: &Plan, budgets: &[Option<u32>]) -> Vec<FlowEntry> {
+    tables
+        .flows
+        .iter()
+        .enumerate()
+        .map(|(index, parts)| FlowEntry {
+            id: parts.id.clone(),
+            systems: parts.systems.clone(),
             state: plan.states[index],
-            pair_key: pairs[index].as_ref().map(|(pair, _)| pair.key()),
+            pair_key: parts.pair_key.clone(),
             refusal_license: plan.refusal_license[index],
             budget: budgets[index],
-            meter: resources.meters.flow(&flow.id),
-            requests,
-            shadow_log: resources.stats.shadow_log(&flow.id),
-        });
-    }
-    flows
+            meter: parts.meter.clone(),
+            requests: parts.requests.clone(),
+            shadow_log: parts.shadow_log.clone(),
+        })
+        .collect()
 }
 
 /// Stage 8: the license table, in id order, with points held and counters resolved.

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use http::{HeaderName, Method};
-use rustc_hash::FxHashMap;
 
 use super::classify::{Classifier, LoadClass};
 use super::entitlements::{Entitlement, InUse, PerEntitlement, PerEnvironment};
 use super::reasons::{DisabledReason, InvalidReason};
+use super::tables::Tables;
 use crate::config::{Config, Environment};
 use crate::license::{judge, HostIdentity, Installed, Moment, Pricing};
 use crate::meter::{FlowMeter, LicenseMeter, Meters};
@@ -193,8 +193,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// The flow header, parsed once.
     pub flow_header: HeaderName,
-    /// Instances in config order.
-    pub instances: Vec<InstanceEntry>,
+    /// Instances in config order (shared by the snapshots of one config).
+    pub instances: Arc<[InstanceEntry]>,
     /// Flows in config order.
     pub flows: Vec<FlowEntry>,
     /// Installed licenses, by id.
@@ -212,31 +212,29 @@ pub struct Snapshot {
     /// For `server.infer_flow`: by instance index, the one enabled flow with that instance
     /// among its systems (`None` where none or several have it).
     pub inferred_flows: Vec<Option<u32>>,
-    /// Instance indexes by id (FxHash: the keys come from the config, not from requests).
-    pub(super) instance_ids: FxHashMap<Box<str>, u32>,
-    /// Flow indexes by id.
-    pub(super) flow_ids: FxHashMap<Box<str>, u32>,
-    /// Instances by the lowercased host of their base URI: `(port, instance)` each.
-    pub(super) authorities: FxHashMap<Box<str>, Vec<(u16, u32)>>,
+    /// What the config alone decides: id and authority maps, per-flow parts.
+    pub(super) tables: Arc<Tables>,
 }
 
 impl Snapshot {
     /// The index of the instance with this id.
     pub fn instance(&self, id: &str) -> Option<u32> {
-        self.instance_ids.get(id).copied()
+        self.tables.instance_ids.get(id).copied()
     }
 
     /// The index of the flow with this id.
     pub fn flow(&self, id: &str) -> Option<u32> {
-        self.flow_ids.get(id).copied()
+        self.tables.flow_ids.get(id).copied()
     }
 
     /// The instances whose base URI has this host (any case) and port.
     pub fn instances_at(&self, host: &str, port: u16) -> impl Iterator<Item = u32> + '_ {
         let entries = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.authorities.get(host.to_ascii_lowercase().as_str())
+            self.tables
+                .authorities
+                .get(host.to_ascii_lowercase().as_str())
         } else {
-            self.authorities.get(host)
+            self.tables.authorities.get(host)
         };
         entries
             .into_iter()
