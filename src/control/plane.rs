@@ -77,9 +77,14 @@ pub(super) struct Plane {
     pub(super) keys: TrustedKeys,
     pub(super) host: Arc<HostIdentity>,
     pub(super) licenses: Vec<Arc<Installed>>,
+    /// Whether the trusted keys changed since `licenses` were verified: the next read of the
+    /// license directory checks every signature again.
+    pub(super) reverify: bool,
     pub(super) rejected: Vec<Rejected>,
     /// What is wanted of each flow, by flow id.
     pub(super) settings: HashMap<String, FlowSetting>,
+    /// The settings last written to the store (`None` before the first write).
+    pub(super) saved: Option<HashMap<String, FlowSetting>>,
     pub(super) next_order: u64,
     /// Counters, kept across snapshots.
     pub(super) resources: Resources,
@@ -159,8 +164,10 @@ impl Plane {
             keys: loaded.keys,
             host: loaded.host,
             licenses: Vec::new(),
+            reverify: false,
             rejected: Vec::new(),
             settings: loaded.settings,
+            saved: None,
             next_order: loaded.next_order,
             resources: Resources {
                 meters: loaded.meters,
@@ -327,13 +334,18 @@ impl Plane {
             }
             self.journal_sent = self.journal.len();
         }
-        match self.store.save_flows(&stored_flows(self), &self.journal) {
-            Ok(()) => {
-                self.journal.clear();
-                self.journal_sent = 0;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "flow states could not be stored; retrying with the next change")
+        // Most swaps (a license uploaded again, a recompile on time) change no flow setting.
+        let unchanged = self.journal.is_empty() && self.saved.as_ref() == Some(&self.settings);
+        if !unchanged {
+            match self.store.save_flows(&stored_flows(self), &self.journal) {
+                Ok(()) => {
+                    self.journal.clear();
+                    self.journal_sent = 0;
+                    self.saved = Some(self.settings.clone());
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "flow states could not be stored; retrying with the next change")
+                }
             }
         }
         self.publish_to_fleet();
