@@ -130,7 +130,7 @@ TOKEN=$(tr -d '[:space:]' <"$CONF/admin.token")
 # The first flow of the first license, on its first instance (served by nginx).
 FLOW=$(awk -F'"' '/^\[\[flows\]\]/ { getline; print $2; exit }' "$CONF/tollgate.toml")
 INSTANCE=$(awk -F'"' '/^\[\[flows\]\]/ { getline; getline; print $2; exit }' "$CONF/tollgate.toml")
-LICENSE=$(find "$CONF/licenses" -name '*.lic' | sort | head -n 1)
+LICENSE=$(find "$CONF/licenses" -name '*.lic' | sort | sed -n 1p)
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "NA"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }

@@ -4,7 +4,7 @@
 //! file work happens here, never on the async runtime; the runtime only sends commands and
 //! awaits their replies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -82,9 +83,9 @@ pub(super) struct Plane {
     pub(super) reverify: bool,
     pub(super) rejected: Vec<Rejected>,
     /// What is wanted of each flow, by flow id.
-    pub(super) settings: HashMap<String, FlowSetting>,
+    pub(super) settings: FxHashMap<String, FlowSetting>,
     /// The settings last written to the store (`None` before the first write).
-    pub(super) saved: Option<HashMap<String, FlowSetting>>,
+    pub(super) saved: Option<FxHashMap<String, FlowSetting>>,
     pub(super) next_order: u64,
     /// Counters, kept across snapshots.
     pub(super) resources: Resources,
@@ -126,7 +127,7 @@ struct Loaded {
     store: Arc<Store>,
     recorder: Recorder,
     meters: Meters,
-    settings: HashMap<String, FlowSetting>,
+    settings: FxHashMap<String, FlowSetting>,
     next_order: u64,
     high_water: DateTime<Utc>,
     month: u32,
@@ -410,9 +411,9 @@ fn load(config_path: &Path, clock: &dyn Clock) -> Result<Loaded, ControlError> {
 fn stored_settings(
     config: &Config,
     store: &Store,
-) -> Result<(HashMap<String, FlowSetting>, u64), ControlError> {
+) -> Result<(FxHashMap<String, FlowSetting>, u64), ControlError> {
     let stored = store.flows()?;
-    let mut settings = HashMap::new();
+    let mut settings = FxHashMap::default();
     for (order, flow) in config.flows.iter().enumerate() {
         let setting = match stored.get(&flow.id) {
             Some(saved) => FlowSetting {

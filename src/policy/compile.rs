@@ -25,7 +25,7 @@ use super::snapshot::{
 };
 use super::subscription::subscription_limits;
 use super::tables::Tables;
-use crate::catalog::{system_type, InstancePair, SystemPair};
+use crate::catalog::{system_type, SystemPair};
 use crate::config::{Config, Environment, Model};
 use crate::license::{HostIdentity, Installed, Moment, Pricing, Terms};
 use crate::observe::UNKNOWN;
@@ -78,7 +78,7 @@ pub fn compile(
     let mut sorted: Vec<Arc<Installed>> = licenses.to_vec();
     sorted.sort_by(|a, b| a.file.payload.common.id.cmp(&b.file.payload.common.id));
     let (sources, source_license) = point_sources(&sorted, host, moment);
-    let mut ledger = PointLedger::new(sources);
+    let mut ledger = PointLedger::<u32>::new(sources);
     let at_hard_limit = at_hard_limit(&sorted, resources, month);
 
     let pair_model = config.requires(Model::Pair);
@@ -151,7 +151,7 @@ fn infer_flows(instances: usize, flows: &[FlowEntry]) -> Vec<Option<u32>> {
         if matches!(flow.state, FlowState::Disabled(_)) {
             continue;
         }
-        for &instance in &flow.systems {
+        for &instance in flow.systems.iter() {
             let slot = &mut inferred[instance as usize];
             *slot = match slot {
                 None => Some(Some(index as u32)),
@@ -239,7 +239,7 @@ fn disabled_states(settings: &[FlowSetting], flows: usize) -> Plan {
 /// Stage 4: pairs keep the license they held in the previous snapshot where it can still
 /// lend them its point; only new pairs choose.
 fn keep_held_pairs(
-    ledger: &mut PointLedger,
+    ledger: &mut PointLedger<u32>,
     previous: &Snapshot,
     tables: &Tables,
     order: &[usize],
@@ -276,9 +276,9 @@ fn keep_held_pairs(
 /// their pair's); without a valid subscription where one is required, none runs.
 fn allocate_points(
     plan: &mut Plan,
-    ledger: &mut PointLedger,
+    ledger: &mut PointLedger<u32>,
     order: &[usize],
-    pairs: &[Option<(InstancePair, SystemPair)>],
+    pairs: &[Option<(u32, SystemPair)>],
     source_license: &[u32],
     pair_model: bool,
     no_subscription: Option<(InvalidReason, Option<u32>)>,
@@ -318,7 +318,7 @@ fn enforce_entitlements(
     config: &Config,
     tables: &Tables,
     plan: &mut Plan,
-    ledger: &mut PointLedger,
+    ledger: &mut PointLedger<u32>,
     order: &[usize],
     pair_model: bool,
     limits: Option<super::snapshot::SubscriptionLimits>,
@@ -383,7 +383,7 @@ fn enforce_entitlements(
 /// are at their hard limit this month.
 struct Cover<'a> {
     config: &'a Config,
-    ledger: &'a PointLedger,
+    ledger: &'a PointLedger<u32>,
     source_license: &'a [u32],
     /// By index into the sorted licenses.
     at_hard_limit: &'a [bool],
@@ -439,11 +439,7 @@ fn budgets(cover: &Cover<'_>, states: &[FlowState], pair_model: bool) -> Vec<Opt
 }
 
 /// Flows stopped by the records limit name the license at its hard limit in their refusals.
-fn name_stopped_flows(
-    cover: &Cover<'_>,
-    pairs: &[Option<(InstancePair, SystemPair)>],
-    plan: &mut Plan,
-) {
+fn name_stopped_flows(cover: &Cover<'_>, pairs: &[Option<(u32, SystemPair)>], plan: &mut Plan) {
     for (index, flow) in cover.config.flows.iter().enumerate() {
         if plan.states[index] != FlowState::Disabled(DisabledReason::RecordsLimit)
             || plan.refusal_license[index].is_some()
@@ -480,7 +476,7 @@ fn flow_table(tables: &Tables, plan: &Plan, budgets: &[Option<u32>]) -> Vec<Flow
 /// Stage 8: the license table, in id order, with points held and counters resolved.
 fn license_table(
     sorted: Vec<Arc<Installed>>,
-    ledger: &PointLedger,
+    ledger: &PointLedger<u32>,
     source_license: &[u32],
     resources: &mut Resources,
     host: &Arc<HostIdentity>,

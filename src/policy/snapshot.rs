@@ -61,9 +61,9 @@ pub struct InstanceEntry {
 #[derive(Debug)]
 pub struct FlowEntry {
     /// The flow id.
-    pub id: Box<str>,
+    pub id: Arc<str>,
     /// Its instances, as indexes into [`Snapshot::instances`].
-    pub systems: Vec<u32>,
+    pub systems: Arc<[u32]>,
     /// Enabled or not, and why.
     pub state: FlowState,
     /// The pair of instances holding the point (`a+b`), if the flow has two systems.
@@ -79,7 +79,7 @@ pub struct FlowEntry {
     /// The flow's record counter.
     pub meter: Arc<FlowMeter>,
     /// Request counters per instance of the flow.
-    pub requests: Vec<(u32, Arc<DecisionCounts>)>,
+    pub requests: Arc<[(u32, Arc<DecisionCounts>)]>,
     /// Shadow mode's log throttle for the flow.
     pub shadow_log: Arc<ShadowLog>,
 }

@@ -28,8 +28,9 @@ pub(super) struct Tables {
     pub(super) flow_ids: FxHashMap<Box<str>, u32>,
     /// Instances by the lowercased host of their base URI: `(port, instance)` each.
     pub(super) authorities: FxHashMap<Box<str>, Vec<(u16, u32)>>,
-    /// Per flow (config order): its instance pair and their system types (two-system flows).
-    pub(super) pairs: Vec<Option<(InstancePair, SystemPair)>>,
+    /// Per flow (config order), for two-system flows: its instance pair, numbered (flows of
+    /// one pair have one number), and the pair's system types.
+    pub(super) pairs: Vec<Option<(u32, SystemPair)>>,
     /// Per flow (config order): what its entry in every snapshot holds.
     pub(super) flows: Vec<FlowParts>,
     /// Per flow, what it uses of its environment's entitlements under endpoint pricing.
@@ -41,11 +42,11 @@ pub(super) struct Tables {
 /// The parts of a flow's snapshot entry that only the config decides.
 #[derive(Debug)]
 pub(super) struct FlowParts {
-    pub(super) id: Box<str>,
-    pub(super) systems: Vec<u32>,
+    pub(super) id: Arc<str>,
+    pub(super) systems: Arc<[u32]>,
     pub(super) pair_key: Option<String>,
     pub(super) meter: Arc<FlowMeter>,
-    pub(super) requests: Vec<(u32, Arc<DecisionCounts>)>,
+    pub(super) requests: Arc<[(u32, Arc<DecisionCounts>)]>,
     pub(super) shadow_log: Arc<ShadowLog>,
 }
 
@@ -53,15 +54,24 @@ impl Tables {
     /// Builds the tables of `config`, with counters from `resources`.
     pub(super) fn new(config: &Config, resources: &mut Resources) -> Tables {
         let instances = index_instances(config, &mut resources.stats);
-        let pairs: Vec<Option<(InstancePair, SystemPair)>> = config
+        let found: Vec<Option<(InstancePair, SystemPair)>> = config
             .flows
             .iter()
             .map(|flow| flow_pair(config, flow))
             .collect();
+        let mut numbers: FxHashMap<&InstancePair, u32> = FxHashMap::default();
+        let pairs: Vec<Option<(u32, SystemPair)>> = found
+            .iter()
+            .map(|found| {
+                let (pair, systems) = found.as_ref()?;
+                let next = numbers.len() as u32;
+                Some((*numbers.entry(pair).or_insert(next), systems.clone()))
+            })
+            .collect();
         let mut flow_ids =
             FxHashMap::with_capacity_and_hasher(config.flows.len(), Default::default());
         let mut flows = Vec::with_capacity(config.flows.len());
-        for (index, (flow, pair)) in config.flows.iter().zip(&pairs).enumerate() {
+        for (index, (flow, pair)) in config.flows.iter().zip(&found).enumerate() {
             flow_ids.insert(flow.id.as_str().into(), index as u32);
             let systems: Vec<u32> = flow
                 .systems
@@ -77,7 +87,7 @@ impl Tables {
                 .collect();
             flows.push(FlowParts {
                 id: flow.id.as_str().into(),
-                systems,
+                systems: systems.into(),
                 pair_key: pair.as_ref().map(|(pair, _)| pair.key()),
                 meter: resources.meters.flow(&flow.id),
                 requests,
