@@ -249,7 +249,7 @@ read -r rps_swap p99_swap err_swap bad_swap < <(load)
 wait "$SWAPPER" || die "the uploads failed"
 read -r uploads created seconds <"$WORK/swaps.out"
 generation=$(curl -s -H "Authorization: Bearer $TOKEN" "http://$ADMIN/v1/status" |
-    sed -n 's/.*"generation":\([0-9]*\).*/\1/p')
+    sed -n 's/.*"generation": *\([0-9]*\).*/\1/p')
 
 printf 'load without swaps: %d req/s, p99 %.3f ms, %d socket errors, %d non-2xx\n' \
     "$rps_quiet" "$p99_quiet" "$err_quiet" "$bad_quiet"

@@ -250,22 +250,40 @@ fn keep_held_pairs(
         .enumerate()
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
-    let held: FxHashMap<&str, usize> = previous
-        .flows
-        .iter()
-        .filter_map(|flow| match (flow.state, &flow.pair_key) {
-            (FlowState::Active { license: Some(l) }, Some(key)) => {
-                let source = *source_of.get(previous.licenses[l as usize].id())?;
-                Some((key.as_str(), source))
-            }
-            _ => None,
-        })
-        .collect();
+    let license_of = |flow: &FlowEntry| match flow.state {
+        FlowState::Active { license: Some(l) } => {
+            source_of.get(previous.licenses[l as usize].id()).copied()
+        }
+        _ => None,
+    };
+    // Pairs are numbered per config: the previous snapshot of the same config names them by
+    // number, one of another config by their key.
+    let held: FxHashMap<u32, usize> = if std::ptr::eq(&*previous.tables, tables) {
+        previous
+            .flows
+            .iter()
+            .zip(&tables.pairs)
+            .filter_map(|(flow, pair)| Some((pair.as_ref()?.0, license_of(flow)?)))
+            .collect()
+    } else {
+        let by_key: FxHashMap<&str, usize> = previous
+            .flows
+            .iter()
+            .filter_map(|flow| Some((flow.pair_key.as_deref()?, license_of(flow)?)))
+            .collect();
+        tables
+            .pairs
+            .iter()
+            .zip(&tables.flows)
+            .filter_map(|(pair, flow)| {
+                let source = *by_key.get(flow.pair_key.as_deref()?)?;
+                Some((pair.as_ref()?.0, source))
+            })
+            .collect()
+    };
     for &index in order {
-        if let (Some((pair, systems)), Some(key)) =
-            (&tables.pairs[index], &tables.flows[index].pair_key)
-        {
-            if let Some(&source) = held.get(key.as_str()) {
+        if let Some((pair, systems)) = &tables.pairs[index] {
+            if let Some(&source) = held.get(pair) {
                 ledger.keep(pair, systems, source);
             }
         }
