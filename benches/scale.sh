@@ -164,7 +164,7 @@ stop_tollgate() {
     PIDS=(${kept[@]+"${kept[@]}"})
 }
 
-echo "tollgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'): $(grep -c '^\[\[flows\]\]' "$CONF/tollgate.toml") flows," \
+echo "$TOLLGATE_BIN (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')): $(grep -c '^\[\[flows\]\]' "$CONF/tollgate.toml") flows," \
     "$(grep -c '^\[\[instances\]\]' "$CONF/tollgate.toml") instances, $(find "$CONF/licenses" -name '*.lic' | wc -l) licenses," \
     "config $(($(stat -c %s "$CONF/tollgate.toml") / 1024)) KiB; tollgate on CPU ${SERVER_PIN[2]:-any}"
 
@@ -229,15 +229,23 @@ load() {
         END { printf "%d %.3f %d %d\n", rps, p99, errors, non2xx }' <<<"$out"
 }
 
-# Uploads the license SWAP_RATE times a second for DURATION seconds (one kept-alive connection);
-# prints "uploads answered_201 seconds".
+generation() {
+    curl -s -H "Authorization: Bearer $TOKEN" "http://$ADMIN/v1/status" |
+        sed -n 's/.*"generation": *\([0-9]*\).*/\1/p'
+}
+
+# Uploads the license SWAP_RATE times a second (one kept-alive connection, each upload waits
+# for the one before) during the load, stopped after DURATION + 1 seconds; prints "swaps
+# refused seconds": the snapshots swapped in (by the generation), the answers other than 201.
 swaps() {
-    local count=$((SWAP_RATE * DURATION)) t0 codes
+    local count=$((SWAP_RATE * DURATION)) t0 g0 g1
+    g0=$(generation)
     t0=$(now_ns)
-    codes=$(${LOAD_PIN[@]+"${LOAD_PIN[@]}"} curl -s --rate "${SWAP_RATE}/s" -o /dev/null -w '%{http_code}\n' \
-        -H "Authorization: Bearer $TOKEN" --data-binary "@$LICENSE" \
-        "http://$ADMIN/v1/licenses?upload=[1-$count]")
-    printf '%d %d %.2f\n' "$count" "$(grep -c '^201$' <<<"$codes")" \
+    timeout $((DURATION + 1)) ${LOAD_PIN[@]+"${LOAD_PIN[@]}"} stdbuf -oL curl -s --rate "${SWAP_RATE}/s" \
+        -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $TOKEN" --data-binary "@$LICENSE" \
+        "http://$ADMIN/v1/licenses?upload=[1-$count]" >"$WORK/swap-codes" || true
+    g1=$(generation)
+    printf '%d %d %.2f\n' $((g1 - g0)) "$(grep -cv '^201$' "$WORK/swap-codes" || true)" \
         "$(awk -v ns=$(($(now_ns) - t0)) 'BEGIN { print ns / 1e9 }')"
 }
 
@@ -247,17 +255,15 @@ swaps >"$WORK/swaps.out" &
 SWAPPER=$!
 read -r rps_swap p99_swap err_swap bad_swap < <(load)
 wait "$SWAPPER" || die "the uploads failed"
-read -r uploads created seconds <"$WORK/swaps.out"
-generation=$(curl -s -H "Authorization: Bearer $TOKEN" "http://$ADMIN/v1/status" |
-    sed -n 's/.*"generation": *\([0-9]*\).*/\1/p')
+read -r swapped refused seconds <"$WORK/swaps.out"
 
 printf 'load without swaps: %d req/s, p99 %.3f ms, %d socket errors, %d non-2xx\n' \
     "$rps_quiet" "$p99_quiet" "$err_quiet" "$bad_quiet"
 printf 'load with swaps:    %d req/s, p99 %.3f ms, %d socket errors, %d non-2xx\n' \
     "$rps_swap" "$p99_swap" "$err_swap" "$bad_swap"
-printf 'swaps: %d of %d uploads answered 201 in %.2f s (%.0f/s), snapshot generation %s\n' \
-    "$created" "$uploads" "$seconds" "$(awk -v n="$created" -v s="$seconds" 'BEGIN { print n / s }')" \
-    "${generation:-?}"
+printf 'swaps: %d snapshots swapped in %.2f s (%.0f/s, asked %d/s), %d uploads not answered 201\n' \
+    "$swapped" "$seconds" "$(awk -v n="$swapped" -v s="$seconds" 'BEGIN { print n / s }')" \
+    "$SWAP_RATE" "$refused"
 printf 'p99 with swaps / without: %.2f; RSS after the load: %s MiB\n' \
     "$(awk -v a="$p99_swap" -v b="$p99_quiet" 'BEGIN { print (b > 0) ? a / b : 0 }')" "$(rss_mib "$TG_PID")"
 stop_tollgate
