@@ -1359,6 +1359,34 @@ systems = ["crm", "jira-1"]
     }
 
     #[test]
+    fn flows_with_the_same_patterns_are_each_checked_for_patterns_a_router_cannot_tell_apart() {
+        let flow = |id: &str, systems: [&str; 2], second: &str| {
+            format!(
+                "[[flows]]\nid = \"{id}\"\nsystems = [\"{}\", \"{}\"]\n\
+                 [[flows.entities]]\ninstance = \"{}\"\nrole = \"main\"\nmethod = \"POST\"\npath = \"/issue/{{key}}\"\n\
+                 [[flows.entities]]\ninstance = \"{}\"\nrole = \"child\"\nmethod = \"POST\"\npath = \"{second}\"\n",
+                systems[0], systems[1], systems[1], systems[1]
+            )
+        };
+        let (sn, jira) = ("servicenow-1", "jira-1");
+        let found = problems(&format!(
+            "{TWO_SYSTEMS}{}{}{}{}",
+            flow("a", [sn, jira], "/issue/{key}/comment"),
+            flow("b", [jira, sn], "/issue/{key}/comment"),
+            flow("c", [sn, jira], "/issue/{id}"),
+            flow("d", [sn, jira], "/issue/{id}"),
+        ));
+        assert_eq!(found.len(), 2, "{found:#?}");
+        for (problem, flow) in found.iter().zip([2, 3]) {
+            assert!(
+                problem.starts_with(&format!("flows[{flow}].entities[1].path: "))
+                    && problem.contains("cannot be told apart"),
+                "{found:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn with_a_repeated_id_the_first_is_found() {
         let text = format!(
             "{HEADER}{TWO_SYSTEMS}[[instances]]\nid = \"jira-1\"\nconnector = \"named\"\napp = \"other\"\n"
