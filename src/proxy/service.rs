@@ -1,6 +1,6 @@
 //! The proxy service, as named phases, top to bottom: [`check_head`] → [`route`] →
 //! [`identify`] → [`gate`] → [`classify`] → ([`read_batch`] for a bulk load) → [`admit`] →
-//! [`forward`] → [`count`]. Each phase either passes what the next needs or answers with a
+//! [`send`] (forward) → [`count`]. Each phase either passes what the next needs or answers with a
 //! [`Problem`]. Nothing here takes a lock; the live snapshot is loaded once per request.
 //!
 //! A counted load's exchange with the target runs in a task of its own: hyper drops a
@@ -125,7 +125,9 @@ pub async fn handle(
     let idle = live.config.server.body_read_timeout;
     let (req, records) = match plan.class {
         // A bulk load's body is read and its records counted before anything is reserved.
-        LoadClass::Bulk(bulk) => match read_batch(&live, &plan, bulk, req).await {
+        // Boxed, as every path below that few requests take: the request's future stays small
+        // (it is moved into place for every request).
+        LoadClass::Bulk(bulk) => match Box::pin(read_batch(&live, &plan, bulk, req)).await {
             Ok(read) => read,
             Err(problem) => return Ok(finish(&live, Err(problem))),
         },
@@ -141,8 +143,9 @@ pub async fn handle(
             Err(Unadmitted::Refused(problem)) => return Ok(finish(&live, Err(problem))),
             Err(Unadmitted::LeaseEmpty) => {
                 let deadline = *deadline.get_or_insert_with(|| fleet_deadline(&shared));
-                if let Err(problem) = replenish(&live, &shared, &plan, records, now, deadline).await
-                {
+                let replenished =
+                    Box::pin(replenish(&live, &shared, &plan, records, now, deadline)).await;
+                if let Err(problem) = replenished {
                     return Ok(finish(&live, Err(problem)));
                 }
             }
@@ -1114,7 +1117,14 @@ async fn send(
         path_and_query,
     } = plan;
     let started = Instant::now();
-    let response = forward(snapshot, flow, instance, &upstream, req, path_and_query).await?;
+    // Forward: the answer's body streams back to the engine.
+    let response = match upstream
+        .send(req, path_and_query, &snapshot.flow_header)
+        .await
+    {
+        Ok(response) => response.map(ProxyBody::Upstream),
+        Err(err) => return Err(forward_problem(snapshot, flow, instance, &upstream, err)),
+    };
     shared.upstream_durations.observe(started.elapsed());
     let mut response = match (reservation, flow) {
         (Some(reservation), Some(flow)) if response.status().is_success() => {
@@ -1126,7 +1136,10 @@ async fn send(
             };
             match class {
                 LoadClass::Bulk(bulk) => {
-                    count_batch(snapshot, shared, load, bulk, &upstream, response).await?
+                    Box::pin(count_batch(
+                        snapshot, shared, load, bulk, &upstream, response,
+                    ))
+                    .await?
                 }
                 _ => warned(response, count(snapshot, shared, load, None).await?),
             }
@@ -1142,21 +1155,16 @@ async fn send(
     Ok((response, flow, instance, shadow))
 }
 
-/// Sends the request to the target and streams its answer back.
-async fn forward(
+/// The problem answer for a request that could not be forwarded.
+fn forward_problem(
     snapshot: &Snapshot,
     flow: Option<u32>,
     instance: u32,
     upstream: &Upstream,
-    req: Request<EngineBody>,
-    path_and_query: String,
-) -> Result<Response<ProxyBody>, Problem> {
-    let problem = match upstream
-        .send(req, path_and_query, &snapshot.flow_header)
-        .await
-    {
-        Ok(response) => return Ok(response.map(ProxyBody::Upstream)),
-        Err(ForwardError::Unavailable(why)) => {
+    err: ForwardError,
+) -> Problem {
+    let problem = match err {
+        ForwardError::Unavailable(why) => {
             let instance_id = &snapshot.instances[instance as usize].id;
             tracing::debug!(instance = %instance_id, error = %why, "upstream unavailable");
             Problem::new(
@@ -1167,7 +1175,7 @@ async fn forward(
                 ),
             )
         }
-        Err(ForwardError::Timeout(after)) => Problem::new(
+        ForwardError::Timeout(after) => Problem::new(
             ProblemCode::UpstreamTimeout,
             format!(
                 "{} did not answer within {} ms",
@@ -1179,8 +1187,8 @@ async fn forward(
             "timeout_ms",
             u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
         ),
-        Err(ForwardError::MalformedBody(why)) => Problem::new(ProblemCode::BadRequest, why),
-        Err(ForwardError::StalledBody(after)) => Problem::new(
+        ForwardError::MalformedBody(why) => Problem::new(ProblemCode::BadRequest, why),
+        ForwardError::StalledBody(after) => Problem::new(
             ProblemCode::RequestTimeout,
             format!(
                 "the engine sent no part of the request body for {} ms",
@@ -1188,7 +1196,7 @@ async fn forward(
             ),
         ),
     };
-    Err(at(snapshot, problem, flow, instance))
+    at(snapshot, problem, flow, instance)
 }
 
 /// A counted load the target answered 2xx: what counting it needs.

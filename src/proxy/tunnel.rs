@@ -36,7 +36,8 @@ pub async fn dispatch(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if req.method() == Method::CONNECT {
-        return Ok(connect(shared, &role, &leaves, req).await);
+        // Boxed: opening a tunnel is a large future every other request would carry.
+        return Ok(Box::pin(connect(shared, &role, &leaves, req)).await);
     }
     handle(shared, role, req).await
 }
