@@ -32,7 +32,6 @@ use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation, Shortfa
 use crate::observe::Decision as Outcome;
 use crate::policy::{DisabledReason, FlowState, LicenseEntry, LoadClass, Moment, Snapshot};
 use crate::problem::{Problem, ProblemCode};
-use crate::server::FramingWatch;
 use crate::store::fleet::{Budget, Fleet, FleetError, Refill};
 use crate::store::CountItem;
 use crate::upstream::{default_port, EngineBody, EngineBodyError, ForwardError, Upstream};
@@ -110,15 +109,17 @@ enum Unadmitted {
     LeaseEmpty,
 }
 
-/// Handles one request on an engine-facing listener; never fails, refusals are problem answers.
+/// Handles one request on an engine-facing listener (`conflicting_framing`: the framing
+/// scanner saw both framing headers in its head); never fails, refusals are problem answers.
 pub async fn handle(
     shared: Arc<Shared>,
     role: Arc<ListenerRole>,
     req: Request<Incoming>,
+    conflicting_framing: bool,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let live = shared.live.load_full();
     let now = shared.clock.now();
-    let plan = match prepare(&live, &role, now, &req) {
+    let plan = match prepare(&live, &role, now, &req, conflicting_framing) {
         Ok(plan) => plan,
         Err(problem) => return Ok(finish(&live, Err(problem))),
     };
@@ -318,8 +319,9 @@ fn prepare(
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: &Request<Incoming>,
+    conflicting_framing: bool,
 ) -> Result<Plan, Problem> {
-    let decision = decide(live, role, now, req)?;
+    let decision = decide(live, role, now, req, conflicting_framing)?;
     let upstream = live
         .upstream(decision.instance)
         .cloned()
@@ -425,14 +427,16 @@ fn log_shadow(
     }
 }
 
-/// Runs the decision phases on a request head: head checks, route, identify, gate, classify.
+/// Runs the decision phases on a request head: head checks, route, identify, gate, classify
+/// (`conflicting_framing`: the head had both framing headers on the wire).
 pub fn decide<'r, B>(
     snapshot: &Snapshot,
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: &'r Request<B>,
+    conflicting_framing: bool,
 ) -> Result<Decision<'r>, Problem> {
-    check_head(snapshot, req)?;
+    check_head(snapshot, req, conflicting_framing)?;
     let target = route(snapshot, role, req)?;
     let shadow_mode = snapshot.config.licensing.is_shadow();
     // Shadow mode lets license decisions through, marked; everything else refuses as always.
@@ -472,13 +476,14 @@ pub fn decide<'r, B>(
 
 /// Refuses request heads the server must not forward: conflicting framing, transfer codings
 /// other than `chunked` alone, methods spelt in another case, oversized heads.
-pub(super) fn check_head<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
+pub(super) fn check_head<B>(
+    snapshot: &Snapshot,
+    req: &Request<B>,
+    conflicting_framing: bool,
+) -> Result<(), Problem> {
     let headers = req.headers();
-    let conflicted = req
-        .extensions()
-        .get::<Arc<FramingWatch>>()
-        .is_some_and(|watch| watch.next_request_conflicts());
-    if conflicted || headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH)
+    if conflicting_framing
+        || headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH)
     {
         return Err(bad_request(
             "the request has both Content-Length and Transfer-Encoding",

@@ -258,7 +258,7 @@ fn classify(err: &hyper::Error) -> ForwardError {
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+        if let Some(index) = hop_by_hop_index(name) {
             present |= 1 << index;
         }
     }
@@ -288,6 +288,23 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// The place of a hop-by-hop header in [`HOP_BY_HOP`] (one match on the name's text, which
+/// compiles to a switch on its length: cheaper than comparing with each).
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "te" => 1,
+        "trailer" => 2,
+        "transfer-encoding" => 3,
+        "upgrade" => 4,
+        "proxy-authenticate" => 5,
+        "proxy-authorization" => 6,
+        "keep-alive" => 7,
+        "proxy-connection" => 8,
+        _ => return None,
+    })
 }
 
 /// The hop-by-hop headers, `Connection` first: the standard ones, `Keep-Alive` (RFC 9112
