@@ -3,9 +3,10 @@
 //! [`send`] (forward) → [`count`]. Each phase either passes what the next needs or answers with a
 //! [`Problem`]. Nothing here takes a lock; the live snapshot is loaded once per request.
 //!
-//! A counted load's exchange with the target runs in a task of its own: hyper drops a
-//! request's future when the engine hangs up, and a load the target accepted must still be
-//! counted (the reservation must never go back for a record that was created).
+//! A counted load's exchange with the target is finished whatever the engine does: hyper
+//! drops a request's future when the engine hangs up, and a load the target accepted must
+//! still be counted (the reservation must never go back for a record that was created), so
+//! the exchange goes on in a task of its own when that happens ([`Counted`]).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -21,6 +22,7 @@ use serde_json::Value;
 
 use super::body::ProxyBody;
 use super::bulk::{self, Answer, ReadError};
+use super::counted::Counted;
 use super::credentials::ProxyCredentials;
 use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::role::ListenerRole;
@@ -166,24 +168,14 @@ pub async fn handle(
         return Ok(finish(&live, result));
     }
     // A counted load: the exchange is finished and counted whatever the engine does.
-    let task = shared.exchanges.spawn({
+    let exchange = {
         let (live, shared) = (live.clone(), shared.clone());
         async move {
             let result = send(&live, &shared, exchange, req, now).await;
             finish(&live, result)
         }
-    });
-    Ok(match task.await {
-        Ok(response) => response,
-        Err(err) => {
-            tracing::error!(error = %err, "a counted exchange failed inside tollgate");
-            let problem = Problem::new(
-                ProblemCode::InternalError,
-                "the exchange with the target failed inside tollgate",
-            );
-            finish(&live, Err(problem))
-        }
-    })
+    };
+    Ok(Counted::new(&shared.exchanges, exchange).await)
 }
 
 /// Records the request's decision in the metrics and turns it into the engine's answer.
