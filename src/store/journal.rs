@@ -2,10 +2,10 @@
 //! on disk with one write and one `fdatasync` per commit batch.
 //!
 //! The file is preallocated once (zeros written and synced, so later writes allocate nothing and
-//! an `fdatasync` flushes data only): a 4 KiB header (magic, version, the store's id, the file's
+//! flush data only; [`super::journal_file`] writes it): a 4 KiB header (magic, version, the store's id, the file's
 //! length) and then frames ([`super::frame`]), each one commit batch, numbered 1, 2, … for the
-//! life of the store. The writer appends a frame, syncs it and only then answers the batch's
-//! loads. Counts are folded into redb later, in one transaction that also records the number of
+//! life of the store. The writer appends a frame, makes it durable and only then answers the
+//! batch's loads. Counts are folded into redb later, in one transaction that also records the number of
 //! the last frame it took in (the *folded* mark); after that the next frame goes to the start of
 //! the file again, overwriting what was folded.
 //!
@@ -15,10 +15,8 @@
 //! valid frame *beyond* the end of the walk with a higher number than the walk expects next means
 //! an acknowledged frame in between is damaged: the journal is refused, never silently cut.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
@@ -37,32 +35,14 @@ const VERSION: u32 = 1;
 /// Bytes of the header that are checksummed: magic, version, store id, length.
 const HEADER_FIELDS: usize = 36;
 
-/// Where the journal's bytes live: the file, or memory in tests that play crashes.
+/// Where the journal's bytes live: the file ([`super::journal_file`]), or memory in tests
+/// that play crashes.
 pub(super) trait Medium: Send {
     /// Every byte, from the start.
     fn read_all(&mut self) -> io::Result<Vec<u8>>;
-    /// Writes `bytes` at `offset` (not yet durable).
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
-    /// Makes every write so far durable (`fdatasync`).
-    fn sync(&mut self) -> io::Result<()>;
-}
-
-impl Medium for File {
-    fn read_all(&mut self) -> io::Result<Vec<u8>> {
-        let len = usize::try_from(self.metadata()?.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the file is too large"))?;
-        let mut bytes = vec![0; len];
-        self.read_exact_at(&mut bytes, 0)?;
-        Ok(bytes)
-    }
-
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        self.write_all_at(bytes, offset)
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.sync_data()
-    }
+    /// Writes `bytes` at `offset` and returns once they are durable. Nothing beyond the end of
+    /// `bytes` needs keeping (the medium may zero it up to the end of its block).
+    fn write_durably(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
 }
 
 /// Why the journal cannot be used, in the operator's terms.
@@ -141,39 +121,6 @@ pub(super) fn image(store_id: u64, len: usize) -> Vec<u8> {
     let crc = crc32c::crc32c(&bytes[..HEADER_FIELDS]);
     bytes[HEADER_FIELDS..HEADER_FIELDS + 4].copy_from_slice(&crc.to_le_bytes());
     bytes
-}
-
-/// Opens the journal file in `dir`, creating it (preallocated, synced, then renamed into
-/// place, so a half-made file never carries the journal's name) when there is none.
-pub(super) fn open_file(dir: &Path, store_id: u64) -> Result<(File, PathBuf), JournalError> {
-    let path = dir.join(FILE);
-    let io = |action: &'static str| {
-        let path = path.clone();
-        move |source| JournalError::Io {
-            path,
-            action,
-            source,
-        }
-    };
-    match OpenOptions::new().read(true).write(true).open(&path) {
-        Ok(file) => return Ok((file, path)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(io("open")(err)),
-    }
-    let fresh = dir.join(format!("{FILE}.new"));
-    let file = File::create(&fresh).map_err(io("create"))?;
-    file.write_all_at(&image(store_id, CAPACITY), 0)
-        .and_then(|()| file.sync_all())
-        .map_err(io("create"))?;
-    std::fs::rename(&fresh, &path)
-        .and_then(|()| File::open(dir)?.sync_all())
-        .map_err(io("create"))?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io("open"))?;
-    Ok((file, path))
 }
 
 impl Journal {
@@ -257,8 +204,7 @@ impl Journal {
         // A failed write or sync leaves the offset and number as they were: the next attempt
         // rewrites the same frame (with whatever has been added to it) in the same place.
         self.medium
-            .write_at(self.offset as u64, &self.buf)
-            .and_then(|()| self.medium.sync())
+            .write_durably(self.offset as u64, &self.buf)
             .map_err(|source| JournalError::Io {
                 path: self.path.clone(),
                 action: "write",

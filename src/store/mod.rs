@@ -10,6 +10,7 @@ mod counts;
 pub mod fleet;
 mod frame;
 mod journal;
+mod journal_file;
 pub mod writer;
 
 pub use counts::CountBatch;
@@ -248,7 +249,7 @@ impl Store {
             db,
             Box::new(move || open_file(&path)),
             Box::new(move |store_id| {
-                let (file, path) = journal::open_file(&journal_dir, store_id)?;
+                let (file, path) = journal_file::open(&journal_dir, store_id)?;
                 Ok((Box::new(file), path))
             }),
         )

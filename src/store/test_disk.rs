@@ -103,18 +103,13 @@ impl Medium for JournalDisk {
         Ok(view)
     }
 
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+    fn write_durably(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut bytes = self.0.lock().unwrap();
         if bytes.failing {
             return Err(io::Error::other("input/output error"));
         }
         bytes.unsynced.push((offset, data.to_vec()));
-        Ok(())
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        let mut bytes = self.0.lock().unwrap();
-        if bytes.failing || bytes.failing_syncs {
+        if bytes.failing_syncs {
             return Err(io::Error::other("input/output error"));
         }
         for (offset, data) in std::mem::take(&mut bytes.unsynced) {
