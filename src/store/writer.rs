@@ -35,11 +35,36 @@ pub struct CountItem {
     pub at: DateTime<Utc>,
 }
 
-/// Answers whoever waits for a commit.
+/// Answers whoever waits for a commit (a flush).
 type Ack = oneshot::Sender<Result<(), StoreError>>;
 
+/// Answers a strict load waiting for its count to be durable.
+type LoadAck = oneshot::Sender<Answer>;
+
+/// A commit batch's outcome as one waiting load gets it. The writer wakes one load of the
+/// batch from its thread and hands it the others' answers to pass on from the async runtime,
+/// where waking a task needs no system call: one cross-thread wake-up per batch, not per load.
+struct Answer {
+    result: Result<(), StoreError>,
+    /// The other loads of the batch, answered when this answer is dropped.
+    relay: Vec<LoadAck>,
+}
+
+impl Drop for Answer {
+    /// Answers the relayed loads: on the runtime once the load read its answer, or wherever the
+    /// answer is dropped when its load was gone.
+    fn drop(&mut self) {
+        for other in self.relay.drain(..) {
+            let _ = other.send(Answer {
+                result: self.result.clone(),
+                relay: Vec::new(),
+            });
+        }
+    }
+}
+
 enum Message {
-    Count(CountItem, Option<Ack>),
+    Count(CountItem, Option<LoadAck>),
     HighWater(DateTime<Utc>),
     /// Put everything recorded so far into redb's tables.
     Flush(Ack),
@@ -95,7 +120,10 @@ impl Recorder {
         self.tx
             .send(Message::Count(item, Some(ack)))
             .map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?
+        let answer = done.await.map_err(|_| stopped())?;
+        let result = answer.result.clone();
+        drop(answer);
+        result
     }
 
     /// Raises the persisted clock high-water mark (written with the next commit).
@@ -137,7 +165,7 @@ struct Pending {
     counts: CountBatch,
     high_water: Option<DateTime<Utc>>,
     /// Loads waiting for their counts to be durable.
-    loads: Vec<Ack>,
+    loads: Vec<LoadAck>,
     /// Flushes waiting for everything to be in redb's tables.
     flushes: Vec<Ack>,
     stop: bool,
@@ -180,7 +208,7 @@ impl Pending {
         if let Err(err) = &result {
             tracing::error!(error = %err, "counts could not be journaled; they are kept and retried");
         }
-        answer(&mut self.loads, &result);
+        answer_loads(&mut self.loads, &result);
     }
 
     /// Batched: commits the pending counts to redb.
@@ -199,6 +227,18 @@ impl Pending {
             }
         }
         result
+    }
+}
+
+/// Answers the waiting loads through one of them (see [`Answer`]).
+fn answer_loads(waiting: &mut Vec<LoadAck>, result: &Result<(), StoreError>) {
+    let mut rest = std::mem::take(waiting);
+    if let Some(first) = rest.pop() {
+        // A load that is gone drops the answer here, which answers the others.
+        let _ = first.send(Answer {
+            result: result.clone(),
+            relay: rest,
+        });
     }
 }
 
@@ -237,6 +277,11 @@ fn run_strict(store: &Store, rx: &Receiver<Message>, mut committer: Committer) {
             },
         };
         pending.take(first);
+        // Let the request path run on until it waits too (it shares a CPU with this thread
+        // when the sidecar is pinned to one): the loads it counts meanwhile join this batch,
+        // so a frame carries more loads and the wake-ups and device writes per load drop.
+        // Where this thread has a CPU of its own the yield returns at once.
+        std::thread::yield_now();
         let connected = pending.drain(rx);
         pending.journal(store, &mut committer);
         if !pending.flushes.is_empty() || committer.should_fold() {
@@ -342,6 +387,19 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(store.license_month("L", "2026-11").unwrap(), 100);
+    }
+
+    #[tokio::test]
+    async fn every_load_of_a_batch_is_answered_even_when_the_one_woken_is_gone() {
+        let loads: Vec<_> = (0..4).map(|_| oneshot::channel::<Answer>()).collect();
+        let (mut acks, mut waits): (Vec<_>, Vec<_>) = loads.into_iter().unzip();
+        // The writer wakes the last load of the batch; that one was dropped.
+        drop(waits.pop());
+        answer_loads(&mut acks, &Err(StoreError("disk on fire".into())));
+        for wait in waits {
+            let answer = wait.await.expect("answered");
+            assert_eq!(answer.result.clone().unwrap_err().0, "disk on fire");
+        }
     }
 
     #[tokio::test]
