@@ -5,6 +5,7 @@
 //! strict durability makes them durable in the count [`journal`] first and folds them into
 //! redb later. Opening the store replays what the journal holds beyond the last fold.
 
+pub mod bench;
 mod committer;
 mod counts;
 pub mod fleet;
