@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 
 use super::committer::Committer;
 use super::counts::{CountBatch, CountKey};
-use super::{CountItem, Store, StoreError};
+use super::{Store, StoreError};
+
+pub use super::CountItem;
 
 /// A store in a directory of the disk under test, with its journal.
 pub struct CommitBench {
