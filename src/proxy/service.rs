@@ -28,7 +28,7 @@ use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::role::ListenerRole;
 use super::tunnel::HostPort;
 use crate::catalog::{count_accepted, count_records};
-use crate::clock::{month_bounds, month_index, month_index_label};
+use crate::clock::{month_bounds, month_index};
 use crate::control::{Live, Shared};
 use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation, Shortfall};
 use crate::observe::Decision as Outcome;
@@ -1311,11 +1311,8 @@ async fn count(
         records: committed.records,
         license: license.map(|l| l.meter.id.clone()),
         flow: entry.meter.id.clone(),
-        month: month_index_label(committed.month),
-        day: now
-            .with_timezone(&snapshot.tz)
-            .format("%Y-%m-%d")
-            .to_string(),
+        month: committed.month,
+        day: now.with_timezone(&snapshot.tz).date_naive(),
         at: now,
     };
     if let Err(err) = shared.recorder.record(item).await {
