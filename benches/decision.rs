@@ -109,7 +109,7 @@ fn decision(c: &mut Criterion) {
     let child = request("/jira-4321/rest/api/2/issue/ABC-1/comment", "flow-8642");
     let traversal = request("/jira-4321/rest/%2e%2e/api/./2/issue", "flow-8642");
     let unknown_flow = request("/jira-4321/rest/api/2/issue", "no-such-flow");
-    if let Err(problem) = decide(&snapshot, &role, now, &main_load) {
+    if let Err(problem) = decide(&snapshot, &role, now, &main_load, false) {
         panic!(
             "the bench's main load must be admitted: {}",
             problem.to_json()
@@ -118,22 +118,22 @@ fn decision(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("decide (10k instances, 10k flows, 100 licenses)");
     group.bench_function("main load admitted", |b| {
-        b.iter(|| decide(&snapshot, &role, now, black_box(&main_load)).map(|d| d.class))
+        b.iter(|| decide(&snapshot, &role, now, black_box(&main_load), false).map(|d| d.class))
     });
     group.bench_function("child load admitted", |b| {
-        b.iter(|| decide(&snapshot, &role, now, black_box(&child)).map(|d| d.class))
+        b.iter(|| decide(&snapshot, &role, now, black_box(&child), false).map(|d| d.class))
     });
     group.bench_function("path needing normalisation", |b| {
-        b.iter(|| decide(&snapshot, &role, now, black_box(&traversal)).map(|d| d.class))
+        b.iter(|| decide(&snapshot, &role, now, black_box(&traversal), false).map(|d| d.class))
     });
     group.bench_function("unknown flow refused", |b| {
-        b.iter(|| decide(&snapshot, &role, now, black_box(&unknown_flow)).is_err())
+        b.iter(|| decide(&snapshot, &role, now, black_box(&unknown_flow), false).is_err())
     });
     let swap = ArcSwap::from_pointee(snapshot);
     group.bench_function("ArcSwap::load_full + main load", |b| {
         b.iter(|| {
             let snapshot = swap.load_full();
-            decide(&snapshot, &role, now, black_box(&main_load))
+            decide(&snapshot, &role, now, black_box(&main_load), false)
                 .map(|d| d.class)
                 .is_ok()
         })

@@ -7,10 +7,11 @@
 #   nginx     nginx, 1 worker, reverse proxy to the upstream with a keepalive pool (the peer)
 #   tollgate  target/release/tollgate run --worker-threads 1, with benches/proxy-overhead.toml
 #             adapted to those ports: POST /bench-upstream/records is a counted main-entity
-#             load (strict durability), GET is not counted
+#             load (strict durability, or --durability batched), GET is not counted
 # then drives each target with wrk (one thread) for every workload, interleaving the targets
 # over several rounds, and prints medians. With two or more CPUs the servers share one CPU
-# and wrk runs on another. It stops only the processes it started.
+# and wrk runs on another. It also times fdatasync on the store's disk (python3), the unit a
+# strict counted load waits for. It stops only the processes it started.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +29,7 @@ BUILD=${BENCH_BUILD:-auto}
 TOLLGATE_BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}
 OUTPUT=${BENCH_OUTPUT:-}
 KEEP=${BENCH_KEEP:-0}
+DURABILITY=${BENCH_DURABILITY:-strict}
 
 usage() {
     cat <<EOF
@@ -45,6 +47,8 @@ Options (each also read from the environment variable in brackets):
                          (BENCH_TARGETS, default $TARGETS; direct = no proxy)
       --pin MODE         auto (wrk on CPU 0, servers on CPU 1 when there are 2+ CPUs),
                          none, or LOAD:SERVERS such as 0:1 (BENCH_PIN, default $PIN)
+      --durability MODE  tollgate's state.durability: strict or batched
+                         (BENCH_DURABILITY, default $DURABILITY)
       --bin PATH         tollgate binary (TOLLGATE_BIN, default target/release/tollgate)
       --build MODE       auto (build when the binary is missing), always, never
                          (BENCH_BUILD, default $BUILD)
@@ -52,8 +56,9 @@ Options (each also read from the environment variable in brackets):
       --keep             keep the temporary directories and logs (BENCH_KEEP=1)
   -h, --help             this text
 
-Needs nginx and wrk (Debian: apt-get install nginx wrk) and taskset (util-linux) for
-pinning. Takes about workloads x rounds x targets x (warmup + duration + 0.5) seconds.
+Needs nginx and wrk (Debian: apt-get install nginx wrk), taskset (util-linux) for pinning,
+and python3 to time fdatasync on the store's disk (NA without it). Takes about workloads x
+rounds x targets x (warmup + duration + 0.5) seconds.
 EOF
 }
 
@@ -65,6 +70,7 @@ while (($#)); do
         -w | --workloads) WORKLOADS=${2:?}; shift 2 ;;
         -t | --targets) TARGETS=${2:?}; shift 2 ;;
         --pin) PIN=${2:?}; shift 2 ;;
+        --durability) DURABILITY=${2:?}; shift 2 ;;
         --bin) TOLLGATE_BIN=${2:?}; shift 2 ;;
         --build) BUILD=${2:?}; shift 2 ;;
         --no-build) BUILD=never; shift ;;
@@ -80,6 +86,8 @@ done
 is_count "$DURATION" || die "--duration must be a whole number of seconds, not '$DURATION'"
 is_count "$ROUNDS" || die "--rounds must be a positive number, not '$ROUNDS'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "--warmup must be a whole number of seconds, not '$WARMUP'"
+[[ $DURABILITY == strict || $DURABILITY == batched ]] ||
+    die "--durability must be strict or batched, not '$DURABILITY'"
 
 IFS=, read -ra WORKLOAD_LIST <<<"$WORKLOADS"
 for wl in "${WORKLOAD_LIST[@]}"; do
@@ -256,9 +264,9 @@ if has_target tollgate; then
         -e "s|\"../config/admin.token\"|\"$ROOT/config/admin.token\"|" \
         -e "s|\"../config/demo/issuer.pub\"|\"$ROOT/config/demo/issuer.pub\"|" \
         -e "s|^license_dir = \"licenses\"|license_dir = \"$ROOT/benches/licenses\"|" \
-        -e "s|^dir = \"../target/bench-state\"|dir = \"$STATE\"|" \
+        -e "s|^dir = \"../target/bench-state\"|dir = \"$STATE\"\ndurability = \"$DURABILITY\"|" \
         "$ROOT/benches/proxy-overhead.toml" >"$WORK/tollgate.toml"
-    for want in "127.0.0.1:$TG_PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$UP_PORT" "$STATE" "$ROOT/benches/licenses"; do
+    for want in "127.0.0.1:$TG_PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$UP_PORT" "$STATE" "$ROOT/benches/licenses" "durability = \"$DURABILITY\""; do
         grep -qF "$want" "$WORK/tollgate.toml" ||
             die "benches/proxy-overhead.toml changed shape: could not set $want in the copy"
     done
@@ -327,6 +335,32 @@ EOF
     } >"$WORK/$m.lua"
 done
 
+# The median time of 200 fdatasyncs, in µs, each after a 64-byte write, of a file preallocated
+# in the store's directory: what one strict commit batch waits for ("NA" without python3 or a
+# store).
+sync_p50() {
+    if [[ -z $STATE ]] || ! command -v python3 >/dev/null; then
+        echo NA
+        return
+    fi
+    python3 - "$STATE/fdatasync-probe" <<'EOF'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, b"\0" * (1 << 20))
+os.fsync(fd)
+samples = []
+for i in range(200):
+    os.pwrite(fd, b"x" * 64, i * 4096 % (1 << 20))
+    start = time.perf_counter_ns()
+    os.fdatasync(fd)
+    samples.append(time.perf_counter_ns() - start)
+os.close(fd)
+os.unlink(sys.argv[1])
+samples.sort()
+print("%.0f" % (samples[len(samples) // 2] / 1000))
+EOF
+}
+
 # ------------------------------------------------------------------------ measuring
 
 RUNS=$WORK/runs.tsv
@@ -379,6 +413,8 @@ estimate=$(awk -v n="$runs" -v d="$DURATION" -v w="$WARMUP" 'BEGIN { printf "%.0
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 state_fs=${STATE:+$(stat -f -c %T "$STATE" 2>/dev/null || echo "?")}
+SYNC_BEFORE=$(sync_p50)
+SYNCS=()
 {
     echo "tollgate proxy overhead, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit"
     echo "machine: $CPUS CPU(s), ${cpu_model:-unknown CPU}, kernel $(uname -r)"
@@ -388,7 +424,8 @@ state_fs=${STATE:+$(stat -f -c %T "$STATE" 2>/dev/null || echo "?")}
     else
         echo "pinning: none"
     fi
-    echo "runs: $runs x (${WARMUP} s warm-up + ${DURATION} s), ${ROUNDS} rounds, about ${estimate} s${STATE:+; tollgate store on $state_fs}"
+    echo "runs: $runs x (${WARMUP} s warm-up + ${DURATION} s), ${ROUNDS} rounds, about ${estimate} s${STATE:+; tollgate store on $state_fs, $DURABILITY durability}"
+    [[ -z $STATE ]] || echo "store disk: fdatasync p50 $SYNC_BEFORE us before the runs (200 syncs, each of a 64-byte write)"
 }
 
 for wl in "${WORKLOAD_LIST[@]}"; do
@@ -397,6 +434,9 @@ for wl in "${WORKLOAD_LIST[@]}"; do
         for ((i = 0; i < n; i++)); do
             target=${TARGET_LIST[(i + round - 1) % n]}
             printf '\r  %-8s round %d/%d  %-8s ' "$wl" "$round" "$ROUNDS" "$target" >&2
+            # The disk's speed drifts: time fdatasync right before each one-connection
+            # counted run, which waits for it on every load.
+            [[ $target != tollgate || $wl != post@1 ]] || SYNCS+=("$(sync_p50)")
             measure "$wl" "$target" "$round"
         done
     done
@@ -434,7 +474,7 @@ for wl in "${WORKLOAD_LIST[@]}"; do
     echo
     method=${wl%@*}
     if [[ $method == post ]]; then
-        echo "POST, ${wl#*@} connection(s): a counted main-entity load through tollgate (strict durability)"
+        echo "POST, ${wl#*@} connection(s): a counted main-entity load through tollgate ($DURABILITY durability)"
     else
         echo "GET, ${wl#*@} connection(s): uncounted"
     fi
@@ -456,4 +496,13 @@ for wl in "${WORKLOAD_LIST[@]}"; do
             "$(ratio "$rel" "$ngx_rel")" "$(column_sum "$wl" "$t" 7)" \
             "$(fmt "$(column_max "$wl" "$t" 11)" '%.1f')"
     done
+    if [[ $wl == post@1 && ${#SYNCS[@]} -gt 0 ]] && has_target nginx; then
+        sync=$(printf '%s\n' "${SYNCS[@]}" | awk '$1 != "NA"' | sort -g |
+            awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; else print "NA" }')
+        awk -v t="$(median "$wl" tollgate 5)" -v n="$(median "$wl" nginx 5)" -v s="$sync" \
+            -v each="${SYNCS[*]}" 'BEGIN {
+                if (s == "NA") { print "fdatasync: NA (no python3)"; exit }
+                printf "tollgate p50 - nginx p50 = %d us = %.2f x the store disk'"'"'s fdatasync p50 (%d us: the median of %s us, timed before each tollgate round)\n", t - n, (t - n) / s, s, each
+            }'
+    fi
 done

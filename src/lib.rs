@@ -30,4 +30,7 @@ pub mod proxy;
 pub(crate) mod server;
 pub(crate) mod sidecar;
 pub(crate) mod store;
+/// The store's commit paths for `benches/journal.rs` (not part of the library's interface).
+#[doc(hidden)]
+pub use store::bench as store_bench;
 pub(crate) mod upstream;

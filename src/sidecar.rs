@@ -110,8 +110,9 @@ impl Sidecar {
                 tunnels: *role == ListenerRole::Engine,
                 ..options.clone()
             };
-            let handler =
-                move |req| proxy::dispatch(shared.clone(), role.clone(), leaves.clone(), req);
+            let handler = move |req, arrival| {
+                proxy::dispatch(shared.clone(), role.clone(), leaves.clone(), req, arrival)
+            };
             servers.spawn(serve(
                 bound,
                 options,
@@ -121,7 +122,7 @@ impl Sidecar {
             ));
         }
         let admin_state = Arc::new(Admin::new(control.clone(), token));
-        let admin_handler = move |req| admin::handle(admin_state.clone(), req);
+        let admin_handler = move |req, _arrival| admin::handle(admin_state.clone(), req);
         servers.spawn(serve(
             listeners.admin,
             admin_options,

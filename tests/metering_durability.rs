@@ -1,6 +1,6 @@
 //! Counts and flow states on disk: in `strict` durability a `kill -9`
 //! mid-load loses no count an engine saw answered and counts nothing the target did not
-//! accept; SIGTERM drains and stores exactly what was answered; flow states (operator
+//! accept, however often in a row (the count journal is replayed at each start); SIGTERM drains and stores exactly what was answered; flow states (operator
 //! changes, the records-limit stop) survive restarts; `batched` counts reach the store
 //! within `flush_interval` and at SIGTERM.
 //!
@@ -463,4 +463,54 @@ async fn kill_9_mid_load_through_tunnels_loses_no_answered_count_and_invents_non
         }
     });
     kill_9_after(&mut tg, loaders, 100, &target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_five_times_in_a_row_loses_no_answered_count_and_the_totals_agree() {
+    let target = Upstream::plain("target").await;
+    let mut tg = world(&target, &["durability = \"strict\""]).await;
+    let mut before = 0;
+    for cycle in 1..=5 {
+        let loaders = Loaders::start(&tg, 32);
+        loaders.wait_for(100).await;
+        tg.kill9();
+        tg.wait_exit(EXIT)
+            .await
+            .expect("kill -9 did not end tollgate");
+        let answered = loaders.finish().await as u64;
+        let accepted = hits_on(&target, LOAD_AT_TARGET) as u64;
+
+        tg.restart(&env()).await;
+        let (license, flow) = stored(&tg).await;
+        assert!(
+            before + answered <= license && license <= accepted,
+            "cycle {cycle}: stored {license} must lie between the {before} stored before plus the {answered} answered since and the {accepted} the target accepted"
+        );
+        assert_eq!(
+            flow, license,
+            "cycle {cycle}: the flow's count and the license's"
+        );
+        let daily: u64 = tg.usage(None).await["daily"]["LIC-DUR"]
+            .as_object()
+            .expect("the license's daily counts")
+            .values()
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(
+            daily, license,
+            "cycle {cycle}: the daily counts add up to the month"
+        );
+        before = license;
+    }
+
+    // Loads answered one at a time, then SIGTERM: exactly those are added.
+    for _ in 0..10 {
+        tg.post(LOAD, Some("incidents"), "{}")
+            .await
+            .assert_upstream_ok("target");
+    }
+    let status = tg.terminate(EXIT).await;
+    assert!(status.success(), "SIGTERM exit: {status}\n{}", tg.logs());
+    tg.restart(&env()).await;
+    assert_eq!(stored(&tg).await, (before + 10, before + 10));
 }

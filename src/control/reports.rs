@@ -34,8 +34,10 @@ impl Plane {
     }
 
     /// Records for a month (`YYYY-MM`) per license and per flow: the live counters for the
-    /// current month, the store for any other.
+    /// current month, the store for any other (and for the daily chart), after every count
+    /// recorded so far has been put into the store's tables.
     pub(super) fn usage(&self, month: u32) -> Result<Value, StoreError> {
+        self.shared.recorder.flush_blocking()?;
         let snapshot = self.shared.live.load_full();
         let label = crate::clock::month_index_label(month);
         let current = month_index(self.shared.clock.now(), snapshot.tz);

@@ -7,13 +7,15 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::upstream::UpstreamBody;
 
 /// Either the upstream's streaming body or a local answer (a problem document).
 #[derive(Debug)]
 pub enum ProxyBody {
     /// Streamed from the target as it arrives.
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     /// Built by tollgate, or read whole from the target.
     Local(Full<Bytes>),
     /// The part of the target's answer read already, then the rest as it arrives.
@@ -21,7 +23,7 @@ pub enum ProxyBody {
         /// What was read (taken by the first frame).
         read: Option<Bytes>,
         /// The rest of the target's body.
-        rest: Incoming,
+        rest: UpstreamBody,
     },
 }
 

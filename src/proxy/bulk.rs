@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
-use crate::upstream::{EngineBody, EngineBodyError};
+use crate::upstream::{EngineBody, EngineBodyError, UpstreamBody};
 
 /// Why a bulk load's body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -86,14 +85,14 @@ pub(super) enum Answer {
         /// The bytes read.
         read: Bytes,
         /// The rest of the body.
-        rest: Incoming,
+        rest: UpstreamBody,
     },
     /// The body broke off (or stalled past the timeout) after the target accepted the load.
     Broken(String),
 }
 
 /// Reads a target's answer whole, up to `limit` bytes, allowing `timeout` for all of it.
-pub(super) async fn read_answer(mut body: Incoming, limit: usize, timeout: Duration) -> Answer {
+pub(super) async fn read_answer(mut body: UpstreamBody, limit: usize, timeout: Duration) -> Answer {
     let mut gathered = Gathered::default();
     let reading = async {
         while let Some(frame) = body.frame().await {

@@ -4,6 +4,7 @@
 
 mod body;
 mod bulk;
+mod counted;
 mod credentials;
 mod path;
 mod role;

@@ -1,11 +1,12 @@
 //! The proxy service, as named phases, top to bottom: [`check_head`] → [`route`] →
 //! [`identify`] → [`gate`] → [`classify`] → ([`read_batch`] for a bulk load) → [`admit`] →
-//! [`forward`] → [`count`]. Each phase either passes what the next needs or answers with a
+//! [`send`] (forward) → [`count`]. Each phase either passes what the next needs or answers with a
 //! [`Problem`]. Nothing here takes a lock; the live snapshot is loaded once per request.
 //!
-//! A counted load's exchange with the target runs in a task of its own: hyper drops a
-//! request's future when the engine hangs up, and a load the target accepted must still be
-//! counted (the reservation must never go back for a record that was created).
+//! A counted load's exchange with the target is finished whatever the engine does: hyper
+//! drops a request's future when the engine hangs up, and a load the target accepted must
+//! still be counted (the reservation must never go back for a record that was created), so
+//! the exchange goes on in a task of its own when that happens ([`Counted`]).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -21,18 +22,18 @@ use serde_json::Value;
 
 use super::body::ProxyBody;
 use super::bulk::{self, Answer, ReadError};
+use super::counted::Counted;
 use super::credentials::ProxyCredentials;
 use super::path::{decode_segment, normalize, split_first, Normal, PathError};
 use super::role::ListenerRole;
 use super::tunnel::HostPort;
 use crate::catalog::{count_accepted, count_records};
-use crate::clock::{month_bounds, month_index, month_index_label};
+use crate::clock::{month_bounds, month_index};
 use crate::control::{Live, Shared};
 use crate::meter::{MeterEvent, MeterEventKind, MeterReport, Reservation, Shortfall};
 use crate::observe::Decision as Outcome;
 use crate::policy::{DisabledReason, FlowState, LicenseEntry, LoadClass, Moment, Snapshot};
 use crate::problem::{Problem, ProblemCode};
-use crate::server::FramingWatch;
 use crate::store::fleet::{Budget, Fleet, FleetError, Refill};
 use crate::store::CountItem;
 use crate::upstream::{default_port, EngineBody, EngineBodyError, ForwardError, Upstream};
@@ -110,22 +111,26 @@ enum Unadmitted {
     LeaseEmpty,
 }
 
-/// Handles one request on an engine-facing listener; never fails, refusals are problem answers.
+/// Handles one request on an engine-facing listener (`conflicting_framing`: the framing
+/// scanner saw both framing headers in its head); never fails, refusals are problem answers.
 pub async fn handle(
     shared: Arc<Shared>,
     role: Arc<ListenerRole>,
     req: Request<Incoming>,
+    conflicting_framing: bool,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let live = shared.live.load_full();
     let now = shared.clock.now();
-    let plan = match prepare(&live, &role, now, &req) {
+    let plan = match prepare(&live, &role, now, &req, conflicting_framing) {
         Ok(plan) => plan,
         Err(problem) => return Ok(finish(&live, Err(problem))),
     };
     let idle = live.config.server.body_read_timeout;
     let (req, records) = match plan.class {
         // A bulk load's body is read and its records counted before anything is reserved.
-        LoadClass::Bulk(bulk) => match read_batch(&live, &plan, bulk, req).await {
+        // Boxed, as every path below that few requests take: the request's future stays small
+        // (it is moved into place for every request).
+        LoadClass::Bulk(bulk) => match Box::pin(read_batch(&live, &plan, bulk, req)).await {
             Ok(read) => read,
             Err(problem) => return Ok(finish(&live, Err(problem))),
         },
@@ -141,8 +146,9 @@ pub async fn handle(
             Err(Unadmitted::Refused(problem)) => return Ok(finish(&live, Err(problem))),
             Err(Unadmitted::LeaseEmpty) => {
                 let deadline = *deadline.get_or_insert_with(|| fleet_deadline(&shared));
-                if let Err(problem) = replenish(&live, &shared, &plan, records, now, deadline).await
-                {
+                let replenished =
+                    Box::pin(replenish(&live, &shared, &plan, records, now, deadline)).await;
+                if let Err(problem) = replenished {
                     return Ok(finish(&live, Err(problem)));
                 }
             }
@@ -162,24 +168,14 @@ pub async fn handle(
         return Ok(finish(&live, result));
     }
     // A counted load: the exchange is finished and counted whatever the engine does.
-    let task = shared.exchanges.spawn({
+    let exchange = {
         let (live, shared) = (live.clone(), shared.clone());
         async move {
             let result = send(&live, &shared, exchange, req, now).await;
             finish(&live, result)
         }
-    });
-    Ok(match task.await {
-        Ok(response) => response,
-        Err(err) => {
-            tracing::error!(error = %err, "a counted exchange failed inside tollgate");
-            let problem = Problem::new(
-                ProblemCode::InternalError,
-                "the exchange with the target failed inside tollgate",
-            );
-            finish(&live, Err(problem))
-        }
-    })
+    };
+    Ok(Counted::new(&shared.exchanges, exchange).await)
 }
 
 /// Records the request's decision in the metrics and turns it into the engine's answer.
@@ -315,8 +311,9 @@ fn prepare(
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: &Request<Incoming>,
+    conflicting_framing: bool,
 ) -> Result<Plan, Problem> {
-    let decision = decide(live, role, now, req)?;
+    let decision = decide(live, role, now, req, conflicting_framing)?;
     let upstream = live
         .upstream(decision.instance)
         .cloned()
@@ -422,14 +419,16 @@ fn log_shadow(
     }
 }
 
-/// Runs the decision phases on a request head: head checks, route, identify, gate, classify.
+/// Runs the decision phases on a request head: head checks, route, identify, gate, classify
+/// (`conflicting_framing`: the head had both framing headers on the wire).
 pub fn decide<'r, B>(
     snapshot: &Snapshot,
     role: &ListenerRole,
     now: DateTime<Utc>,
     req: &'r Request<B>,
+    conflicting_framing: bool,
 ) -> Result<Decision<'r>, Problem> {
-    check_head(snapshot, req)?;
+    check_head(snapshot, req, conflicting_framing)?;
     let target = route(snapshot, role, req)?;
     let shadow_mode = snapshot.config.licensing.is_shadow();
     // Shadow mode lets license decisions through, marked; everything else refuses as always.
@@ -469,13 +468,14 @@ pub fn decide<'r, B>(
 
 /// Refuses request heads the server must not forward: conflicting framing, transfer codings
 /// other than `chunked` alone, methods spelt in another case, oversized heads.
-pub(super) fn check_head<B>(snapshot: &Snapshot, req: &Request<B>) -> Result<(), Problem> {
+pub(super) fn check_head<B>(
+    snapshot: &Snapshot,
+    req: &Request<B>,
+    conflicting_framing: bool,
+) -> Result<(), Problem> {
     let headers = req.headers();
-    let conflicted = req
-        .extensions()
-        .get::<Arc<FramingWatch>>()
-        .is_some_and(|watch| watch.next_request_conflicts());
-    if conflicted || headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH)
+    if conflicting_framing
+        || headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH)
     {
         return Err(bad_request(
             "the request has both Content-Length and Transfer-Encoding",
@@ -1114,7 +1114,14 @@ async fn send(
         path_and_query,
     } = plan;
     let started = Instant::now();
-    let response = forward(snapshot, flow, instance, &upstream, req, path_and_query).await?;
+    // Forward: the answer's body streams back to the engine.
+    let response = match upstream
+        .send(req, path_and_query, &snapshot.flow_header)
+        .await
+    {
+        Ok(response) => response.map(ProxyBody::Upstream),
+        Err(err) => return Err(forward_problem(snapshot, flow, instance, &upstream, err)),
+    };
     shared.upstream_durations.observe(started.elapsed());
     let mut response = match (reservation, flow) {
         (Some(reservation), Some(flow)) if response.status().is_success() => {
@@ -1126,7 +1133,10 @@ async fn send(
             };
             match class {
                 LoadClass::Bulk(bulk) => {
-                    count_batch(snapshot, shared, load, bulk, &upstream, response).await?
+                    Box::pin(count_batch(
+                        snapshot, shared, load, bulk, &upstream, response,
+                    ))
+                    .await?
                 }
                 _ => warned(response, count(snapshot, shared, load, None).await?),
             }
@@ -1142,21 +1152,16 @@ async fn send(
     Ok((response, flow, instance, shadow))
 }
 
-/// Sends the request to the target and streams its answer back.
-async fn forward(
+/// The problem answer for a request that could not be forwarded.
+fn forward_problem(
     snapshot: &Snapshot,
     flow: Option<u32>,
     instance: u32,
     upstream: &Upstream,
-    req: Request<EngineBody>,
-    path_and_query: String,
-) -> Result<Response<ProxyBody>, Problem> {
-    let problem = match upstream
-        .send(req, path_and_query, &snapshot.flow_header)
-        .await
-    {
-        Ok(response) => return Ok(response.map(ProxyBody::Upstream)),
-        Err(ForwardError::Unavailable(why)) => {
+    err: ForwardError,
+) -> Problem {
+    let problem = match err {
+        ForwardError::Unavailable(why) => {
             let instance_id = &snapshot.instances[instance as usize].id;
             tracing::debug!(instance = %instance_id, error = %why, "upstream unavailable");
             Problem::new(
@@ -1167,7 +1172,7 @@ async fn forward(
                 ),
             )
         }
-        Err(ForwardError::Timeout(after)) => Problem::new(
+        ForwardError::Timeout(after) => Problem::new(
             ProblemCode::UpstreamTimeout,
             format!(
                 "{} did not answer within {} ms",
@@ -1179,8 +1184,8 @@ async fn forward(
             "timeout_ms",
             u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
         ),
-        Err(ForwardError::MalformedBody(why)) => Problem::new(ProblemCode::BadRequest, why),
-        Err(ForwardError::StalledBody(after)) => Problem::new(
+        ForwardError::MalformedBody(why) => Problem::new(ProblemCode::BadRequest, why),
+        ForwardError::StalledBody(after) => Problem::new(
             ProblemCode::RequestTimeout,
             format!(
                 "the engine sent no part of the request body for {} ms",
@@ -1188,7 +1193,7 @@ async fn forward(
             ),
         ),
     };
-    Err(at(snapshot, problem, flow, instance))
+    at(snapshot, problem, flow, instance)
 }
 
 /// A counted load the target answered 2xx: what counting it needs.
@@ -1306,11 +1311,8 @@ async fn count(
         records: committed.records,
         license: license.map(|l| l.meter.id.clone()),
         flow: entry.meter.id.clone(),
-        month: month_index_label(committed.month),
-        day: now
-            .with_timezone(&snapshot.tz)
-            .format("%Y-%m-%d")
-            .to_string(),
+        month: committed.month,
+        day: now.with_timezone(&snapshot.tz).date_naive(),
         at: now,
     };
     if let Err(err) = shared.recorder.record(item).await {

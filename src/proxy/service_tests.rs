@@ -96,7 +96,7 @@ fn decided(
     snapshot: &Snapshot,
     req: &Request<()>,
 ) -> Result<(Option<u32>, u32, LoadClass), ProblemCode> {
-    decide(snapshot, &ListenerRole::Engine, now(), req)
+    decide(snapshot, &ListenerRole::Engine, now(), req, false)
         .map(|d| (d.flow, d.instance, d.class))
         .map_err(|problem| problem.code)
 }
@@ -159,6 +159,7 @@ fn refusals_name_their_flow_and_instance_by_index_for_the_metrics() {
         &ListenerRole::Engine,
         now(),
         &request("GET", "/jira-2/x", Some("off")),
+        false,
     )
     .unwrap_err();
     assert_eq!(problem.flow, snapshot.flow("off"));
@@ -170,6 +171,7 @@ fn refusals_name_their_flow_and_instance_by_index_for_the_metrics() {
         &ListenerRole::Engine,
         now(),
         &request("GET", "/jira-1/x", None),
+        false,
     )
     .unwrap_err();
     assert_eq!(

@@ -22,7 +22,7 @@ use super::service::{
 use crate::control::{Live, Shared};
 use crate::intercept::Leaves;
 use crate::problem::{Problem, ProblemCode};
-use crate::server::{serve_tunnel, FramingWatch, TunnelSeat};
+use crate::server::{serve_tunnel, Arrival, FramingWatch};
 
 /// The port a `CONNECT` target without one means: tunnels carry TLS.
 const TUNNEL_DEFAULT_PORT: u16 = 443;
@@ -34,11 +34,13 @@ pub async fn dispatch(
     role: Arc<ListenerRole>,
     leaves: Arc<Leaves>,
     req: Request<Incoming>,
+    arrival: Arrival,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if req.method() == Method::CONNECT {
-        return Ok(connect(shared, &role, &leaves, req).await);
+        // Boxed: opening a tunnel is a large future every other request would carry.
+        return Ok(Box::pin(connect(shared, &role, &leaves, req, arrival)).await);
     }
-    handle(shared, role, req).await
+    handle(shared, role, req, arrival.conflicting_framing).await
 }
 
 /// A `host:port` in messages.
@@ -115,17 +117,16 @@ async fn connect(
     role: &ListenerRole,
     leaves: &Leaves,
     mut req: Request<Incoming>,
+    arrival: Arrival,
 ) -> Response<ProxyBody> {
     let live = shared.live.load_full();
-    let (target, tls, handoff) = match open(&live, role, leaves, &req).await {
+    let (target, tls, handoff, framing) = match open(&live, role, leaves, &req, arrival).await {
         Ok(opened) => opened,
         Err(problem) => return finish(&live, Err(problem)),
     };
     // The connection's next bytes are TLS, not requests: the scanner must stop before the
     // answer goes out.
-    if let Some(framing) = req.extensions().get::<Arc<FramingWatch>>() {
-        framing.stop_following();
-    }
+    framing.stop_following();
     let upgrade = hyper::upgrade::on(&mut req);
     let credentials = ProxyCredentials::of(req.headers());
     let tunnel = Arc::new(ListenerRole::Tunnel {
@@ -135,8 +136,13 @@ async fn connect(
     });
     tracing::debug!(tunnel = %tunnel, "tunnel opened");
     let name = tunnel.to_string();
-    serve_tunnel(handoff, upgrade, tls, name, move |req| {
-        handle(shared.clone(), tunnel.clone(), req)
+    serve_tunnel(handoff, upgrade, tls, name, move |req, arrival: Arrival| {
+        handle(
+            shared.clone(),
+            tunnel.clone(),
+            req,
+            arrival.conflicting_framing,
+        )
     });
     let mut response = Response::new(ProxyBody::from(Bytes::new()));
     *response.status_mut() = StatusCode::OK;
@@ -151,15 +157,17 @@ async fn open(
     role: &ListenerRole,
     leaves: &Leaves,
     req: &Request<Incoming>,
+    arrival: Arrival,
 ) -> Result<
     (
         ConnectTarget,
         Arc<rustls::ServerConfig>,
         crate::server::Handoff,
+        Arc<FramingWatch>,
     ),
     Problem,
 > {
-    check_head(live, req)?;
+    check_head(live, req, arrival.conflicting_framing)?;
     if *role != ListenerRole::Engine {
         return Err(no_route(
             "CONNECT is answered only on the main engine listener, in forward-proxy mode",
@@ -197,10 +205,9 @@ async fn open(
                 instance,
             )
         })?;
-    let handoff = req
-        .extensions()
-        .get::<Arc<TunnelSeat>>()
-        .and_then(|seat| seat.take())
+    let (framing, handoff) = arrival
+        .tunnel
+        .and_then(|(framing, seat)| Some((framing, seat.take()?)))
         .ok_or_else(|| {
             at(
                 live,
@@ -209,7 +216,7 @@ async fn open(
                 instance,
             )
         })?;
-    Ok((target, tls, handoff))
+    Ok((target, tls, handoff, framing))
 }
 
 #[cfg(test)]

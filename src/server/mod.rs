@@ -9,6 +9,16 @@ mod tls;
 mod tunnel;
 
 pub use framing::FramingWatch;
+
+/// What a listener knows of a request beyond the request itself, handed to its handler.
+pub struct Arrival {
+    /// The framing scanner saw both `Content-Length` and `Transfer-Encoding` in this request's
+    /// head on the wire (hyper has resolved the conflict by the time the handler runs).
+    pub conflicting_framing: bool,
+    /// A `CONNECT` on a listener that opens tunnels: the connection's framing scan (stopped
+    /// before the tunnel's 2xx) and its handoff.
+    pub tunnel: Option<(Arc<FramingWatch>, Arc<TunnelSeat>)>,
+}
 pub use tls::{acceptor, TlsError};
 pub use tunnel::{serve_tunnel, Handoff, TunnelSeat};
 
@@ -98,7 +108,7 @@ pub async fn serve<H, F, B>(
     graceful: Arc<GracefulShutdown>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arrival) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
     B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -162,12 +172,16 @@ pub async fn serve<H, F, B>(
             let _permit = permit;
             let framing = Arc::new(FramingWatch::default());
             let scanner = Scanner::new(max_head, framing.clone());
-            let service = service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(framing.clone());
-                if let Some(seat) = seat.as_ref().filter(|_| req.method() == Method::CONNECT) {
-                    req.extensions_mut().insert(seat.clone());
-                }
-                handler(req)
+            let service = service_fn(move |req: Request<Incoming>| {
+                // HTTP/1 requests reach the service in order, as the scanner saw them.
+                let arrival = Arrival {
+                    conflicting_framing: framing.next_request_conflicts(),
+                    tunnel: seat
+                        .as_ref()
+                        .filter(|_| req.method() == Method::CONNECT)
+                        .map(|seat| (framing.clone(), seat.clone())),
+                };
+                handler(req, arrival)
             });
             let result = match tls {
                 None => {

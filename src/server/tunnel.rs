@@ -20,6 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::{FramingWatch, Scanner, ScanningIo};
+use super::Arrival;
 
 /// What a tunnel takes over from the connection it is opened on.
 pub struct Handoff {
@@ -73,7 +74,7 @@ pub fn serve_tunnel<H, F, B>(
     name: String,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arrival) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
     B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -110,9 +111,13 @@ pub fn serve_tunnel<H, F, B>(
         let framing = Arc::new(FramingWatch::default());
         let scanner = Scanner::new(max_head, framing.clone());
         let io = TokioIo::new(ScanningIo::new(stream, scanner, header_read_timeout));
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(framing.clone());
-            handler(req)
+        let service = service_fn(move |req: Request<Incoming>| {
+            // No tunnel opens inside a tunnel.
+            let arrival = Arrival {
+                conflicting_framing: framing.next_request_conflicts(),
+                tunnel: None,
+            };
+            handler(req, arrival)
         });
         let connection = builder.serve_connection(io, service).into_owned();
         if let Err(err) = watcher.watch(connection).await {

@@ -1,20 +1,30 @@
 //! Durable state in the embedded store (redb in `state.dir`): flow states and their enabling
 //! order, monthly counts per license and per flow (and per license per day, for charts),
 //! raised warnings, the clock high-water mark and the audit trail. The only module that
-//! does disk I/O for state; counts reach it through the group-commit [`writer`].
+//! does disk I/O for state; counts reach it through the group-commit [`writer`], which in
+//! strict durability makes them durable in the count [`journal`] first and folds them into
+//! redb later. Opening the store replays what the journal holds beyond the last fold.
 
+pub mod bench;
+mod committer;
+mod counts;
 pub mod fleet;
+mod frame;
+mod journal;
+mod journal_file;
 pub mod writer;
 
+pub use counts::CountBatch;
 pub use writer::{CountItem, Recorder};
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::panic::UnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once, RwLock};
+use std::sync::{Arc, Mutex, Once, RwLock};
 
 use chrono::{DateTime, Utc};
+use rand_core::{OsRng, RngCore};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,6 +52,11 @@ const HIGH_WATER: &str = "clock_high_water_ms";
 /// Key of the month counts were last kept in (`year * 12 + month0`), to notice a month that
 /// turned while the sidecar was down.
 const COUNTED_MONTH: &str = "counted_month";
+/// Key of the store's random id, which its count journal carries, so that a journal is never
+/// replayed into another store.
+const STORE_ID: &str = "store_id";
+/// Key of the number of the last count journal frame whose counts are in the tables.
+const JOURNAL_FOLDED: &str = "journal_folded";
 
 /// Records per license or flow id.
 pub type Tally = BTreeMap<String, u64>;
@@ -75,39 +90,6 @@ pub struct Marks {
     pub warning: bool,
     /// The hard limit was reached.
     pub limit: bool,
-}
-
-/// Counts to add in one commit.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CountBatch {
-    /// `(license, YYYY-MM)` → records.
-    pub license_months: BTreeMap<(String, String), u64>,
-    /// `(flow, YYYY-MM)` → records.
-    pub flow_months: BTreeMap<(String, String), u64>,
-    /// `(license, YYYY-MM-DD)` → records.
-    pub license_days: BTreeMap<(String, String), u64>,
-}
-
-impl CountBatch {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.license_months.is_empty()
-            && self.flow_months.is_empty()
-            && self.license_days.is_empty()
-    }
-
-    /// Adds another batch into this one.
-    pub fn merge(&mut self, other: CountBatch) {
-        for (key, n) in other.license_months {
-            *self.license_months.entry(key).or_default() += n;
-        }
-        for (key, n) in other.flow_months {
-            *self.flow_months.entry(key).or_default() += n;
-        }
-        for (key, n) in other.license_days {
-            *self.license_days.entry(key).or_default() += n;
-        }
-    }
 }
 
 /// One audit event as stored and listed.
@@ -183,6 +165,16 @@ impl From<OpenError> for StoreError {
     }
 }
 
+impl From<journal::JournalError> for StoreError {
+    fn from(err: journal::JournalError) -> Self {
+        StoreError(err.to_string())
+    }
+}
+
+/// Opens the count journal of the store with the given id: its bytes and its path.
+type OpenJournal =
+    Box<dyn FnOnce(u64) -> Result<(Box<dyn journal::Medium>, PathBuf), journal::JournalError>>;
+
 /// Opens (or creates) the database file. A file redb cannot use is reported and left untouched:
 /// redb refuses most damage with an error but asserts on some (a file cut short of the length
 /// its header records, a zeroed region), so a panic inside it is caught and reported too.
@@ -238,26 +230,44 @@ pub struct Store {
     /// The open database; `None` only while it is being reopened after an I/O failure.
     db: RwLock<Option<Arc<Database>>>,
     reopen: Reopen,
+    /// The count journal, replayed; the writer takes it in strict durability.
+    journal: Mutex<Option<journal::Journal>>,
 }
 
 /// How long recovery waits for readers of the failed database to finish.
 const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Store {
-    /// Opens (or creates) the store in `dir`; a corrupt or unreadable store is an error, never reset.
+    /// Opens (or creates) the store in `dir` and replays its count journal; a corrupt or
+    /// unreadable store or journal is an error, never reset.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|err| StoreError(format!("cannot create {}: {err}", dir.display())))?;
         let path = dir.join(FILE);
         let db = open_file(&path)?;
-        Store::with_database(db, Box::new(move || open_file(&path)))
+        let journal_dir = dir.to_owned();
+        Store::with_database(
+            db,
+            Box::new(move || open_file(&path)),
+            Box::new(move |store_id| {
+                let (file, path) = journal_file::open(&journal_dir, store_id)?;
+                Ok((Box::new(file), path))
+            }),
+        )
     }
 
-    /// A store over an open database, creating every table so that readers never meet a missing one.
-    fn with_database(db: Database, reopen: Reopen) -> Result<Store, StoreError> {
+    /// A store over an open database, creating every table so that readers never meet a missing
+    /// one, with its journal replayed: counts the journal holds beyond the folded mark are
+    /// folded before anything reads them.
+    fn with_database(
+        db: Database,
+        reopen: Reopen,
+        open_journal: OpenJournal,
+    ) -> Result<Store, StoreError> {
         let store = Store {
             db: RwLock::new(Some(Arc::new(db))),
             reopen,
+            journal: Mutex::new(None),
         };
         let tx = store.database()?.begin_write()?;
         tx.open_table(LICENSE_MONTHS)?;
@@ -265,15 +275,42 @@ impl Store {
         tx.open_table(LICENSE_DAYS)?;
         tx.open_table(MARKS)?;
         tx.open_table(FLOWS)?;
-        tx.open_table(META)?;
         tx.open_table(AUDIT)?;
+        let (store_id, folded) = {
+            let mut meta = tx.open_table(META)?;
+            let id = meta.get(STORE_ID)?.map(|v| v.value());
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    let id = OsRng.next_u64() as i64;
+                    meta.insert(STORE_ID, id)?;
+                    id
+                }
+            };
+            let folded = meta.get(JOURNAL_FOLDED)?.map_or(0, |v| v.value());
+            (id as u64, folded as u64)
+        };
         tx.commit()?;
+        let (medium, path) = open_journal(store_id)?;
+        let (journal, replay) = journal::Journal::open(medium, path, store_id, folded)?;
+        if let Some(last) = replay.last {
+            store.commit_counts(&replay.counts, replay.high_water, Some(last))?;
+            tracing::info!(
+                frames = last - folded,
+                "counts from the journal were replayed into the store"
+            );
+        }
+        *store.journal.lock().map_err(|_| poisoned())? = Some(journal);
         Ok(store)
+    }
+
+    /// The count journal, for the writer thread (strict durability); `None` once taken.
+    fn take_journal(&self) -> Option<journal::Journal> {
+        self.journal.lock().ok().and_then(|mut slot| slot.take())
     }
 
     /// The open database (reopened first if an earlier I/O failure closed it).
     fn database(&self) -> Result<Arc<Database>, StoreError> {
-        let poisoned = || StoreError("the store's lock is poisoned".into());
         if let Some(db) = self.db.read().map_err(|_| poisoned())?.as_ref() {
             return Ok(db.clone());
         }
@@ -336,42 +373,54 @@ impl Store {
         }
     }
 
-    /// Adds counts (and raises the high-water mark) in one transaction; `durable` waits for fsync.
+    /// Adds counts (and raises the high-water mark) in one durable transaction; with
+    /// `journal_folded`, also records that the journal's frames up to that number are in.
     pub fn commit_counts(
         &self,
         batch: &CountBatch,
         high_water: Option<DateTime<Utc>>,
-        durable: bool,
+        journal_folded: Option<u64>,
     ) -> Result<(), StoreError> {
-        self.write(|| self.commit_counts_once(batch, high_water, durable))
+        self.write(|| self.commit_counts_once(batch, high_water, journal_folded))
     }
 
     fn commit_counts_once(
         &self,
         batch: &CountBatch,
         high_water: Option<DateTime<Utc>>,
-        durable: bool,
+        journal_folded: Option<u64>,
     ) -> Result<(), StoreError> {
+        let sums = batch.tables();
         let mut tx = self.database()?.begin_write()?;
-        tx.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::Eventual
-        });
+        tx.set_durability(Durability::Immediate);
         {
-            add_all(&mut tx.open_table(LICENSE_MONTHS)?, &batch.license_months)?;
-            add_all(&mut tx.open_table(FLOW_MONTHS)?, &batch.flow_months)?;
-            add_all(&mut tx.open_table(LICENSE_DAYS)?, &batch.license_days)?;
+            add_all(&mut tx.open_table(LICENSE_MONTHS)?, &sums.license_months)?;
+            add_all(&mut tx.open_table(FLOW_MONTHS)?, &sums.flow_months)?;
+            add_all(&mut tx.open_table(LICENSE_DAYS)?, &sums.license_days)?;
+            let mut meta = tx.open_table(META)?;
             if let Some(now) = high_water {
-                let mut meta = tx.open_table(META)?;
                 let current = meta.get(HIGH_WATER)?.map(|v| v.value());
                 if current.is_none_or(|ms| ms < now.timestamp_millis()) {
                     meta.insert(HIGH_WATER, now.timestamp_millis())?;
                 }
             }
+            if let Some(seq) = journal_folded {
+                let seq = i64::try_from(seq)
+                    .map_err(|_| StoreError("the journal's frame number overflowed".into()))?;
+                meta.insert(JOURNAL_FOLDED, seq)?;
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The number of the last journal frame whose counts are in the tables (0 before any).
+    pub fn journal_folded(&self) -> Result<u64, StoreError> {
+        let tx = self.database()?.begin_read()?;
+        let table = tx.open_table(META)?;
+        Ok(table
+            .get(JOURNAL_FOLDED)?
+            .map_or(0, |v| u64::try_from(v.value()).unwrap_or(0)))
     }
 
     /// Committed records of a license in a month.
@@ -563,16 +612,19 @@ impl Store {
     }
 }
 
+fn poisoned() -> StoreError {
+    StoreError("the store's lock is poisoned".into())
+}
+
 fn key(id: &str, period: &str) -> String {
     format!("{id}|{period}")
 }
 
 fn add_all(
     table: &mut redb::Table<&str, u64>,
-    counts: &BTreeMap<(String, String), u64>,
+    counts: &BTreeMap<String, u64>,
 ) -> Result<(), StoreError> {
-    for ((id, period), n) in counts {
-        let key = key(id, period);
+    for (key, n) in counts {
         let current = table.get(key.as_str())?.map_or(0, |v| v.value());
         table.insert(key.as_str(), current + n)?;
     }
@@ -589,16 +641,30 @@ fn append(table: &mut redb::Table<u64, &str>, events: &[AuditEvent]) -> Result<(
 }
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod test_disk;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn batch(license: &str, flow: &str, month: &str, day: &str, n: u64) -> CountBatch {
+    /// `n` records of `license` and `flow` on `day` (`YYYY-MM-DD`), in the day's month.
+    pub(super) fn batch(license: &str, flow: &str, day: &str, n: u64) -> CountBatch {
+        let day = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
         let mut batch = CountBatch::default();
-        batch
-            .license_months
-            .insert((license.into(), month.into()), n);
-        batch.flow_months.insert((flow.into(), month.into()), n);
-        batch.license_days.insert((license.into(), day.into()), n);
+        batch.add(
+            counts::CountKey {
+                license: Some(license.into()),
+                flow: flow.into(),
+                month: crate::clock::month_index(
+                    day.and_hms_opt(12, 0, 0).unwrap().and_utc(),
+                    chrono_tz::UTC,
+                ),
+                day,
+            },
+            n,
+        );
         batch
     }
 
@@ -608,13 +674,13 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             store
-                .commit_counts(&batch("L", "f", "2026-11", "2026-11-26", 3), None, true)
+                .commit_counts(&batch("L", "f", "2026-11-26", 3), None, None)
                 .unwrap();
             store
-                .commit_counts(&batch("L", "f", "2026-11", "2026-11-27", 2), None, false)
+                .commit_counts(&batch("L", "f", "2026-11-27", 2), None, None)
                 .unwrap();
             store
-                .commit_counts(&batch("L", "g", "2026-12", "2026-12-01", 1), None, true)
+                .commit_counts(&batch("L", "g", "2026-12-01", 1), None, None)
                 .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
@@ -643,10 +709,10 @@ mod tests {
             .with_timezone(&Utc);
         assert_eq!(store.high_water().unwrap(), None);
         store
-            .commit_counts(&CountBatch::default(), Some(later), true)
+            .commit_counts(&CountBatch::default(), Some(later), None)
             .unwrap();
         store
-            .commit_counts(&CountBatch::default(), Some(earlier), true)
+            .commit_counts(&CountBatch::default(), Some(earlier), None)
             .unwrap();
         assert_eq!(store.high_water().unwrap(), Some(later));
     }
@@ -721,7 +787,7 @@ mod tests {
     fn stored(dir: &Path) -> Vec<u8> {
         let store = Store::open(dir).unwrap();
         store
-            .commit_counts(&batch("L", "f", "2026-11", "2026-11-26", 3), None, true)
+            .commit_counts(&batch("L", "f", "2026-11-26", 3), None, None)
             .unwrap();
         drop(store);
         std::fs::read(dir.join(FILE)).unwrap()
@@ -796,94 +862,32 @@ mod tests {
 
 #[cfg(test)]
 mod fault_tests {
-    use std::io;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
 
-    use redb::backends::InMemoryBackend;
-    use redb::StorageBackend;
-
+    use super::test_disk::MemoryStore;
+    use super::tests::batch;
     use super::*;
-
-    /// An in-memory disk that can be made to fail every write and sync, like a full disk.
-    #[derive(Debug)]
-    struct FlakyDisk {
-        bytes: Arc<InMemoryBackend>,
-        full: Arc<AtomicBool>,
-    }
-
-    impl FlakyDisk {
-        fn check(&self) -> io::Result<()> {
-            if self.full.load(Ordering::SeqCst) {
-                Err(io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    "no space left on device",
-                ))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    impl StorageBackend for FlakyDisk {
-        fn len(&self) -> io::Result<u64> {
-            self.bytes.len()
-        }
-        fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-            self.bytes.read(offset, len)
-        }
-        fn set_len(&self, len: u64) -> io::Result<()> {
-            self.check()?;
-            self.bytes.set_len(len)
-        }
-        fn sync_data(&self, eventual: bool) -> io::Result<()> {
-            self.check()?;
-            self.bytes.sync_data(eventual)
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-            self.check()?;
-            self.bytes.write(offset, data)
-        }
-    }
-
-    fn one(count: u64) -> CountBatch {
-        let mut batch = CountBatch::default();
-        batch
-            .license_months
-            .insert(("L".into(), "2026-11".into()), count);
-        batch
-    }
 
     #[test]
     fn a_full_disk_fails_the_commit_and_the_store_recovers_when_space_returns() {
-        let bytes = Arc::new(InMemoryBackend::new());
-        let full = Arc::new(AtomicBool::new(false));
-        let open = {
-            let (bytes, full) = (bytes.clone(), full.clone());
-            move || {
-                Database::builder()
-                    .create_with_backend(FlakyDisk {
-                        bytes: bytes.clone(),
-                        full: full.clone(),
-                    })
-                    .map_err(StoreError::from)
-            }
-        };
-        let store = Store::with_database(open().unwrap(), Box::new(open)).unwrap();
-        store.commit_counts(&one(2), None, true).unwrap();
+        let disks = MemoryStore::new(64 << 10);
+        let store = disks.open().unwrap();
+        let one = |n| batch("L", "f", "2026-11-26", n);
+        store.commit_counts(&one(2), None, None).unwrap();
 
-        full.store(true, Ordering::SeqCst);
+        disks.full.store(true, Ordering::SeqCst);
         let err = store
-            .commit_counts(&one(3), None, true)
+            .commit_counts(&one(3), None, None)
             .expect_err("a full disk fails the commit");
         assert!(err.to_string().contains("no space left"), "{err}");
         assert!(
-            store.commit_counts(&one(3), None, true).is_err(),
+            store.commit_counts(&one(3), None, None).is_err(),
             "still full"
         );
 
         // Space returns: the store reopens (repairing) and the retried counts land.
-        full.store(false, Ordering::SeqCst);
-        store.commit_counts(&one(3), None, true).unwrap();
+        disks.full.store(false, Ordering::SeqCst);
+        store.commit_counts(&one(3), None, None).unwrap();
         assert_eq!(
             store.license_month("L", "2026-11").unwrap(),
             5,
@@ -891,39 +895,73 @@ mod fault_tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_load_whose_count_cannot_be_stored_fails_and_its_count_is_kept_for_later() {
-        let bytes = Arc::new(InMemoryBackend::new());
-        let full = Arc::new(AtomicBool::new(false));
-        let open = {
-            let (bytes, full) = (bytes.clone(), full.clone());
-            move || {
-                Database::builder()
-                    .create_with_backend(FlakyDisk {
-                        bytes: bytes.clone(),
-                        full: full.clone(),
-                    })
-                    .map_err(StoreError::from)
-            }
-        };
-        let store = Arc::new(Store::with_database(open().unwrap(), Box::new(open)).unwrap());
-        let recorder =
-            Recorder::start(store.clone(), true, std::time::Duration::from_millis(200)).unwrap();
-        let item = || CountItem {
+    fn item() -> CountItem {
+        let at = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        CountItem {
             records: 1,
             license: Some("L".into()),
             flow: "f".into(),
-            month: "2026-11".into(),
-            day: "2026-11-26".into(),
-            at: Utc::now(),
-        };
-        full.store(true, Ordering::SeqCst);
+            month: 2026 * 12 + 10,
+            day: at.date_naive(),
+            at,
+        }
+    }
+
+    #[tokio::test]
+    async fn strict_loads_are_answered_from_the_journal_while_redb_s_disk_is_full() {
+        let disks = MemoryStore::new(64 << 10);
+        let store = Arc::new(disks.open().unwrap());
+        let recorder =
+            Recorder::start(store.clone(), true, std::time::Duration::from_millis(200)).unwrap();
+        disks.full.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            recorder.record(item()).await.unwrap();
+        }
+        let flushing = recorder.clone();
+        let flush = tokio::task::spawn_blocking(move || flushing.flush_blocking());
         assert!(
-            recorder.record(item()).await.is_err(),
-            "strict: the load is not answered as counted"
+            flush.await.unwrap().is_err(),
+            "the fold into redb fails while its disk is full"
         );
-        full.store(false, Ordering::SeqCst);
+        // The journal is preallocated: it takes counts without new space.
         recorder.record(item()).await.unwrap();
+
+        // A crash now: the journal has every answered count.
+        let reopened = disks.crashed_copy().open().unwrap();
+        assert_eq!(reopened.license_month("L", "2026-11").unwrap(), 4);
+
+        // Or space returns: the next fold puts them into redb.
+        disks.full.store(false, Ordering::SeqCst);
+        let flushing = recorder.clone();
+        tokio::task::spawn_blocking(move || flushing.flush_blocking())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.license_month("L", "2026-11").unwrap(), 4);
+        assert_eq!(store.flow_month("f", "2026-11").unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_load_whose_count_cannot_be_journaled_fails_and_its_count_is_kept_for_later() {
+        let disks = MemoryStore::new(64 << 10);
+        let store = Arc::new(disks.open().unwrap());
+        let recorder =
+            Recorder::start(store.clone(), true, std::time::Duration::from_millis(200)).unwrap();
+        disks.journal.set_failing(true);
+        let err = recorder
+            .record(item())
+            .await
+            .expect_err("strict: the load is not answered as counted");
+        assert!(err.to_string().contains("tollgate.journal"), "{err}");
+        disks.journal.set_failing(false);
+        recorder.record(item()).await.unwrap();
+        let flushing = recorder.clone();
+        tokio::task::spawn_blocking(move || flushing.flush_blocking())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             store.license_month("L", "2026-11").unwrap(),
             2,

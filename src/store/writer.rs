@@ -1,17 +1,22 @@
 //! The count writer: one thread that owns count commits. In `strict` durability every load
-//! waiting at a moment shares one transaction and one fsync (group commit) and is answered
-//! only after it; in `batched` durability counts are flushed every `flush_interval`. A
-//! failed commit keeps its counts for the next attempt, so the store catches up with the
-//! in-memory counters instead of silently undercounting.
+//! waiting at a moment shares one journal frame, written with one `write` and one `fdatasync`
+//! (group commit), and is answered only after it; the journal is folded into redb off the
+//! request path ([`super::committer`]). In `batched` durability counts gather in memory and
+//! go to redb every `flush_interval`, without waking the writer per load. A failed commit keeps
+//! its counts for the next attempt, so the store catches up with the in-memory counters instead
+//! of silently undercounting.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use tokio::sync::oneshot;
 
-use super::{CountBatch, Store, StoreError};
+use super::committer::Committer;
+use super::counts::{CountBatch, CountKey};
+use super::{Store, StoreError};
 
 /// One counted load (of one record, or a bulk load's accepted records) to persist.
 #[derive(Debug, Clone)]
@@ -22,18 +27,47 @@ pub struct CountItem {
     pub license: Option<Arc<str>>,
     /// The flow it belongs to.
     pub flow: Arc<str>,
-    /// `YYYY-MM` in the licensing time zone.
-    pub month: String,
-    /// `YYYY-MM-DD` in the licensing time zone.
-    pub day: String,
+    /// The month whose budget it counted against (`year * 12 + month0`, licensing time zone).
+    pub month: u32,
+    /// The local day it was counted on (licensing time zone), for the daily chart.
+    pub day: NaiveDate,
     /// When the load was counted; commits raise the clock high-water mark to it.
     pub at: DateTime<Utc>,
 }
 
+/// Answers whoever waits for a commit (a flush).
+type Ack = oneshot::Sender<Result<(), StoreError>>;
+
+/// Answers a strict load waiting for its count to be durable.
+type LoadAck = oneshot::Sender<Answer>;
+
+/// A commit batch's outcome as one waiting load gets it. The writer wakes one load of the
+/// batch from its thread and hands it the others' answers to pass on from the async runtime,
+/// where waking a task needs no system call: one cross-thread wake-up per batch, not per load.
+struct Answer {
+    result: Result<(), StoreError>,
+    /// The other loads of the batch, answered when this answer is dropped.
+    relay: Vec<LoadAck>,
+}
+
+impl Drop for Answer {
+    /// Answers the relayed loads: on the runtime once the load read its answer, or wherever the
+    /// answer is dropped when its load was gone.
+    fn drop(&mut self) {
+        for other in self.relay.drain(..) {
+            let _ = other.send(Answer {
+                result: self.result.clone(),
+                relay: Vec::new(),
+            });
+        }
+    }
+}
+
 enum Message {
-    Count(CountItem, Option<oneshot::Sender<Result<(), StoreError>>>),
+    Count(CountItem, Option<LoadAck>),
     HighWater(DateTime<Utc>),
-    Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// Put everything recorded so far into redb's tables.
+    Flush(Ack),
     /// Commit what is pending and end the thread.
     Stop,
 }
@@ -43,25 +77,33 @@ enum Message {
 pub struct Recorder {
     tx: Sender<Message>,
     strict: bool,
+    /// The writer thread, woken for flushes in batched durability (it does not wait on the
+    /// channel there, so that a count costs no wake-up).
+    writer: Thread,
     /// The writer thread, joined by [`Recorder::stop_blocking`].
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Recorder {
-    /// Starts the writer thread over `store`.
+    /// Starts the writer thread over `store` (in strict durability with the store's journal).
     pub fn start(
         store: Arc<Store>,
         strict: bool,
         flush_interval: Duration,
     ) -> Result<Recorder, StoreError> {
+        let committer = strict.then(|| Committer::new(&store)).transpose()?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tollgate-store-writer".into())
-            .spawn(move || run(&store, &rx, strict, flush_interval))
+            .spawn(move || match committer {
+                Some(committer) => run_strict(&store, &rx, committer),
+                None => run_batched(&store, &rx, flush_interval),
+            })
             .map_err(|err| StoreError(format!("cannot start the writer thread: {err}")))?;
         Ok(Recorder {
             tx,
             strict,
+            writer: thread.thread().clone(),
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
     }
@@ -78,7 +120,10 @@ impl Recorder {
         self.tx
             .send(Message::Count(item, Some(ack)))
             .map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?
+        let answer = done.await.map_err(|_| stopped())?;
+        let result = answer.result.clone();
+        drop(answer);
+        result
     }
 
     /// Raises the persisted clock high-water mark (written with the next commit).
@@ -86,11 +131,13 @@ impl Recorder {
         let _ = self.tx.send(Message::HighWater(now));
     }
 
-    /// Writes everything pending, durably; waits on the calling thread (the control plane's,
-    /// never the async runtime's).
+    /// Puts every count recorded so far into the store's tables, durably (strict: folds the
+    /// journal; batched: commits what is pending), so that readers of the tables see them.
+    /// Waits on the calling thread (the control plane's, never the async runtime's).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx.send(Message::Flush(ack)).map_err(|_| stopped())?;
+        self.writer.unpark();
         done.blocking_recv().map_err(|_| stopped())?
     }
 
@@ -98,6 +145,7 @@ impl Recorder {
     /// counted load); later records fail with "the store writer has stopped".
     pub fn stop_blocking(&self) {
         let _ = self.tx.send(Message::Stop);
+        self.writer.unpark();
         let thread = self.thread.lock().ok().and_then(|mut thread| thread.take());
         if let Some(thread) = thread {
             if thread.join().is_err() {
@@ -114,97 +162,158 @@ fn stopped() -> StoreError {
 /// What the writer holds between commits.
 #[derive(Default)]
 struct Pending {
-    batch: CountBatch,
+    counts: CountBatch,
     high_water: Option<DateTime<Utc>>,
-    acks: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// Loads waiting for their counts to be durable.
+    loads: Vec<LoadAck>,
+    /// Flushes waiting for everything to be in redb's tables.
+    flushes: Vec<Ack>,
+    stop: bool,
 }
 
 impl Pending {
     fn take(&mut self, message: Message) {
         match message {
             Message::Count(item, ack) => {
-                if let Some(license) = &item.license {
-                    *self
-                        .batch
-                        .license_months
-                        .entry((license.to_string(), item.month.clone()))
-                        .or_default() += item.records;
-                    *self
-                        .batch
-                        .license_days
-                        .entry((license.to_string(), item.day))
-                        .or_default() += item.records;
-                }
-                *self
-                    .batch
-                    .flow_months
-                    .entry((item.flow.to_string(), item.month))
-                    .or_default() += item.records;
+                let key = CountKey {
+                    license: item.license,
+                    flow: item.flow,
+                    month: item.month,
+                    day: item.day,
+                };
+                self.counts.add(key, item.records);
                 self.high_water = self.high_water.max(Some(item.at));
-                self.acks.extend(ack);
+                self.loads.extend(ack);
             }
             Message::HighWater(now) => self.high_water = self.high_water.max(Some(now)),
-            Message::Flush(ack) => self.acks.push(ack),
-            Message::Stop => {}
+            Message::Flush(ack) => self.flushes.push(ack),
+            Message::Stop => self.stop = true,
         }
     }
 
-    /// Commits what is pending; on failure keeps the counts and fails the waiting loads.
-    fn commit(&mut self, store: &Store) {
-        if self.batch.is_empty() && self.high_water.is_none() && self.acks.is_empty() {
-            return;
+    /// Takes every message already queued; false once every sender is gone.
+    fn drain(&mut self, rx: &Receiver<Message>) -> bool {
+        loop {
+            match rx.try_recv() {
+                Ok(message) => self.take(message),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
         }
-        let result = store.commit_counts(&self.batch, self.high_water, true);
+    }
+
+    /// Strict: journals the pending counts and answers the loads waiting on them.
+    fn journal(&mut self, store: &Store, committer: &mut Committer) {
+        let result = committer.commit(store, &mut self.counts, &mut self.high_water);
+        if let Err(err) = &result {
+            tracing::error!(error = %err, "counts could not be journaled; they are kept and retried");
+        }
+        answer_loads(&mut self.loads, &result);
+    }
+
+    /// Batched: commits the pending counts to redb.
+    fn commit(&mut self, store: &Store) -> Result<(), StoreError> {
+        if self.counts.is_empty() && self.high_water.is_none() {
+            return Ok(());
+        }
+        let result = store.commit_counts(&self.counts, self.high_water, None);
         match &result {
             Ok(()) => {
-                self.batch = CountBatch::default();
+                self.counts.clear();
                 self.high_water = None;
             }
             Err(err) => {
                 tracing::error!(error = %err, "counts could not be committed; they are kept and retried")
             }
         }
-        for ack in self.acks.drain(..) {
-            let _ = ack.send(result.clone());
-        }
+        result
     }
 }
 
-fn run(store: &Store, rx: &Receiver<Message>, strict: bool, flush_interval: Duration) {
+/// Answers the waiting loads through one of them (see [`Answer`]).
+fn answer_loads(waiting: &mut Vec<LoadAck>, result: &Result<(), StoreError>) {
+    let mut rest = std::mem::take(waiting);
+    if let Some(first) = rest.pop() {
+        // A load that is gone drops the answer here, which answers the others.
+        let _ = first.send(Answer {
+            result: result.clone(),
+            relay: rest,
+        });
+    }
+}
+
+fn answer(waiting: &mut Vec<Ack>, result: &Result<(), StoreError>) {
+    for ack in waiting.drain(..) {
+        let _ = ack.send(result.clone());
+    }
+}
+
+/// Folds, answering the flushes waiting on it; a failure is logged and retried later.
+fn fold(store: &Store, committer: &mut Committer, flushes: &mut Vec<Ack>) {
+    let result = committer.fold(store);
+    if let Err(err) = &result {
+        tracing::error!(error = %err, "journaled counts could not be folded into the store; they stay in the journal and are retried");
+    }
+    answer(flushes, &result);
+}
+
+fn run_strict(store: &Store, rx: &Receiver<Message>, mut committer: Committer) {
     let mut pending = Pending::default();
-    if strict {
-        // Group commit: block for the first message, take everything that queued meanwhile.
-        while let Ok(message) = rx.recv() {
-            let mut stop = matches!(message, Message::Stop);
-            pending.take(message);
-            while let Ok(message) = rx.try_recv() {
-                stop |= matches!(message, Message::Stop);
-                pending.take(message);
-            }
-            pending.commit(store);
-            if stop {
-                return;
-            }
-        }
-    } else {
-        let mut deadline = Instant::now() + flush_interval;
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(message @ Message::Flush(_)) => {
-                    pending.take(message);
-                    pending.commit(store);
-                }
-                Ok(Message::Stop) => break,
-                Ok(message) => pending.take(message),
+    loop {
+        // Group commit: block for the first message (or until a fold is due), then take
+        // everything that queued meanwhile.
+        let first = match committer.fold_due() {
+            Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(message) => message,
                 Err(RecvTimeoutError::Timeout) => {
-                    pending.commit(store);
-                    deadline = Instant::now() + flush_interval;
+                    fold(store, &mut committer, &mut Vec::new());
+                    continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
-            }
+            },
+            None => match rx.recv() {
+                Ok(message) => message,
+                Err(_) => break,
+            },
+        };
+        pending.take(first);
+        // Let the request path run on until it waits too (it shares a CPU with this thread
+        // when the sidecar is pinned to one): the loads it counts meanwhile join this batch,
+        // so a frame carries more loads and the wake-ups and device writes per load drop.
+        // Where this thread has a CPU of its own the yield returns at once.
+        std::thread::yield_now();
+        let connected = pending.drain(rx);
+        pending.journal(store, &mut committer);
+        if !pending.flushes.is_empty() || committer.should_fold() {
+            fold(store, &mut committer, &mut pending.flushes);
+        }
+        if pending.stop || !connected {
+            break;
         }
     }
-    pending.commit(store);
+    pending.journal(store, &mut committer);
+    fold(store, &mut committer, &mut pending.flushes);
+}
+
+fn run_batched(store: &Store, rx: &Receiver<Message>, flush_interval: Duration) {
+    let mut pending = Pending::default();
+    let mut deadline = Instant::now() + flush_interval;
+    loop {
+        // Counts queue without waking this thread; flushes and stops unpark it.
+        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+        let connected = pending.drain(rx);
+        let due = Instant::now() >= deadline;
+        if due || !pending.flushes.is_empty() || pending.stop || !connected {
+            let result = pending.commit(store);
+            answer(&mut pending.flushes, &result);
+            if due {
+                deadline = Instant::now() + flush_interval;
+            }
+        }
+        if pending.stop || !connected {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -212,15 +321,16 @@ mod tests {
     use super::*;
 
     fn item(flow: &str) -> CountItem {
+        let at = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         CountItem {
             records: 1,
             license: Some("L".into()),
             flow: flow.into(),
-            month: "2026-11".into(),
-            day: "2026-11-26".into(),
-            at: DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
-                .unwrap()
-                .with_timezone(&Utc),
+            month: 2026 * 12 + 10,
+            day: at.date_naive(),
+            at,
         }
     }
 
@@ -248,40 +358,74 @@ mod tests {
         for load in loads {
             load.await.unwrap().unwrap();
         }
-        assert_eq!(store.license_month("L", "2026-11").unwrap(), 100);
-        assert_eq!(store.flow_month("a", "2026-11").unwrap(), 25);
-        assert_eq!(store.flow_month("b", "2026-11").unwrap(), 75);
+        // On disk in the journal: a store opened from the files as they are now (a crash
+        // here) has them all.
+        let copy = tempfile::tempdir().unwrap();
+        for file in [super::super::FILE, super::super::journal::FILE] {
+            std::fs::copy(dir.path().join(file), copy.path().join(file)).unwrap();
+        }
+        let reopened = Store::open(copy.path()).unwrap();
+        assert_eq!(reopened.license_month("L", "2026-11").unwrap(), 100);
+        assert_eq!(reopened.flow_month("a", "2026-11").unwrap(), 25);
+        assert_eq!(reopened.flow_month("b", "2026-11").unwrap(), 75);
         assert_eq!(
-            store
+            reopened
                 .license_days("L", "2026-11")
                 .unwrap()
                 .get("2026-11-26"),
             Some(&100)
         );
         assert_eq!(
-            store.high_water().unwrap(),
+            reopened.high_water().unwrap(),
             Some(item("a").at),
             "count commits carry the high-water mark"
         );
+        // A flush folds the journal into the running store's tables.
+        let flushing = recorder.clone();
+        tokio::task::spawn_blocking(move || flushing.flush_blocking())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.license_month("L", "2026-11").unwrap(), 100);
+    }
+
+    #[tokio::test]
+    async fn every_load_of_a_batch_is_answered_even_when_the_one_woken_is_gone() {
+        let loads: Vec<_> = (0..4).map(|_| oneshot::channel::<Answer>()).collect();
+        let (mut acks, mut waits): (Vec<_>, Vec<_>) = loads.into_iter().unzip();
+        // The writer wakes the last load of the batch; that one was dropped.
+        drop(waits.pop());
+        answer_loads(&mut acks, &Err(StoreError("disk on fire".into())));
+        for wait in waits {
+            let answer = wait.await.expect("answered");
+            assert_eq!(answer.result.clone().unwrap_err().0, "disk on fire");
+        }
     }
 
     #[tokio::test]
     async fn stopping_commits_what_is_pending_and_joins_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let recorder = Recorder::start(store.clone(), false, Duration::from_secs(3600)).unwrap();
-        for _ in 0..3 {
-            recorder.record(item("a")).await.unwrap();
+        for strict in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let recorder =
+                Recorder::start(store.clone(), strict, Duration::from_secs(3600)).unwrap();
+            for _ in 0..3 {
+                recorder.record(item("a")).await.unwrap();
+            }
+            let stopping = recorder.clone();
+            tokio::task::spawn_blocking(move || stopping.stop_blocking())
+                .await
+                .unwrap();
+            assert_eq!(
+                store.flow_month("a", "2026-11").unwrap(),
+                3,
+                "strict {strict}"
+            );
+            assert!(
+                recorder.record(item("a")).await.is_err(),
+                "the writer is gone"
+            );
         }
-        let stopping = recorder.clone();
-        tokio::task::spawn_blocking(move || stopping.stop_blocking())
-            .await
-            .unwrap();
-        assert_eq!(store.flow_month("a", "2026-11").unwrap(), 3);
-        assert!(
-            recorder.record(item("a")).await.is_err(),
-            "the writer is gone"
-        );
     }
 
     #[tokio::test]
@@ -303,5 +447,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(store.flow_month("a", "2026-11").unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn batched_records_reach_disk_within_the_flush_interval_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let recorder = Recorder::start(store.clone(), false, Duration::from_millis(50)).unwrap();
+        for _ in 0..4 {
+            recorder.record(item("a")).await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.flow_month("a", "2026-11").unwrap() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "the interval's commit never came"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

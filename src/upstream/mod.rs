@@ -1,30 +1,36 @@
-//! Client pools to the target systems: one pooled hyper client per upstream (HTTP/1.1 and
-//! HTTP/2, rustls with the platform roots plus an optional per-instance CA), hop-by-hop
-//! headers removed both ways, connect and response-head timeouts. Pools live outside every
-//! snapshot, so a swap never drops pooled connections.
+//! Connections to the target systems: a pool of kept-alive connections per upstream
+//! (HTTP/1.1 connections driven by the request that holds them, HTTP/2 shared; [`pool`]), TLS
+//! with the platform roots plus an optional per-instance CA ([`connect`]), hop-by-hop headers
+//! removed both ways, connect and response-head timeouts. Pools live outside every snapshot,
+//! so a swap never drops pooled connections.
 
 mod body;
+mod connect;
+mod pool;
+mod response;
 
 pub use body::{EngineBody, EngineBodyError};
+pub use response::UpstreamBody;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName};
-use http::uri::{Authority, Scheme};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use crate::config::Instance;
+use connect::{ConnectError, Endpoint};
+use pool::{Conn, Pool};
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -64,12 +70,15 @@ pub enum UpstreamError {
     Tls(#[from] rustls::Error),
 }
 
-/// A target system: where its requests go and the client pool that takes them there.
+/// A target system: where its requests go and the connections that take them there.
 pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
+    /// `Host` of every request (the authority), built once.
+    host: HeaderValue,
     response_timeout: Duration,
-    client: Client<HttpsConnector<HttpConnector>, EngineBody>,
+    endpoint: Endpoint,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -78,15 +87,23 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-impl Upstream {
-    /// How long the target has for an answer (its head; and a bulk load's whole answer).
-    pub fn response_timeout(&self) -> std::time::Duration {
-        self.response_timeout
-    }
+/// A connection to send one request on.
+enum Connection {
+    /// HTTP/1.1, driven by this request; `reused` when it came from the pool.
+    H1 { conn: Box<Conn>, reused: bool },
+    /// HTTP/2, shared.
+    H2(pool::H2Sender),
+}
 
+impl Upstream {
     /// The scheme and authority requests go to, e.g. `https://acme.atlassian.net`.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// How long the target has for an answer (its head; and a bulk load's whole answer).
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
     /// Sends `req` to `path_and_query` (the whole target path, base path included) and waits
@@ -98,30 +115,111 @@ impl Upstream {
         mut req: Request<EngineBody>,
         path_and_query: String,
         strip: &HeaderName,
-    ) -> Result<Response<Incoming>, ForwardError> {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|err| {
-                ForwardError::Unavailable(format!("cannot build the upstream URI: {err}"))
-            })?;
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        let path = PathAndQuery::from_maybe_shared(Bytes::from(path_and_query)).map_err(|err| {
+            ForwardError::Unavailable(format!("cannot build the upstream URI: {err}"))
+        })?;
         let headers = req.headers_mut();
         remove_hop_by_hop(headers);
         headers.remove(strip);
-        headers.remove(header::HOST);
-        let response = tokio::time::timeout(self.response_timeout, self.client.request(req))
+        headers.insert(header::HOST, self.host.clone());
+        *req.version_mut() = Version::HTTP_11;
+        *req.uri_mut() = Uri::from(path);
+        // One level of future for the whole exchange: the request is not moved from future
+        // to nested future on its way (a request's future is moved into place every time).
+        let exchange = async {
+            let mut req = req;
+            loop {
+                let connection = match self.pool.h2() {
+                    Some(h2) => Connection::H2(h2),
+                    None => match self.pool.checkout() {
+                        Some(conn) => Connection::H1 { conn, reused: true },
+                        // Boxed: opening a connection (TLS above all) is a large future that
+                        // most requests, served by a pooled connection, never run.
+                        None => Box::pin(self.connect()).await?,
+                    },
+                };
+                let (mut conn, reused) = match connection {
+                    Connection::H2(mut sender) => {
+                        *req.version_mut() = Version::HTTP_2;
+                        *req.uri_mut() = self.absolute(req.uri());
+                        req.headers_mut().remove(header::HOST);
+                        let response = sender
+                            .send_request(req)
+                            .await
+                            .map_err(|err| classify(&err))?;
+                        return Ok(response.map(UpstreamBody::shared));
+                    }
+                    Connection::H1 { conn, reused } => (conn, reused),
+                };
+                // HTTP/1.1: this task drives the connection until the response head arrives.
+                let mut sending = std::pin::pin!(conn.sender.try_send_request(req));
+                let sent = std::future::poll_fn(|cx| {
+                    conn.drive(cx);
+                    sending.as_mut().poll(cx)
+                })
+                .await;
+                match sent {
+                    Ok(response) => {
+                        let pool = self.pool.clone();
+                        return Ok(response.map(|body| UpstreamBody::driven(body, conn, pool)));
+                    }
+                    // A pooled connection the target closed before the request went out: the
+                    // request never reached it, so it goes out again on another connection.
+                    Err(mut err) => match err.take_message() {
+                        Some(unsent) if reused => req = unsent,
+                        _ => return Err(classify(err.error())),
+                    },
+                }
+            }
+        };
+        let response = tokio::time::timeout(self.response_timeout, exchange)
             .await
-            .map_err(|_| ForwardError::Timeout(self.response_timeout))?
-            .map_err(|err| classify_client_error(&err))?;
+            .map_err(|_| ForwardError::Timeout(self.response_timeout))??;
         let (mut parts, body) = response.into_parts();
         // The engine talks to tollgate, not to the target: answer in tollgate's own protocol.
         parts.version = Version::HTTP_11;
         remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// Opens a new connection: HTTP/2 when the target chooses it by ALPN (kept for every
+    /// request that follows), else HTTP/1.1.
+    async fn connect(&self) -> Result<Connection, ForwardError> {
+        let connected = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|err: ConnectError| ForwardError::Unavailable(err.to_string()))?;
+        let io = TokioIo::new(connected.stream);
+        if connected.h2 {
+            let (sender, driver) = http2::Builder::new(TokioExecutor::new())
+                .handshake(io)
+                .await
+                .map_err(|err| classify(&err))?;
+            tokio::spawn(async move {
+                if let Err(err) = driver.await {
+                    tracing::debug!(error = %err, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            self.pool.set_h2(sender.clone());
+            return Ok(Connection::H2(sender));
+        }
+        let (sender, driver) = http1::handshake(io).await.map_err(|err| classify(&err))?;
+        self.pool.start_reaper();
+        Ok(Connection::H1 {
+            conn: Conn::new(sender, driver),
+            reused: false,
+        })
+    }
+
+    /// The absolute URI of an origin-form one (HTTP/2 carries scheme and authority).
+    fn absolute(&self, uri: &Uri) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = uri.path_and_query().cloned();
+        Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
     }
 }
 
@@ -136,7 +234,7 @@ pub fn default_port(scheme: Option<&Scheme>) -> u16 {
 
 /// Tells an engine-body failure from an upstream failure, with the error chain as one line
 /// (hyper's top-level message alone says little).
-fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ForwardError {
+fn classify(err: &hyper::Error) -> ForwardError {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
@@ -153,33 +251,76 @@ fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ForwardErro
 }
 
 /// Removes the hop-by-hop headers of RFC 9110, section 7.6.1, including those `Connection` names.
+///
+/// One pass over the names finds which hop-by-hop headers are present (a request usually has
+/// none, an answer `Connection: keep-alive`), and only those are looked up and removed; the
+/// names `Connection` lists are parsed only where it lists more than `close` or `keep-alive`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(index) = hop_by_hop_index(name) {
+            present |= 1 << index;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        // HOP_BY_HOP[0] is Connection.
+        let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|token| {
+                !token.is_empty()
+                    && !token.eq_ignore_ascii_case(b"close")
+                    && !token.eq_ignore_ascii_case(b"keep-alive")
+            })
+            .filter_map(|token| HeaderName::from_bytes(token).ok())
             .collect();
-        for name in named {
+        for name in listed {
             headers.remove(name);
         }
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
+
+/// The place of a hop-by-hop header in [`HOP_BY_HOP`] (one match on the name's text, which
+/// compiles to a switch on its length: cheaper than comparing with each).
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "te" => 1,
+        "trailer" => 2,
+        "transfer-encoding" => 3,
+        "upgrade" => 4,
+        "proxy-authenticate" => 5,
+        "proxy-authorization" => 6,
+        "keep-alive" => 7,
+        "proxy-connection" => 8,
+        _ => return None,
+    })
+}
+
+/// The hop-by-hop headers, `Connection` first: the standard ones, `Keep-Alive` (RFC 9112
+/// appendix C.2.2) and `Proxy-Connection` (the non-standard `Connection` some clients send
+/// to proxies).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
 
 /// Identity of an upstream for reuse across snapshots: same target and settings, same pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -250,28 +391,34 @@ impl UpstreamCache {
             None => self.platform_roots.clone(),
             Some(path) => Arc::new(self.roots_with(path)?),
         };
-        let tls =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(key.connect_timeout));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+        let https = scheme == Scheme::HTTPS;
+        let tls = if https {
+            let mut config = ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(Arc::new(config))
+        } else {
+            None
+        };
+        let port = authority.port_u16().unwrap_or(default_port(Some(&scheme)));
+        let endpoint =
+            Endpoint::new(authority.host(), port, key.connect_timeout, tls).map_err(|err| {
+                UpstreamError::BaseUri {
+                    uri: format!("{}: {err}", key.base_uri),
+                }
+            })?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| not_absolute())?;
         Ok(Upstream {
             scheme,
             authority,
+            host,
             response_timeout: key.response_timeout,
-            client,
+            endpoint,
+            pool: Arc::new(Pool::new(POOL_IDLE_TIMEOUT)),
         })
     }
 }
@@ -339,6 +486,41 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["x-kept", "content-type"]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the headers and whatever `Connection` lists (any case, spaces, empty
+        /// items), no hop-by-hop header and no header `Connection` names survives, and every
+        /// other header does, with all its values.
+        #[test]
+        fn only_hop_by_hop_headers_and_those_listed_are_removed(
+            names in proptest::collection::vec("[a-d]{1,2}|keep-alive|te|upgrade|connection|trailer|x-[a-c]", 0..8),
+            listed in proptest::collection::vec("[a-dA-D]{1,2}|close|Keep-Alive|x-[a-c]| ", 0..4),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (i, name) in names.iter().enumerate() {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(&i.to_string()).unwrap(),
+                );
+            }
+            if !listed.is_empty() {
+                headers.append(header::CONNECTION, HeaderValue::from_str(&listed.join(",")).unwrap());
+            }
+            let before = headers.clone();
+            remove_hop_by_hop(&mut headers);
+            let named: Vec<String> = listed.iter().map(|l| l.trim().to_ascii_lowercase()).collect();
+            for name in before.keys() {
+                let gone = HOP_BY_HOP.contains(name) || named.iter().any(|n| n == name.as_str());
+                if gone {
+                    proptest::prop_assert!(!headers.contains_key(name), "{} survived", name);
+                } else {
+                    let kept: Vec<_> = headers.get_all(name).iter().collect();
+                    let had: Vec<_> = before.get_all(name).iter().collect();
+                    proptest::prop_assert_eq!(kept, had);
+                }
+            }
+        }
     }
 
     #[tokio::test]
