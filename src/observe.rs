@@ -2,10 +2,11 @@
 //! a histogram of upstream answer times. Handles are resolved when a snapshot is compiled;
 //! the request path only does atomic increments.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::problem::ProblemCode;
 
@@ -63,27 +64,31 @@ impl Decision {
 /// The label used for a flow or instance a request could not be tied to.
 pub const UNKNOWN: &str = "-";
 
-/// Requests per decision for one (flow, instance) label pair.
+/// Requests per decision for one (flow, instance) label pair. The counters are allocated by
+/// the first request: most pairs of a large configuration never see one.
 #[derive(Debug)]
 pub struct DecisionCounts {
     /// The `flow` label.
     pub flow: Arc<str>,
     /// The `instance` label.
     pub instance: Arc<str>,
-    counts: [AtomicU64; Decision::SLOTS],
+    counts: OnceLock<Box<[AtomicU64; Decision::SLOTS]>>,
 }
 
 impl DecisionCounts {
     /// Counts one request that ended in `decision`.
     pub fn record(&self, decision: Decision) {
-        self.counts[decision.slot()].fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))))[decision.slot()]
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     /// `(decision label, count)` for every decision seen at least once.
     pub fn seen(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.counts
-            .iter()
-            .enumerate()
+            .get()
+            .into_iter()
+            .flat_map(|counts| counts.iter().enumerate())
             .map(|(slot, c)| (Decision::of_slot(slot).label(), c.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
     }
@@ -115,38 +120,56 @@ impl ShadowLog {
     }
 }
 
-/// Every label pair's counters, kept across snapshots so a swap never resets them.
+/// Every label pair's counters, kept across snapshots so a swap never resets them. Look-ups
+/// of known pairs allocate nothing, and each label's text is held once.
 #[derive(Debug, Default)]
 pub struct RequestStats {
-    counts: HashMap<(String, String), Arc<DecisionCounts>>,
-    shadow_logs: HashMap<String, Arc<ShadowLog>>,
+    /// By flow label, then instance label.
+    counts: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Arc<DecisionCounts>>>,
+    shadow_logs: FxHashMap<Arc<str>, Arc<ShadowLog>>,
+    labels: FxHashSet<Arc<str>>,
 }
 
 impl RequestStats {
     /// The shadow-mode log throttle of a flow (`-` for requests without one).
     pub fn shadow_log(&mut self, flow: &str) -> Arc<ShadowLog> {
-        self.shadow_logs
-            .entry(flow.to_owned())
-            .or_insert_with(|| {
-                Arc::new(ShadowLog {
-                    last: std::array::from_fn(|_| AtomicU64::new(0)),
-                })
-            })
-            .clone()
+        if let Some(log) = self.shadow_logs.get(flow) {
+            return log.clone();
+        }
+        let log = Arc::new(ShadowLog {
+            last: std::array::from_fn(|_| AtomicU64::new(0)),
+        });
+        let label = self.label(flow);
+        self.shadow_logs.insert(label, log.clone());
+        log
     }
 
     /// The counters of a (flow, instance) label pair, created at zero when new.
     pub fn counts(&mut self, flow: &str, instance: &str) -> Arc<DecisionCounts> {
+        if let Some(counts) = self.counts.get(flow).and_then(|by| by.get(instance)) {
+            return counts.clone();
+        }
+        let (flow, instance) = (self.label(flow), self.label(instance));
+        let counts = Arc::new(DecisionCounts {
+            flow: flow.clone(),
+            instance: instance.clone(),
+            counts: OnceLock::new(),
+        });
         self.counts
-            .entry((flow.to_owned(), instance.to_owned()))
-            .or_insert_with(|| {
-                Arc::new(DecisionCounts {
-                    flow: flow.into(),
-                    instance: instance.into(),
-                    counts: std::array::from_fn(|_| AtomicU64::new(0)),
-                })
-            })
-            .clone()
+            .entry(flow)
+            .or_default()
+            .insert(instance, counts.clone());
+        counts
+    }
+
+    /// The one shared copy of a label's text.
+    fn label(&mut self, text: &str) -> Arc<str> {
+        if let Some(label) = self.labels.get(text) {
+            return label.clone();
+        }
+        let label: Arc<str> = text.into();
+        self.labels.insert(label.clone());
+        label
     }
 }
 
@@ -267,6 +290,16 @@ mod tests {
         assert!(Arc::ptr_eq(&counts, &stats.counts("incidents", "jira-1")));
         let seen: Vec<_> = counts.seen().collect();
         assert_eq!(seen, vec![("allowed", 2), ("license-invalid", 1)]);
+        let other = stats.counts("escalations", "jira-1");
+        assert_eq!(
+            other.seen().count(),
+            0,
+            "a pair no request reached has no counts"
+        );
+        assert!(
+            Arc::ptr_eq(&other.instance, &counts.instance),
+            "a label's text is held once"
+        );
     }
 
     #[test]

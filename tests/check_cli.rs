@@ -1603,7 +1603,7 @@ fn a_toml_syntax_error_names_the_file_and_the_line() {
     let config = scratch.write_config(&text);
     assert_eq!(
         assert_parse_error(&config),
-        "invalid table header; expected `.`, `]` (line 4, column 7)"
+        "unclosed table, expected `]` (line 4, column 7)"
     );
 }
 

@@ -7,6 +7,7 @@
 
 mod duration;
 mod parse;
+mod pieces;
 mod pointer;
 #[cfg(test)]
 mod proptests;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use crate::intercept::Authority;
@@ -48,6 +50,51 @@ pub struct Config {
     /// The integration flows between instances.
     #[serde(default)]
     pub flows: Vec<Flow>,
+    /// Where each instance and flow is in its list, by id (built when the text is read).
+    #[serde(skip)]
+    ids: Ids,
+}
+
+/// The position of each instance and flow id in [`Config::instances`] and [`Config::flows`]
+/// (the first, where an id repeats), so that look-ups by id take constant time.
+#[derive(Debug, Clone, Default)]
+struct Ids {
+    instances: FxHashMap<Box<str>, usize>,
+    flows: FxHashMap<Box<str>, usize>,
+}
+
+impl Ids {
+    fn of(config: &Config) -> Ids {
+        let index = |ids: &mut dyn Iterator<Item = &str>| {
+            let mut map = FxHashMap::default();
+            for (i, id) in ids.enumerate() {
+                map.entry(id.into()).or_insert(i);
+            }
+            map
+        };
+        Ids {
+            instances: index(&mut config.instances.iter().map(|i| i.id.as_str())),
+            flows: index(&mut config.flows.iter().map(|f| f.id.as_str())),
+        }
+    }
+}
+
+/// Looks `id` up through `index` where it covers every entry of `entries` (ids are unique, as
+/// in every valid config), else by a scan (the first with that id).
+fn by_id<'a, T>(
+    entries: &'a [T],
+    index: &FxHashMap<Box<str>, usize>,
+    id: &str,
+    id_of: impl Fn(&T) -> &str,
+) -> Option<&'a T> {
+    if index.len() == entries.len() {
+        index
+            .get(id)
+            .and_then(|&i| entries.get(i))
+            .filter(|entry| id_of(entry) == id)
+    } else {
+        entries.iter().find(|entry| id_of(entry) == id)
+    }
 }
 
 /// `[server]`: the listener the integration engine talks to.
@@ -670,7 +717,11 @@ impl Config {
 
     /// Parses and validates config text whose relative paths are relative to `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, LoadError> {
-        let mut config: Config = parse::parse(text).map_err(LoadError::Parse)?;
+        let mut config: Config = match pieces::read(text) {
+            Some(config) => config,
+            None => parse::parse(text).map_err(LoadError::Parse)?,
+        };
+        config.ids = Ids::of(&config);
         config.resolve_paths(base);
         let mut problems = validate::validate(&config);
         if let Some(ca) = &config.server.intercept_ca {
@@ -699,14 +750,29 @@ impl Config {
         }
     }
 
+    /// The same settings without instances or flows.
+    pub fn bare(&self) -> Config {
+        Config {
+            server: self.server.clone(),
+            admin: self.admin.clone(),
+            licensing: self.licensing.clone(),
+            state: self.state.clone(),
+            instances: Vec::new(),
+            flows: Vec::new(),
+            ids: Ids::default(),
+        }
+    }
+
     /// The flow with this id.
     pub fn flow(&self, id: &str) -> Option<&Flow> {
-        self.flows.iter().find(|flow| flow.id == id)
+        by_id(&self.flows, &self.ids.flows, id, |flow| &flow.id)
     }
 
     /// The instance with this id.
     pub fn instance(&self, id: &str) -> Option<&Instance> {
-        self.instances.iter().find(|instance| instance.id == id)
+        by_id(&self.instances, &self.ids.instances, id, |instance| {
+            &instance.id
+        })
     }
 
     /// Whether flows must hold a license of this scheme.
@@ -859,7 +925,7 @@ license_dir = "licenses"
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{load, problems};
+    use super::testing::{load, problems, HEADER};
     use super::*;
 
     const TWO_SYSTEMS: &str = r#"
@@ -1269,6 +1335,70 @@ systems = ["crm", "jira-1"]
                 r#"instances[2].base_uri: is required because flow "leads" sends requests to this instance through tollgate"#,
                 r#"flows[1].id: duplicate flow id "leads" (first at flows[0])"#,
             ]
+        );
+    }
+
+    #[test]
+    fn instances_and_flows_are_found_by_id_and_bare_keeps_only_the_settings() {
+        let flows = "[[flows]]\nid = \"a\"\nsystems = [\"servicenow-1\", \"jira-1\"]\n\
+                     [[flows]]\nid = \"b\"\nsystems = [\"jira-1\", \"servicenow-1\"]\n";
+        let config = load(&format!("{TWO_SYSTEMS}{flows}")).unwrap();
+        assert_eq!(
+            config.instance("jira-1").map(|i| i.app.as_deref()),
+            Some(Some("jira"))
+        );
+        assert_eq!(
+            config.flow("b").map(|f| f.systems[0].as_str()),
+            Some("jira-1")
+        );
+        assert!(config.instance("JIRA-1").is_none() && config.flow("c").is_none());
+        let bare = config.bare();
+        assert!(bare.instances.is_empty() && bare.flows.is_empty());
+        assert!(bare.instance("jira-1").is_none() && bare.flow("a").is_none());
+        assert_eq!(bare.server.flow_header, config.server.flow_header);
+    }
+
+    #[test]
+    fn flows_with_the_same_patterns_are_each_checked_for_patterns_a_router_cannot_tell_apart() {
+        let flow = |id: &str, systems: [&str; 2], second: &str| {
+            format!(
+                "[[flows]]\nid = \"{id}\"\nsystems = [\"{}\", \"{}\"]\n\
+                 [[flows.entities]]\ninstance = \"{}\"\nrole = \"main\"\nmethod = \"POST\"\npath = \"/issue/{{key}}\"\n\
+                 [[flows.entities]]\ninstance = \"{}\"\nrole = \"child\"\nmethod = \"POST\"\npath = \"{second}\"\n",
+                systems[0], systems[1], systems[1], systems[1]
+            )
+        };
+        let (sn, jira) = ("servicenow-1", "jira-1");
+        let found = problems(&format!(
+            "{TWO_SYSTEMS}{}{}{}{}",
+            flow("a", [sn, jira], "/issue/{key}/comment"),
+            flow("b", [jira, sn], "/issue/{key}/comment"),
+            flow("c", [sn, jira], "/issue/{id}"),
+            flow("d", [sn, jira], "/issue/{id}"),
+        ));
+        assert_eq!(found.len(), 2, "{found:#?}");
+        for (problem, flow) in found.iter().zip([2, 3]) {
+            assert!(
+                problem.starts_with(&format!("flows[{flow}].entities[1].path: "))
+                    && problem.contains("cannot be told apart"),
+                "{found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_a_repeated_id_the_first_is_found() {
+        let text = format!(
+            "{HEADER}{TWO_SYSTEMS}[[instances]]\nid = \"jira-1\"\nconnector = \"named\"\napp = \"other\"\n"
+        );
+        let config: Config = parse::parse(&text).unwrap();
+        let config = Config {
+            ids: Ids::of(&config),
+            ..config
+        };
+        assert_eq!(
+            config.instance("jira-1").map(|i| i.app.as_deref()),
+            Some(Some("jira"))
         );
     }
 

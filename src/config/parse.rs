@@ -74,8 +74,18 @@ impl fmt::Display for Position {
 
 /// Deserializes config text, naming the key path of the first key or value that does not fit.
 pub(super) fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ParseError> {
-    serde_path_to_error::deserialize(toml::Deserializer::new(text))
-        .map_err(|err| describe(text, &err))
+    let deserializer = toml::Deserializer::parse(text).map_err(|err| syntax(text, &err))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|err| describe(text, &err))
+}
+
+/// Text that is not TOML at all.
+fn syntax(text: &str, err: &toml::de::Error) -> ParseError {
+    ParseError {
+        path: None,
+        owner: None,
+        message: one_line(err),
+        position: position(text, err),
+    }
 }
 
 /// Turns a deserialization error into a [`ParseError`]: a syntax error when the text is not
@@ -83,14 +93,7 @@ pub(super) fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ParseError> {
 fn describe(text: &str, err: &serde_path_to_error::Error<toml::de::Error>) -> ParseError {
     let document = match text.parse::<toml::Table>() {
         Ok(document) => document,
-        Err(syntax) => {
-            return ParseError {
-                path: None,
-                owner: None,
-                message: one_line(&syntax),
-                position: position(text, &syntax),
-            }
-        }
+        Err(err) => return syntax(text, &err),
     };
     let inner = err.inner();
     let segments: Vec<&Segment> = err.path().iter().collect();
@@ -406,7 +409,7 @@ path = "/comment"
         assert_eq!(error.owner, None);
         assert_eq!(
             error.to_string(),
-            "invalid table header; expected `.`, `]` (line 4, column 7)"
+            "unclosed table, expected `]` (line 4, column 7)"
         );
     }
 

@@ -630,6 +630,41 @@ fn mangled_base() -> impl Strategy<Value = String> {
     })
 }
 
+/// What a config text says, as read in pieces of one `[[instances]]` or `[[flows]]` table each
+/// (`None` where a piece does not stand for itself) and as read whole.
+fn pieces_and_whole(text: &str) -> (Option<String>, String) {
+    let pieces = super::pieces::read_in(text, 1).map(|config| format!("{:?}", Ok::<_, ()>(config)));
+    let whole = super::parse::parse::<Config>(text).map_err(|_| ());
+    (pieces, format!("{whole:?}"))
+}
+
+#[test]
+fn a_config_read_in_pieces_says_what_it_says_read_whole() {
+    let result = runner().run(
+        &prop_oneof![
+            mangled_base(),
+            prop::collection::vec(damage(), 1..=3)
+                .prop_map(|damages| { toml::to_string(&damaged(&damages).0).unwrap_or_default() }),
+        ],
+        |text| {
+            let (pieces, whole) = pieces_and_whole(&text);
+            if let Some(pieces) = pieces {
+                prop_assert_eq!(pieces, whole, "{}", text);
+            }
+            Ok(())
+        },
+    );
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    let (pieces, whole) = pieces_and_whole(BASE);
+    assert_eq!(
+        pieces.as_deref(),
+        Some(whole.as_str()),
+        "the base config is read in pieces"
+    );
+}
+
 #[test]
 fn no_text_makes_loading_panic() {
     let dir = scratch();

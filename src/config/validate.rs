@@ -1,9 +1,12 @@
 //! Whole-file validation: every problem in a parsed config, each with its key path.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{Config, Connector, FlowKind, Instance};
 
@@ -468,6 +471,7 @@ fn connector_attributes(instance: &Instance, at: &str, problems: &mut Problems) 
 
 fn flows(config: &Config, instances: &HashMap<&str, &Instance>, problems: &mut Problems) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut told_apart = ToldApart::default();
     for (i, flow) in config.flows.iter().enumerate() {
         let at = format!("flows[{i}]");
         if flow.id.is_empty() || !flow.id.bytes().all(|b| b.is_ascii_graphic()) {
@@ -520,11 +524,38 @@ fn flows(config: &Config, instances: &HashMap<&str, &Instance>, problems: &mut P
                 );
             }
         }
-        entities(flow, &at, problems);
+        entities(flow, &at, &mut told_apart, problems);
     }
 }
 
-fn entities(flow: &super::Flow, at: &str, problems: &mut Problems) {
+/// The entity lists already found free of patterns a router cannot tell apart, with each
+/// entity's instance named by its place among the flow's systems: the flows of one kind of
+/// integration repeat one list, which is checked once.
+#[derive(Default)]
+struct ToldApart<'a>(FxHashSet<Vec<(usize, &'a str, &'a str)>>);
+
+impl<'a> ToldApart<'a> {
+    /// The flow's list in that form, when every entity's instance is one of its systems.
+    fn key(flow: &'a super::Flow) -> Option<Vec<(usize, &'a str, &'a str)>> {
+        flow.entities
+            .iter()
+            .map(|entity| {
+                let system = flow.systems.iter().position(|s| *s == entity.instance)?;
+                Some((system, entity.method.as_str(), entity.path.as_str()))
+            })
+            .collect()
+    }
+}
+
+fn entities<'a>(
+    flow: &'a super::Flow,
+    at: &str,
+    told_apart: &mut ToldApart<'a>,
+    problems: &mut Problems,
+) {
+    let key = ToldApart::key(flow);
+    let known = key.as_ref().is_some_and(|key| told_apart.0.contains(key));
+    let before = problems.0.len();
     let mut routers: HashMap<(&str, &str), matchit::Router<()>> = HashMap::new();
     for (k, entity) in flow.entities.iter().enumerate() {
         let at = format!("{at}.entities[{k}]");
@@ -553,6 +584,9 @@ fn entities(flow: &super::Flow, at: &str, problems: &mut Problems) {
             problems.add(format!("{at}.path"), why);
             continue;
         }
+        if known {
+            continue;
+        }
         let router = routers
             .entry((&entity.instance, &entity.method))
             .or_default();
@@ -565,6 +599,9 @@ fn entities(flow: &super::Flow, at: &str, problems: &mut Problems) {
                 ),
             );
         }
+    }
+    if let (Some(key), false) = (key, known || problems.0.len() > before) {
+        told_apart.0.insert(key);
     }
 }
 
@@ -594,36 +631,42 @@ fn bulk(entity: &super::Entity, at: &str, problems: &mut Problems) {
 /// Patterns apply per instance across flows, so one main pattern (instance, method, path)
 /// counts one way: two flows that give it different bulk settings are a problem.
 fn bulk_agreement(config: &Config, problems: &mut Problems) {
-    let folds: HashMap<&str, bool> = config
+    let folds: FxHashMap<&str, bool> = config
         .instances
         .iter()
         .map(|instance| (instance.id.as_str(), instance.paths_case_insensitive))
         .collect();
-    let mut first: HashMap<(&str, &str, String), (String, Option<super::Bulk>)> = HashMap::new();
+    // The first entity of each (instance, method, path), by flow and entity index.
+    let mut first: FxHashMap<(&str, &str, Cow<str>), (usize, usize)> = FxHashMap::default();
     for (i, flow) in config.flows.iter().enumerate() {
         for (k, entity) in flow.entities.iter().enumerate() {
             if entity.role != super::Role::Main {
                 continue;
             }
             let path = if folds.get(entity.instance.as_str()) == Some(&true) {
-                entity.path.to_lowercase()
+                Cow::Owned(entity.path.to_lowercase())
             } else {
-                entity.path.clone()
+                Cow::Borrowed(entity.path.as_str())
             };
-            let at = format!("flows[{i}].entities[{k}]");
             let key = (entity.instance.as_str(), entity.method.as_str(), path);
-            match first.get(&key) {
-                None => {
-                    first.insert(key, (at, entity.bulk()));
-                }
-                Some((earlier, bulk)) if *bulk != entity.bulk() => problems.add(
-                    format!("{at}.records"),
+            let Some(&(fi, fk)) = first.get(&key) else {
+                first.insert(key, (i, k));
+                continue;
+            };
+            let earlier = &config.flows[fi].entities[fk];
+            // As `Entity::bulk` compares them: without `records` the others do not count.
+            let same = earlier.records == entity.records
+                && (entity.records.is_none()
+                    || (earlier.accepted == entity.accepted
+                        && earlier.accepted_if == entity.accepted_if));
+            if !same {
+                problems.add(
+                    format!("flows[{i}].entities[{k}].records"),
                     format!(
-                        "{} {} on instance {:?} is counted differently at {earlier}: every flow must give one pattern the same records, accepted and accepted_if",
+                        "{} {} on instance {:?} is counted differently at flows[{fi}].entities[{fk}]: every flow must give one pattern the same records, accepted and accepted_if",
                         entity.method, entity.path, entity.instance
                     ),
-                ),
-                Some(_) => {}
+                );
             }
         }
     }

@@ -29,7 +29,9 @@ pub(super) fn event(now: DateTime<Utc>, kind: &str, detail: serde_json::Value) -
 pub(super) fn read_licenses(state: &mut Plane) -> Result<(), ControlError> {
     let dir = &state.config.licensing.license_dir;
     let now = state.shared.clock.now();
-    let listing = license::read_dir(dir, &state.keys)
+    // Licenses verified under the keys in force are not checked again (see `Plane::reverify`).
+    let verified: &[Arc<license::Installed>] = if state.reverify { &[] } else { &state.licenses };
+    let listing = license::read_dir_reusing(dir, &state.keys, verified)
         .map_err(|err| ControlError::io(dir, "cannot read the license directory", err))?;
     for rejected in &listing.rejected {
         if !state.rejected.iter().any(|r| same_rejection(r, rejected)) {
@@ -65,6 +67,7 @@ pub(super) fn read_licenses(state: &mut Plane) -> Result<(), ControlError> {
     }
     state.licenses = listing.installed.into_iter().map(Arc::new).collect();
     state.rejected = listing.rejected;
+    state.reverify = false;
     Ok(())
 }
 
@@ -112,6 +115,13 @@ pub(super) fn build(state: &mut Plane, previous: Option<&Live>) -> Result<Live, 
         }
     }
     state.entitlement_refusals = compiled.entitlement_refusals;
+    // The same config has the same upstreams: a license or flow change reuses them.
+    if let Some(previous) = previous.filter(|live| Arc::ptr_eq(&live.config, &state.config)) {
+        return Ok(Live {
+            snapshot: compiled.snapshot,
+            upstreams: previous.upstreams.clone(),
+        });
+    }
     let mut upstreams = Vec::with_capacity(state.config.instances.len());
     for instance in &state.config.instances {
         let upstream = state
@@ -171,6 +181,17 @@ fn describe(state: FlowState, snapshot: &Snapshot) -> (bool, String) {
     }
 }
 
+/// Whether two states read the same (the license of an active flow by its id, since its
+/// index may differ between snapshots); what [`describe`] tells apart, without its text.
+fn same_state(a: FlowState, in_a: &Snapshot, b: FlowState, in_b: &Snapshot) -> bool {
+    match (a, b) {
+        (FlowState::Active { license: Some(x) }, FlowState::Active { license: Some(y) }) => {
+            in_a.licenses[x as usize].id() == in_b.licenses[y as usize].id()
+        }
+        (a, b) => a == b,
+    }
+}
+
 /// Logs and journals every flow whose state changed between two snapshots.
 pub(super) fn journal_flow_changes(
     state: &mut Plane,
@@ -179,9 +200,13 @@ pub(super) fn journal_flow_changes(
     now: DateTime<Utc>,
 ) {
     for flow in &current.flows {
-        let before = previous
+        let was = previous
             .flow(&flow.id)
-            .map(|i| describe(previous.flows[i as usize].state, previous));
+            .map(|i| previous.flows[i as usize].state);
+        if was.is_some_and(|was| same_state(was, previous, flow.state, current)) {
+            continue;
+        }
+        let before = was.map(|was| describe(was, previous));
         let (enabled, now_text) = describe(flow.state, current);
         if before.as_ref().map(|(_, text)| text.as_str()) == Some(now_text.as_str()) {
             continue;

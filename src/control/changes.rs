@@ -45,6 +45,7 @@ impl Plane {
         let previous_host = std::mem::replace(&mut self.host, host);
         let previous_settings = self.settings.clone();
         self.adopt_flows();
+        self.reverify = true;
         match self.reload_licenses_now() {
             Ok(()) => {
                 self.config_error = None;
@@ -59,6 +60,8 @@ impl Plane {
                 self.keys = previous_keys;
                 self.host = previous_host;
                 self.settings = previous_settings;
+                // The licenses read meanwhile were verified under the keys just put back.
+                self.reverify = true;
                 self.config_error = Some(err.to_string());
             }
         }

@@ -4,7 +4,7 @@
 //! file work happens here, never on the async runtime; the runtime only sends commands and
 //! awaits their replies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -77,9 +78,14 @@ pub(super) struct Plane {
     pub(super) keys: TrustedKeys,
     pub(super) host: Arc<HostIdentity>,
     pub(super) licenses: Vec<Arc<Installed>>,
+    /// Whether the trusted keys changed since `licenses` were verified: the next read of the
+    /// license directory checks every signature again.
+    pub(super) reverify: bool,
     pub(super) rejected: Vec<Rejected>,
     /// What is wanted of each flow, by flow id.
-    pub(super) settings: HashMap<String, FlowSetting>,
+    pub(super) settings: FxHashMap<String, FlowSetting>,
+    /// The settings last written to the store (`None` before the first write).
+    pub(super) saved: Option<FxHashMap<String, FlowSetting>>,
     pub(super) next_order: u64,
     /// Counters, kept across snapshots.
     pub(super) resources: Resources,
@@ -121,7 +127,7 @@ struct Loaded {
     store: Arc<Store>,
     recorder: Recorder,
     meters: Meters,
-    settings: HashMap<String, FlowSetting>,
+    settings: FxHashMap<String, FlowSetting>,
     next_order: u64,
     high_water: DateTime<Utc>,
     month: u32,
@@ -159,8 +165,10 @@ impl Plane {
             keys: loaded.keys,
             host: loaded.host,
             licenses: Vec::new(),
+            reverify: false,
             rejected: Vec::new(),
             settings: loaded.settings,
+            saved: None,
             next_order: loaded.next_order,
             resources: Resources {
                 meters: loaded.meters,
@@ -327,13 +335,18 @@ impl Plane {
             }
             self.journal_sent = self.journal.len();
         }
-        match self.store.save_flows(&stored_flows(self), &self.journal) {
-            Ok(()) => {
-                self.journal.clear();
-                self.journal_sent = 0;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "flow states could not be stored; retrying with the next change")
+        // Most swaps (a license uploaded again, a recompile on time) change no flow setting.
+        let unchanged = self.journal.is_empty() && self.saved.as_ref() == Some(&self.settings);
+        if !unchanged {
+            match self.store.save_flows(&stored_flows(self), &self.journal) {
+                Ok(()) => {
+                    self.journal.clear();
+                    self.journal_sent = 0;
+                    self.saved = Some(self.settings.clone());
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "flow states could not be stored; retrying with the next change")
+                }
             }
         }
         self.publish_to_fleet();
@@ -398,9 +411,9 @@ fn load(config_path: &Path, clock: &dyn Clock) -> Result<Loaded, ControlError> {
 fn stored_settings(
     config: &Config,
     store: &Store,
-) -> Result<(HashMap<String, FlowSetting>, u64), ControlError> {
+) -> Result<(FxHashMap<String, FlowSetting>, u64), ControlError> {
     let stored = store.flows()?;
-    let mut settings = HashMap::new();
+    let mut settings = FxHashMap::default();
     for (order, flow) in config.flows.iter().enumerate() {
         let setting = match stored.get(&flow.id) {
             Some(saved) => FlowSetting {
@@ -433,16 +446,8 @@ fn empty_snapshot(
     host: &Arc<HostIdentity>,
     now: DateTime<Utc>,
 ) -> Result<crate::policy::Snapshot, ControlError> {
-    let bare = Config {
-        server: config.server.clone(),
-        admin: config.admin.clone(),
-        licensing: config.licensing.clone(),
-        state: config.state.clone(),
-        instances: Vec::new(),
-        flows: Vec::new(),
-    };
     let compiled = crate::policy::compile(
-        Arc::new(bare),
+        Arc::new(config.bare()),
         &[],
         &[],
         &mut Resources::default(),

@@ -2,7 +2,9 @@
 //! each either installed (parsed and verified) or rejected with its reason. Whether an
 //! installed license is in force is judged later, afresh, at every use.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -60,6 +62,22 @@ pub struct Listing {
 /// Reads every `*.lic` file of `dir` in file-name order (a missing directory holds none);
 /// only listing the directory can fail.
 pub fn read_dir(dir: &Path, keys: &TrustedKeys) -> std::io::Result<Listing> {
+    read_dir_reusing(dir, keys, &[])
+}
+
+/// [`read_dir`], taking a file that is, at the same path, the same signed license as one of
+/// `verified` (installed before under the same trusted keys) without checking its signature
+/// again: re-reading a directory of many licenses after one upload then costs one signature
+/// check, not one per file.
+pub fn read_dir_reusing(
+    dir: &Path,
+    keys: &TrustedKeys,
+    verified: &[Arc<Installed>],
+) -> std::io::Result<Listing> {
+    let verified: HashMap<&Path, &LicenseFile> = verified
+        .iter()
+        .map(|installed| (installed.path.as_path(), &installed.file))
+        .collect();
     let entries = match std::fs::read_dir(dir) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
         entries => entries?,
@@ -74,7 +92,8 @@ pub fn read_dir(dir: &Path, keys: &TrustedKeys) -> std::io::Result<Listing> {
     paths.sort();
     let mut listing = Listing::default();
     for path in paths {
-        match install(&path, keys, &listing.installed) {
+        let known = verified.get(path.as_path()).copied();
+        match install(&path, keys, known, &listing.installed) {
             Ok(installed) => listing.installed.push(installed),
             Err(reason) => listing.rejected.push(Rejected { path, reason }),
         }
@@ -85,10 +104,13 @@ pub fn read_dir(dir: &Path, keys: &TrustedKeys) -> std::io::Result<Listing> {
 fn install(
     path: &Path,
     keys: &TrustedKeys,
+    known: Option<&LicenseFile>,
     installed: &[Installed],
 ) -> Result<Installed, Rejection> {
     let file = LicenseFile::read(path)?;
-    file.verify(keys)?;
+    if !known.is_some_and(|known| known.signs_the_same(&file)) {
+        file.verify(keys)?;
+    }
     let id = &file.payload.common.id;
     if let Some(other) = installed.iter().find(|i| &i.file.payload.common.id == id) {
         return Err(Rejection::DuplicateId {
@@ -161,6 +183,36 @@ mod tests {
                 "missing the -----BEGIN TOLLGATE LICENSE----- line".to_string()
             )
         );
+    }
+
+    #[test]
+    fn a_license_verified_before_at_the_same_path_is_not_checked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let unbound = edit_json(PAIR_JSON, |m| {
+            m.remove("bound_to");
+        });
+        let (a, b) = (dir.path().join("a.lic"), dir.path().join("b.lic"));
+        std::fs::write(&a, sign(unbound.as_bytes(), &key(1)).unwrap()).unwrap();
+        std::fs::write(&b, sign(SUBSCRIPTION_JSON.as_bytes(), &key(1)).unwrap()).unwrap();
+        let first = read_dir(dir.path(), &trusting(&key(1))).unwrap();
+        let verified: Vec<Arc<Installed>> = first.installed.into_iter().map(Arc::new).collect();
+        // No key is trusted now: only what was verified before, unchanged, is installed.
+        let other = edit_json(&unbound, |m| {
+            m.insert("company".into(), "Changed".into());
+        });
+        std::fs::write(&b, sign(other.as_bytes(), &key(1)).unwrap()).unwrap();
+        let again = read_dir_reusing(dir.path(), &TrustedKeys::new(), &verified).unwrap();
+        let installed: Vec<&Path> = again.installed.iter().map(|i| i.path.as_path()).collect();
+        assert_eq!(installed, [a.as_path()]);
+        assert_eq!(again.rejected.len(), 1, "a changed file is checked again");
+        assert!(again.rejected[0]
+            .reason
+            .to_string()
+            .starts_with("signed by unknown issuer key "));
+        // Moved to another path, the same license is checked again.
+        std::fs::rename(&a, dir.path().join("c.lic")).unwrap();
+        let moved = read_dir_reusing(dir.path(), &TrustedKeys::new(), &verified).unwrap();
+        assert!(moved.installed.is_empty());
     }
 
     #[test]

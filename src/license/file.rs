@@ -93,6 +93,14 @@ impl LicenseFile {
         }
     }
 
+    /// Whether `other` is the same signed license: the same key id, payload and signature, so
+    /// that a verdict of [`LicenseFile::verify`] on one holds for the other under the same keys.
+    pub fn signs_the_same(&self, other: &LicenseFile) -> bool {
+        self.kid == other.kid
+            && self.payload_b64 == other.payload_b64
+            && self.signature == other.signature
+    }
+
     /// Checks the signature against the trusted issuer keys.
     pub fn verify(&self, keys: &TrustedKeys) -> Result<(), SignatureError> {
         let key = keys

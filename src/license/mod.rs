@@ -19,7 +19,7 @@ mod validity;
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
-pub use dir::{read_dir, Installed, Listing, Rejected, Rejection};
+pub use dir::{read_dir, read_dir_reusing, Installed, Listing, Rejected, Rejection};
 pub use error::LicenseError;
 pub use file::{sign, LicenseFile, SignatureError};
 pub use host::{ForeignHost, HostIdentity};

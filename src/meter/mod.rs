@@ -521,33 +521,32 @@ impl Meters {
 
     /// The meter of a license (created at zero when new).
     pub fn license(&mut self, id: &str) -> Arc<LicenseMeter> {
-        let fleet = self.fleet;
-        self.licenses
-            .entry(id.to_owned())
-            .or_insert_with(|| {
-                Arc::new(LicenseMeter {
-                    id: id.into(),
-                    used: MonthCount::default(),
-                    committed: MonthCount::default(),
-                    others: MonthCount::default(),
-                    lease: fleet.then(Lease::default),
-                })
-            })
-            .clone()
+        if let Some(meter) = self.licenses.get(id) {
+            return meter.clone();
+        }
+        let meter = Arc::new(LicenseMeter {
+            id: id.into(),
+            used: MonthCount::default(),
+            committed: MonthCount::default(),
+            others: MonthCount::default(),
+            lease: self.fleet.then(Lease::default),
+        });
+        self.licenses.insert(id.to_owned(), meter.clone());
+        meter
     }
 
     /// The meter of a flow (created at zero when new).
     pub fn flow(&mut self, id: &str) -> Arc<FlowMeter> {
-        self.flows
-            .entry(id.to_owned())
-            .or_insert_with(|| {
-                Arc::new(FlowMeter {
-                    id: id.into(),
-                    committed: MonthCount::default(),
-                    others: MonthCount::default(),
-                })
-            })
-            .clone()
+        if let Some(meter) = self.flows.get(id) {
+            return meter.clone();
+        }
+        let meter = Arc::new(FlowMeter {
+            id: id.into(),
+            committed: MonthCount::default(),
+            others: MonthCount::default(),
+        });
+        self.flows.insert(id.to_owned(), meter.clone());
+        meter
     }
 }
 

@@ -9,7 +9,11 @@
 //! pattern wins over a plain main pattern the same request matches (its records are counted,
 //! not the request).
 
+use std::fmt::Write as _;
+use std::sync::Arc;
+
 use http::Method;
+use rustc_hash::FxHashMap;
 
 use crate::config::{Bulk, Entity, Role};
 
@@ -203,6 +207,43 @@ impl Classifier {
     }
 }
 
+/// One classifier per distinct list of patterns: instances of one system type usually have
+/// the same patterns (every Jira instance's flows count the same Jira calls), so a large
+/// configuration holds a handful of classifiers rather than one per instance.
+#[derive(Default)]
+pub(super) struct Classifiers {
+    by_patterns: FxHashMap<String, Arc<Classifier>>,
+}
+
+impl Classifiers {
+    /// The classifier of these patterns (in this order), compiled the first time they are seen.
+    pub(super) fn get(&mut self, entities: &[&Entity], case_insensitive: bool) -> Arc<Classifier> {
+        let mut key = String::from(if case_insensitive { "i" } else { "s" });
+        for entity in entities {
+            let pointer = |p: &Option<crate::config::JsonPointer>| {
+                p.as_ref().map_or("-", |p| p.as_str()).to_owned()
+            };
+            // Writing to a String cannot fail. Pointers and templates hold no NUL.
+            let _ = write!(
+                key,
+                "\0{}\0{}\0{}\0{}\0{}\0{}",
+                matches!(entity.role, Role::Main),
+                entity.method,
+                entity.path,
+                pointer(&entity.records),
+                pointer(&entity.accepted),
+                pointer(&entity.accepted_if)
+            );
+        }
+        self.by_patterns
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Classifier::new(entities.iter().copied(), case_insensitive))
+            })
+            .clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +388,57 @@ mod tests {
         );
         assert!(LoadClass::Bulk(jira).is_counted() && LoadClass::Main.is_counted());
         assert!(!LoadClass::Child.is_counted() && !LoadClass::Other.is_counted());
+    }
+
+    #[test]
+    fn instances_with_the_same_patterns_share_one_classifier() {
+        let (jira_1, jira_2) = (
+            [
+                entity(Role::Main, "POST", "/rest/api/2/issue"),
+                entity(Role::Child, "POST", "/rest/api/2/issue/{key}/comment"),
+            ],
+            [
+                Entity {
+                    instance: "jira-2".into(),
+                    ..entity(Role::Main, "POST", "/rest/api/2/issue")
+                },
+                Entity {
+                    instance: "jira-2".into(),
+                    ..entity(Role::Child, "POST", "/rest/api/2/issue/{key}/comment")
+                },
+            ],
+        );
+        let mut classifiers = Classifiers::default();
+        let first = classifiers.get(&jira_1.iter().collect::<Vec<_>>(), false);
+        let same = classifiers.get(&jira_2.iter().collect::<Vec<_>>(), false);
+        assert!(
+            Arc::ptr_eq(&first, &same),
+            "the instance id is not part of a pattern"
+        );
+        let folded = classifiers.get(&jira_1.iter().collect::<Vec<_>>(), true);
+        assert!(
+            !Arc::ptr_eq(&first, &folded),
+            "case-insensitive matching is another classifier"
+        );
+        let child_as_main = [
+            jira_1[0].clone(),
+            entity(Role::Main, "POST", "/rest/api/2/issue/{key}/comment"),
+        ];
+        let other = classifiers.get(&child_as_main.iter().collect::<Vec<_>>(), false);
+        assert_eq!(
+            one(&other, Method::POST, "/rest/api/2/issue/A-1/comment"),
+            LoadClass::Main
+        );
+        assert_eq!(
+            one(&first, Method::POST, "/rest/api/2/issue/A-1/comment"),
+            LoadClass::Child
+        );
+        let bulk = classifiers.get(&[&bulk("POST", "/rest/api/2/issue", "/issues")], false);
+        assert_eq!(
+            one(&bulk, Method::POST, "/rest/api/2/issue"),
+            LoadClass::Bulk(0),
+            "bulk settings are part of a pattern"
+        );
     }
 
     #[test]

@@ -11,24 +11,24 @@
 //! 7. [`budgets`]: which license's records budget each flow's loads count against;
 //! 8. [`flow_table`] and [`license_table`]: the indexed tables requests are decided on.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderName;
+use rustc_hash::FxHashMap;
 
-use super::classify::Classifier;
-use super::entitlements::{contribution, Contribution, InUse, PerEnvironment};
+use super::entitlements::{Contribution, InUse, PerEnvironment};
 use super::points::{PointLedger, PointRefusal, PointSource};
 use super::reasons::{DisabledReason, InvalidReason};
 use super::snapshot::{
-    usable_at, EntitlementRefusal, Entitlements, FlowEntry, FlowSetting, FlowState, InstanceEntry,
-    LicenseEntry, Resources, Snapshot,
+    usable_at, EntitlementRefusal, Entitlements, FlowEntry, FlowSetting, FlowState, LicenseEntry,
+    Resources, Snapshot,
 };
 use super::subscription::subscription_limits;
-use crate::catalog::{flow_pair, system_type, InstancePair, SystemPair};
+use super::tables::Tables;
+use crate::catalog::{system_type, SystemPair};
 use crate::config::{Config, Environment, Model};
 use crate::license::{HostIdentity, Installed, Moment, Pricing, Terms};
-use crate::observe::{RequestStats, UNKNOWN};
+use crate::observe::UNKNOWN;
 
 /// The outcome of compiling: the snapshot and the flows it had to refuse.
 #[derive(Debug)]
@@ -70,31 +70,30 @@ pub fn compile(
         .parse()
         .unwrap_or(chrono_tz::Tz::UTC);
     let month = crate::clock::month_index(moment.now, tz);
-    let instances = index_instances(&config, &mut resources.stats);
+    let tables = match previous {
+        Some(previous) if Arc::ptr_eq(&previous.config, &config) => previous.tables.clone(),
+        _ => Arc::new(Tables::new(&config, resources)),
+    };
 
     let mut sorted: Vec<Arc<Installed>> = licenses.to_vec();
     sorted.sort_by(|a, b| a.file.payload.common.id.cmp(&b.file.payload.common.id));
     let (sources, source_license) = point_sources(&sorted, host, moment);
-    let mut ledger = PointLedger::new(sources);
+    let mut ledger = PointLedger::<u32>::new(sources);
     let at_hard_limit = at_hard_limit(&sorted, resources, month);
 
     let pair_model = config.requires(Model::Pair);
-    let pairs: Vec<Option<(InstancePair, SystemPair)>> = config
-        .flows
-        .iter()
-        .map(|flow| flow_pair(&config, flow))
-        .collect();
+    let pairs = &tables.pairs;
     let order = enabling_order(settings, config.flows.len());
     let mut plan = disabled_states(settings, config.flows.len());
     let subscription = subscription_limits(&config, &sorted, host, moment);
     if let (Some(previous), true) = (previous, pair_model) {
-        keep_held_pairs(&mut ledger, previous, &pairs, &order);
+        keep_held_pairs(&mut ledger, previous, &tables, &order);
     }
     allocate_points(
         &mut plan,
         &mut ledger,
         &order,
-        &pairs,
+        pairs,
         &source_license,
         pair_model,
         subscription.as_ref().err().copied(),
@@ -103,10 +102,10 @@ pub fn compile(
     let limits = subscription.ok().flatten();
     let (entitlements, entitlement_refusals) = enforce_entitlements(
         &config,
+        &tables,
         &mut plan,
         &mut ledger,
         &order,
-        &pairs,
         pair_model,
         limits,
     );
@@ -117,26 +116,24 @@ pub fn compile(
         at_hard_limit: &at_hard_limit,
     };
     let budgets = budgets(&cover, &plan.states, pair_model);
-    name_stopped_flows(&cover, &pairs, &mut plan);
+    name_stopped_flows(&cover, pairs, &mut plan);
 
-    let flows = flow_table(&config, &plan, &budgets, &pairs, &instances.ids, resources);
+    let flows = flow_table(&tables, &plan, &budgets);
     let licenses = license_table(sorted, &ledger, &source_license, resources, host, moment);
-    let inferred_flows = infer_flows(instances.entries.len(), &flows.entries);
+    let inferred_flows = infer_flows(tables.instances.len(), &flows);
     let snapshot = Snapshot {
         generation: previous.map_or(1, |previous| previous.generation + 1),
         flow_header,
-        instances: instances.entries,
-        flows: flows.entries,
+        instances: tables.instances.clone(),
+        flows,
         licenses,
         tz,
         clock_floor: moment.floor,
         entitlements,
         unrouted: resources.stats.counts(UNKNOWN, UNKNOWN),
         flowless_shadow_log: resources.stats.shadow_log(UNKNOWN),
-        instance_ids: instances.ids,
-        flow_ids: flows.ids,
-        authorities: instances.authorities,
         inferred_flows,
+        tables,
         config,
     };
     Ok(Compiled {
@@ -154,7 +151,7 @@ fn infer_flows(instances: usize, flows: &[FlowEntry]) -> Vec<Option<u32>> {
         if matches!(flow.state, FlowState::Disabled(_)) {
             continue;
         }
-        for &instance in &flow.systems {
+        for &instance in flow.systems.iter() {
             let slot = &mut inferred[instance as usize];
             *slot = match slot {
                 None => Some(Some(index as u32)),
@@ -178,58 +175,6 @@ fn at_hard_limit(sorted: &[Arc<Installed>], resources: &mut Resources, month: u3
             hard.is_some_and(|hard| used >= hard)
         })
         .collect()
-}
-
-/// The instance table: entries in config order, the index of each id, and instances by the
-/// host (lowercased) and port of their base URI.
-struct Instances {
-    entries: Vec<InstanceEntry>,
-    ids: HashMap<Box<str>, u32>,
-    authorities: HashMap<Box<str>, Vec<(u16, u32)>>,
-}
-
-/// Stage 1: every instance with its base path, its authority and the patterns of every flow
-/// on it.
-fn index_instances(config: &Config, stats: &mut RequestStats) -> Instances {
-    let mut table = Instances {
-        entries: Vec::with_capacity(config.instances.len()),
-        ids: HashMap::with_capacity(config.instances.len()),
-        authorities: HashMap::new(),
-    };
-    for (index, instance) in config.instances.iter().enumerate() {
-        let index = index as u32;
-        table.ids.insert(instance.id.as_str().into(), index);
-        let uri = instance
-            .base_uri
-            .as_deref()
-            .and_then(|uri| uri.parse::<http::Uri>().ok());
-        if let Some(authority) = uri.as_ref().and_then(http::Uri::authority) {
-            let https = uri.as_ref().and_then(http::Uri::scheme_str) == Some("https");
-            let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-            table
-                .authorities
-                .entry(authority.host().to_ascii_lowercase().into_boxed_str())
-                .or_default()
-                .push((port, index));
-        }
-        let entities = config
-            .flows
-            .iter()
-            .flat_map(|flow| &flow.entities)
-            .filter(|entity| entity.instance == instance.id);
-        table.entries.push(InstanceEntry {
-            id: instance.id.as_str().into(),
-            base_path: uri.as_ref().map(base_path).unwrap_or_default().into(),
-            unclaimed: stats.counts(UNKNOWN, &instance.id),
-            classifier: Classifier::new(entities, instance.paths_case_insensitive),
-        });
-    }
-    table
-}
-
-/// A base URI's path without its trailing `/` (empty for the root).
-fn base_path(uri: &http::Uri) -> String {
-    uri.path().trim_end_matches('/').to_owned()
 }
 
 /// Stage 2: the pair licenses (in id order) as point sources, each judged at `moment`, and
@@ -294,33 +239,51 @@ fn disabled_states(settings: &[FlowSetting], flows: usize) -> Plan {
 /// Stage 4: pairs keep the license they held in the previous snapshot where it can still
 /// lend them its point; only new pairs choose.
 fn keep_held_pairs(
-    ledger: &mut PointLedger,
+    ledger: &mut PointLedger<u32>,
     previous: &Snapshot,
-    pairs: &[Option<(InstancePair, SystemPair)>],
+    tables: &Tables,
     order: &[usize],
 ) {
-    let source_of: HashMap<String, usize> = ledger
+    let source_of: FxHashMap<&str, usize> = ledger
         .sources()
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.id.clone(), i))
+        .map(|(i, s)| (s.id.as_str(), i))
         .collect();
-    let held: HashMap<&str, &str> = previous
-        .flows
-        .iter()
-        .filter_map(|flow| match (flow.state, &flow.pair_key) {
-            (FlowState::Active { license: Some(l) }, Some(key)) => {
-                Some((key.as_str(), previous.licenses[l as usize].id()))
-            }
-            _ => None,
-        })
-        .collect();
+    let license_of = |flow: &FlowEntry| match flow.state {
+        FlowState::Active { license: Some(l) } => {
+            source_of.get(previous.licenses[l as usize].id()).copied()
+        }
+        _ => None,
+    };
+    // Pairs are numbered per config: the previous snapshot of the same config names them by
+    // number, one of another config by their key.
+    let held: FxHashMap<u32, usize> = if std::ptr::eq(&*previous.tables, tables) {
+        previous
+            .flows
+            .iter()
+            .zip(&tables.pairs)
+            .filter_map(|(flow, pair)| Some((pair.as_ref()?.0, license_of(flow)?)))
+            .collect()
+    } else {
+        let by_key: FxHashMap<&str, usize> = previous
+            .flows
+            .iter()
+            .filter_map(|flow| Some((flow.pair_key.as_deref()?, license_of(flow)?)))
+            .collect();
+        tables
+            .pairs
+            .iter()
+            .zip(&tables.flows)
+            .filter_map(|(pair, flow)| {
+                let source = *by_key.get(flow.pair_key.as_deref()?)?;
+                Some((pair.as_ref()?.0, source))
+            })
+            .collect()
+    };
     for &index in order {
-        if let Some((pair, systems)) = &pairs[index] {
-            if let Some(&source) = held
-                .get(pair.key().as_str())
-                .and_then(|id| source_of.get(*id))
-            {
+        if let Some((pair, systems)) = &tables.pairs[index] {
+            if let Some(&source) = held.get(pair) {
                 ledger.keep(pair, systems, source);
             }
         }
@@ -331,9 +294,9 @@ fn keep_held_pairs(
 /// their pair's); without a valid subscription where one is required, none runs.
 fn allocate_points(
     plan: &mut Plan,
-    ledger: &mut PointLedger,
+    ledger: &mut PointLedger<u32>,
     order: &[usize],
-    pairs: &[Option<(InstancePair, SystemPair)>],
+    pairs: &[Option<(u32, SystemPair)>],
     source_license: &[u32],
     pair_model: bool,
     no_subscription: Option<(InvalidReason, Option<u32>)>,
@@ -371,10 +334,10 @@ fn allocate_points(
 /// disabled (`entitlement-exceeded`) and its point released.
 fn enforce_entitlements(
     config: &Config,
+    tables: &Tables,
     plan: &mut Plan,
-    ledger: &mut PointLedger,
+    ledger: &mut PointLedger<u32>,
     order: &[usize],
-    pairs: &[Option<(InstancePair, SystemPair)>],
     pair_model: bool,
     limits: Option<super::snapshot::SubscriptionLimits>,
 ) -> (Entitlements, Vec<EntitlementRefusal>) {
@@ -383,10 +346,12 @@ fn enforce_entitlements(
         limits,
         in_use: PerEnvironment::<InUse>::default(),
     };
-    let contributions: Vec<Option<Contribution>> = (0..config.flows.len())
-        .map(|index| {
-            matches!(plan.states[index], FlowState::Active { .. })
-                .then(|| contribution(config, index, pricing))
+    let contributions: Vec<Option<&Contribution>> = tables
+        .contributions(config, pricing)
+        .iter()
+        .zip(&plan.states)
+        .map(|(contribution, state)| {
+            matches!(state, FlowState::Active { .. }).then_some(contribution)
         })
         .collect();
     for contribution in contributions.iter().flatten() {
@@ -400,7 +365,7 @@ fn enforce_entitlements(
         let in_use = &mut entitlements.in_use[environment];
         while let Some(excess) = in_use.excess(enforced) {
             let uses = |index: usize| {
-                contributions[index].as_ref().is_some_and(|c| {
+                contributions[index].is_some_and(|c| {
                     c.environment == environment && !c.keys[excess.entitlement].is_empty()
                 })
             };
@@ -408,12 +373,12 @@ fn enforce_entitlements(
                 matches!(plan.states[index], FlowState::Active { .. }) && uses(index)
             });
             let Some((index, contribution)) =
-                victim.and_then(|index| Some((index, contributions[index].as_ref()?)))
+                victim.and_then(|index| Some((index, contributions[index]?)))
             else {
                 break;
             };
             in_use.remove(contribution);
-            if let (Some((pair, _)), true) = (&pairs[index], pair_model) {
+            if let (Some((pair, _)), true) = (&tables.pairs[index], pair_model) {
                 ledger.disable(pair);
             }
             plan.states[index] = FlowState::Disabled(DisabledReason::EntitlementExceeded);
@@ -436,7 +401,7 @@ fn enforce_entitlements(
 /// are at their hard limit this month.
 struct Cover<'a> {
     config: &'a Config,
-    ledger: &'a PointLedger,
+    ledger: &'a PointLedger<u32>,
     source_license: &'a [u32],
     /// By index into the sorted licenses.
     at_hard_limit: &'a [bool],
@@ -492,11 +457,7 @@ fn budgets(cover: &Cover<'_>, states: &[FlowState], pair_model: bool) -> Vec<Opt
 }
 
 /// Flows stopped by the records limit name the license at its hard limit in their refusals.
-fn name_stopped_flows(
-    cover: &Cover<'_>,
-    pairs: &[Option<(InstancePair, SystemPair)>],
-    plan: &mut Plan,
-) {
+fn name_stopped_flows(cover: &Cover<'_>, pairs: &[Option<(u32, SystemPair)>], plan: &mut Plan) {
     for (index, flow) in cover.config.flows.iter().enumerate() {
         if plan.states[index] != FlowState::Disabled(DisabledReason::RecordsLimit)
             || plan.refusal_license[index].is_some()
@@ -510,58 +471,30 @@ fn name_stopped_flows(
     }
 }
 
-/// The flow table: entries in config order and the index of each id.
-struct Flows {
-    entries: Vec<FlowEntry>,
-    ids: HashMap<Box<str>, u32>,
-}
-
-/// Stage 8: the flow table, with counters resolved.
-fn flow_table(
-    config: &Config,
-    plan: &Plan,
-    budgets: &[Option<u32>],
-    pairs: &[Option<(InstancePair, SystemPair)>],
-    instance_ids: &HashMap<Box<str>, u32>,
-    resources: &mut Resources,
-) -> Flows {
-    let mut flows = Flows {
-        entries: Vec::with_capacity(config.flows.len()),
-        ids: HashMap::with_capacity(config.flows.len()),
-    };
-    for (index, flow) in config.flows.iter().enumerate() {
-        let systems: Vec<u32> = flow
-            .systems
-            .iter()
-            .filter_map(|id| instance_ids.get(id.as_str()).copied())
-            .collect();
-        let requests = systems
-            .iter()
-            .map(|&instance| {
-                let id = &config.instances[instance as usize].id;
-                (instance, resources.stats.counts(&flow.id, id))
-            })
-            .collect();
-        flows.ids.insert(flow.id.as_str().into(), index as u32);
-        flows.entries.push(FlowEntry {
-            id: flow.id.as_str().into(),
-            systems,
+/// Stage 8: the flow table, each entry the flow's config-derived parts with its state.
+fn flow_table(tables: &Tables, plan: &Plan, budgets: &[Option<u32>]) -> Vec<FlowEntry> {
+    tables
+        .flows
+        .iter()
+        .enumerate()
+        .map(|(index, parts)| FlowEntry {
+            id: parts.id.clone(),
+            systems: parts.systems.clone(),
             state: plan.states[index],
-            pair_key: pairs[index].as_ref().map(|(pair, _)| pair.key()),
+            pair_key: parts.pair_key.clone(),
             refusal_license: plan.refusal_license[index],
             budget: budgets[index],
-            meter: resources.meters.flow(&flow.id),
-            requests,
-            shadow_log: resources.stats.shadow_log(&flow.id),
-        });
-    }
-    flows
+            meter: parts.meter.clone(),
+            requests: parts.requests.clone(),
+            shadow_log: parts.shadow_log.clone(),
+        })
+        .collect()
 }
 
 /// Stage 8: the license table, in id order, with points held and counters resolved.
 fn license_table(
     sorted: Vec<Arc<Installed>>,
-    ledger: &PointLedger,
+    ledger: &PointLedger<u32>,
     source_license: &[u32],
     resources: &mut Resources,
     host: &Arc<HostIdentity>,

@@ -132,6 +132,65 @@ systems = ["sn-1", "jira-1"]
     }
 
     #[test]
+    fn a_recompile_of_the_same_config_shares_its_tables_and_a_new_config_gets_its_own() {
+        let config = Arc::new(load(CONFIG).unwrap());
+        let licenses = [pair_license("L", 1, "2030-01-01T00:00:00Z")];
+        let now = Moment::at(at("2026-06-01T00:00:00Z"));
+        let mut resources = Resources::default();
+        let mut compile_with = |config: &Arc<Config>, settings: &[FlowSetting], previous| {
+            compile(
+                config.clone(),
+                &licenses,
+                settings,
+                &mut resources,
+                &Arc::default(),
+                now,
+                previous,
+            )
+            .unwrap()
+            .snapshot
+        };
+        let first = compile_with(
+            &config,
+            &[setting(true, 0), setting(true, 1), setting(false, 2)],
+            None,
+        );
+        // The operator disables "first" and enables "off" (same pair): the point moves over.
+        let second = compile_with(
+            &config,
+            &[setting(false, 0), setting(true, 1), setting(true, 3)],
+            Some(&first),
+        );
+        assert!(Arc::ptr_eq(&first.tables, &second.tables));
+        assert!(Arc::ptr_eq(&first.instances, &second.instances));
+        assert!(Arc::ptr_eq(&first.flows[2].meter, &second.flows[2].meter));
+        assert_eq!(
+            second.flows[2].state,
+            FlowState::Active { license: Some(0) }
+        );
+        assert_eq!(
+            second.flows[1].state,
+            FlowState::Disabled(DisabledReason::PointsExhausted)
+        );
+        assert_eq!(second.flow("off"), Some(2));
+        let reloaded = Arc::new(load(CONFIG).unwrap());
+        let third = compile_with(
+            &reloaded,
+            &[setting(false, 0), setting(true, 1), setting(true, 3)],
+            Some(&second),
+        );
+        assert!(
+            !Arc::ptr_eq(&second.tables, &third.tables),
+            "a reloaded config is compiled anew"
+        );
+        assert!(
+            Arc::ptr_eq(&second.flows[2].meter, &third.flows[2].meter),
+            "counters outlive the config"
+        );
+        assert_eq!(third.flows[2].state, FlowState::Active { license: Some(0) });
+    }
+
+    #[test]
     fn expiry_makes_flows_unlicensed_and_the_snapshot_stale() {
         let config = Arc::new(load(CONFIG).unwrap());
         let licenses = [pair_license("L", 5, "2026-07-01T00:00:00Z")];
@@ -424,6 +483,7 @@ systems = ["loader-src"]
 mod stages {
     use super::*;
     use crate::observe::RequestStats;
+    use crate::policy::tables::index_instances;
 
     fn setting(enabled: bool, order: u64, reason: DisabledReason) -> FlowSetting {
         FlowSetting {

@@ -1,8 +1,10 @@
 //! Entitlement accounting: what each flow adds to its environment when enabled, what the
 //! enabled flows use, and which limit a set of flows would exceed.
 
-use std::collections::BTreeMap;
 use std::ops::{Index, IndexMut};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::catalog::{canonical_endpoint, trading_partner_host};
 use crate::config::{Config, Environment, FlowKind};
@@ -137,29 +139,31 @@ pub struct Contribution {
     pub environment: Environment,
     /// Keys per entitlement: the flow id (if it counts as an active flow), canonical endpoint
     /// keys, trading-partner hosts, agent ids.
-    pub keys: PerEntitlement<Vec<String>>,
+    pub keys: PerEntitlement<Vec<Arc<str>>>,
 }
 
 /// What flow `index` of `config` uses under `pricing`.
 pub fn contribution(config: &Config, index: usize, pricing: Pricing) -> Contribution {
     let flow = &config.flows[index];
-    let mut keys = PerEntitlement::<Vec<String>>::default();
+    let mut keys = PerEntitlement::<Vec<Arc<str>>>::default();
     let counts_as_flow = match flow.kind {
         FlowKind::Flow => true,
         FlowKind::DataLoader => false,
         FlowKind::IntegrationApp => pricing == Pricing::Platform,
     };
     if counts_as_flow {
-        keys.flows.push(flow.id.clone());
+        keys.flows.push(flow.id.as_str().into());
     }
     for instance in flow.systems.iter().filter_map(|id| config.instance(id)) {
         if flow.kind != FlowKind::DataLoader {
-            keys.endpoint_apps.extend(canonical_endpoint(instance));
+            keys.endpoint_apps
+                .extend(canonical_endpoint(instance).map(Arc::from));
         }
         if pricing == Pricing::Endpoint {
-            keys.trading_partners.extend(trading_partner_host(instance));
+            keys.trading_partners
+                .extend(trading_partner_host(instance).map(Arc::from));
         }
-        keys.agents.extend(instance.agent.clone());
+        keys.agents.extend(instance.agent.as_deref().map(Arc::from));
     }
     Contribution {
         environment: flow.environment,
@@ -171,7 +175,7 @@ pub fn contribution(config: &Config, index: usize, pricing: Pricing) -> Contribu
 /// using it, so that removing a flow frees exactly what no other flow still uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InUse {
-    keys: PerEntitlement<BTreeMap<String, u32>>,
+    keys: PerEntitlement<FxHashMap<Arc<str>, u32>>,
 }
 
 /// A limit that a set of flows exceeds.
@@ -218,7 +222,9 @@ impl InUse {
 
     /// The keys in use of an entitlement, sorted.
     pub fn keys(&self, entitlement: Entitlement) -> Vec<&str> {
-        self.keys[entitlement].keys().map(String::as_str).collect()
+        let mut keys: Vec<&str> = self.keys[entitlement].keys().map(|k| &**k).collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// The first entitlement whose limit (in [`Entitlement::ALL`] order) the flows exceed.
@@ -395,9 +401,9 @@ mod in_use_tests {
     use super::*;
 
     fn contribution(flow: &str, endpoints: &[&str]) -> Contribution {
-        let mut keys = PerEntitlement::<Vec<String>>::default();
-        keys.flows.push(flow.to_owned());
-        keys.endpoint_apps = endpoints.iter().map(|e| e.to_string()).collect();
+        let mut keys = PerEntitlement::<Vec<Arc<str>>>::default();
+        keys.flows.push(flow.into());
+        keys.endpoint_apps = endpoints.iter().map(|&e| e.into()).collect();
         Contribution {
             environment: Environment::Production,
             keys,

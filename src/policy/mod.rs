@@ -9,6 +9,7 @@ mod points;
 mod reasons;
 mod snapshot;
 mod subscription;
+mod tables;
 
 pub use classify::{Classifier, LoadClass};
 pub use compile::{compile, CompileError, Compiled};

@@ -1,9 +1,10 @@
 //! Point allocation: a pair of instances holds one point of a covering license while at
 //! least one of its flows is enabled.
 
-use std::collections::HashMap;
+use std::hash::Hash;
 
 use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
 
 use super::reasons::InvalidReason;
 use crate::catalog::{InstancePair, SystemPair};
@@ -40,33 +41,46 @@ struct Holding {
 }
 
 /// Who holds which point; the pure core of enabling and disabling flows under pair licenses.
+/// A pair is named by `P`: an [`InstancePair`], or any other key that stands for one (the
+/// compiler numbers a config's pairs once and uses the numbers).
 #[derive(Debug, Clone)]
-pub struct PointLedger {
+pub struct PointLedger<P = InstancePair> {
     sources: Vec<PointSource>,
     used: Vec<u32>,
-    holdings: HashMap<InstancePair, Holding>,
+    holdings: FxHashMap<P, Holding>,
+    /// The licenses covering each system pair, in `sources` order.
+    covering: FxHashMap<SystemPair, Vec<usize>>,
 }
 
-impl PointLedger {
+impl<P: Hash + Eq + Clone> PointLedger<P> {
     /// A ledger over these licenses with every point free.
-    pub fn new(sources: Vec<PointSource>) -> PointLedger {
+    pub fn new(sources: Vec<PointSource>) -> PointLedger<P> {
         let used = vec![0; sources.len()];
+        let mut covering: FxHashMap<SystemPair, Vec<usize>> = FxHashMap::default();
+        for (index, source) in sources.iter().enumerate() {
+            covering
+                .entry(source.systems.clone())
+                .or_default()
+                .push(index);
+        }
         PointLedger {
             sources,
             used,
-            holdings: HashMap::new(),
+            holdings: FxHashMap::default(),
+            covering,
         }
+    }
+
+    /// The licenses covering `systems`, in `sources` order.
+    fn covering(&self, systems: &SystemPair) -> &[usize] {
+        self.covering.get(systems).map_or(&[], Vec::as_slice)
     }
 
     /// Enables one more flow of `pair`; returns the index of the license whose point the pair holds.
     ///
     /// The first flow of a pair takes a point from the covering valid license with free points
     /// that expires first (ties: lowest id); later flows of the pair share it.
-    pub fn enable(
-        &mut self,
-        pair: &InstancePair,
-        systems: &SystemPair,
-    ) -> Result<usize, PointRefusal> {
+    pub fn enable(&mut self, pair: &P, systems: &SystemPair) -> Result<usize, PointRefusal> {
         if let Some(holding) = self.holdings.get_mut(pair) {
             holding.flows += 1;
             return Ok(holding.license);
@@ -81,7 +95,7 @@ impl PointLedger {
     /// Seats `pair` on `license` again (the license it held before a recompile) if that license
     /// still covers it, is valid and has a free point; later [`PointLedger::enable`] calls for
     /// the pair then share it. Without this, a recompile could move points between licenses.
-    pub fn keep(&mut self, pair: &InstancePair, systems: &SystemPair, license: usize) -> bool {
+    pub fn keep(&mut self, pair: &P, systems: &SystemPair, license: usize) -> bool {
         let Some(source) = self.sources.get(license) else {
             return false;
         };
@@ -98,7 +112,7 @@ impl PointLedger {
     }
 
     /// Disables one flow of `pair`; the point is released with the pair's last enabled flow.
-    pub fn disable(&mut self, pair: &InstancePair) {
+    pub fn disable(&mut self, pair: &P) {
         if let Some(holding) = self.holdings.get_mut(pair) {
             holding.flows = holding.flows.saturating_sub(1);
             if holding.flows == 0 {
@@ -120,7 +134,7 @@ impl PointLedger {
     }
 
     /// The license whose point this pair holds, if any.
-    pub fn holder(&self, pair: &InstancePair) -> Option<usize> {
+    pub fn holder(&self, pair: &P) -> Option<usize> {
         self.holdings.get(pair).map(|holding| holding.license)
     }
 
@@ -135,9 +149,7 @@ impl PointLedger {
     }
 
     fn pick(&self, systems: &SystemPair) -> Result<usize, PointRefusal> {
-        let covering: Vec<usize> = (0..self.sources.len())
-            .filter(|&i| self.sources[i].systems == *systems)
-            .collect();
+        let covering = self.covering(systems);
         let free = covering
             .iter()
             .copied()
@@ -162,14 +174,12 @@ impl PointLedger {
     /// Where every license covering `systems` is invalid, the one a refusal names: the latest
     /// to expire (ties: lowest id), the one the operator most likely meant. `None` where none covers.
     pub fn invalid_cover(&self, systems: &SystemPair) -> Option<usize> {
-        (0..self.sources.len())
-            .filter(|&i| self.sources[i].systems == *systems)
-            .max_by_key(|&i| {
-                (
-                    self.sources[i].expire,
-                    std::cmp::Reverse(self.sources[i].id.clone()),
-                )
-            })
+        self.covering(systems).iter().copied().max_by_key(|&i| {
+            (
+                self.sources[i].expire,
+                std::cmp::Reverse(self.sources[i].id.clone()),
+            )
+        })
     }
 }
 

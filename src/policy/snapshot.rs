@@ -3,7 +3,6 @@
 //! The snapshot is pure data: no client pools, no I/O (those live beside it in the control
 //! plane).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -12,6 +11,7 @@ use http::{HeaderName, Method};
 use super::classify::{Classifier, LoadClass};
 use super::entitlements::{Entitlement, InUse, PerEntitlement, PerEnvironment};
 use super::reasons::{DisabledReason, InvalidReason};
+use super::tables::Tables;
 use crate::config::{Config, Environment};
 use crate::license::{judge, HostIdentity, Installed, Moment, Pricing};
 use crate::meter::{FlowMeter, LicenseMeter, Meters};
@@ -52,17 +52,18 @@ pub struct InstanceEntry {
     pub base_path: Box<str>,
     /// Requests to it that no flow of it claimed (`flow="-"`).
     pub unclaimed: Arc<DecisionCounts>,
-    /// The entity patterns of every flow on this instance.
-    pub classifier: Classifier,
+    /// The entity patterns of every flow on this instance (shared by instances whose
+    /// patterns are the same).
+    pub classifier: Arc<Classifier>,
 }
 
 /// A flow in the snapshot.
 #[derive(Debug)]
 pub struct FlowEntry {
     /// The flow id.
-    pub id: Box<str>,
+    pub id: Arc<str>,
     /// Its instances, as indexes into [`Snapshot::instances`].
-    pub systems: Vec<u32>,
+    pub systems: Arc<[u32]>,
     /// Enabled or not, and why.
     pub state: FlowState,
     /// The pair of instances holding the point (`a+b`), if the flow has two systems.
@@ -78,7 +79,7 @@ pub struct FlowEntry {
     /// The flow's record counter.
     pub meter: Arc<FlowMeter>,
     /// Request counters per instance of the flow.
-    pub requests: Vec<(u32, Arc<DecisionCounts>)>,
+    pub requests: Arc<[(u32, Arc<DecisionCounts>)]>,
     /// Shadow mode's log throttle for the flow.
     pub shadow_log: Arc<ShadowLog>,
 }
@@ -192,8 +193,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// The flow header, parsed once.
     pub flow_header: HeaderName,
-    /// Instances in config order.
-    pub instances: Vec<InstanceEntry>,
+    /// Instances in config order (shared by the snapshots of one config).
+    pub instances: Arc<[InstanceEntry]>,
     /// Flows in config order.
     pub flows: Vec<FlowEntry>,
     /// Installed licenses, by id.
@@ -211,29 +212,29 @@ pub struct Snapshot {
     /// For `server.infer_flow`: by instance index, the one enabled flow with that instance
     /// among its systems (`None` where none or several have it).
     pub inferred_flows: Vec<Option<u32>>,
-    pub(super) instance_ids: HashMap<Box<str>, u32>,
-    pub(super) flow_ids: HashMap<Box<str>, u32>,
-    /// Instances by the lowercased host of their base URI: `(port, instance)` each.
-    pub(super) authorities: HashMap<Box<str>, Vec<(u16, u32)>>,
+    /// What the config alone decides: id and authority maps, per-flow parts.
+    pub(super) tables: Arc<Tables>,
 }
 
 impl Snapshot {
     /// The index of the instance with this id.
     pub fn instance(&self, id: &str) -> Option<u32> {
-        self.instance_ids.get(id).copied()
+        self.tables.instance_ids.get(id).copied()
     }
 
     /// The index of the flow with this id.
     pub fn flow(&self, id: &str) -> Option<u32> {
-        self.flow_ids.get(id).copied()
+        self.tables.flow_ids.get(id).copied()
     }
 
     /// The instances whose base URI has this host (any case) and port.
     pub fn instances_at(&self, host: &str, port: u16) -> impl Iterator<Item = u32> + '_ {
         let entries = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.authorities.get(host.to_ascii_lowercase().as_str())
+            self.tables
+                .authorities
+                .get(host.to_ascii_lowercase().as_str())
         } else {
-            self.authorities.get(host)
+            self.tables.authorities.get(host)
         };
         entries
             .into_iter()
