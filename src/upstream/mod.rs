@@ -335,6 +335,10 @@ struct UpstreamKey {
 pub struct UpstreamCache {
     platform_roots: Arc<RootCertStore>,
     upstreams: HashMap<UpstreamKey, Arc<Upstream>>,
+    /// One TLS client setting per set of trusted roots (the platform's, or those plus one
+    /// `ca_file`), shared by every upstream trusting them: a `ClientConfig` carries its own
+    /// session cache, so one per instance cost megabytes at ten thousand instances.
+    tls: HashMap<Option<PathBuf>, Arc<ClientConfig>>,
 }
 
 impl UpstreamCache {
@@ -350,6 +354,7 @@ impl UpstreamCache {
         UpstreamCache {
             platform_roots: Arc::new(roots),
             upstreams: HashMap::new(),
+            tls: HashMap::new(),
         }
     }
 
@@ -376,9 +381,30 @@ impl UpstreamCache {
     pub fn retain_used(&mut self) {
         self.upstreams
             .retain(|_, upstream| Arc::strong_count(upstream) > 1);
+        self.tls.retain(|_, config| Arc::strong_count(config) > 1);
     }
 
-    fn build(&self, key: &UpstreamKey) -> Result<Upstream, UpstreamError> {
+    /// The TLS client setting trusting the platform roots plus `ca_file` (made on first use).
+    fn tls_for(&mut self, ca_file: &Option<PathBuf>) -> Result<Arc<ClientConfig>, UpstreamError> {
+        if let Some(config) = self.tls.get(ca_file) {
+            return Ok(config.clone());
+        }
+        let roots = match ca_file {
+            None => self.platform_roots.clone(),
+            Some(path) => Arc::new(self.roots_with(path)?),
+        };
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let config = Arc::new(config);
+        self.tls.insert(ca_file.clone(), config.clone());
+        Ok(config)
+    }
+
+    fn build(&mut self, key: &UpstreamKey) -> Result<Upstream, UpstreamError> {
         let not_absolute = || UpstreamError::BaseUri {
             uri: key.base_uri.clone(),
         };
@@ -387,22 +413,9 @@ impl UpstreamCache {
         else {
             return Err(not_absolute());
         };
-        let roots = match &key.ca_file {
-            None => self.platform_roots.clone(),
-            Some(path) => Arc::new(self.roots_with(path)?),
-        };
-        let https = scheme == Scheme::HTTPS;
-        let tls = if https {
-            let mut config = ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            Some(Arc::new(config))
-        } else {
-            None
+        let tls = match scheme == Scheme::HTTPS {
+            true => Some(self.tls_for(&key.ca_file)?),
+            false => None,
         };
         let port = authority.port_u16().unwrap_or(default_port(Some(&scheme)));
         let endpoint =
@@ -535,5 +548,33 @@ mod tests {
         drop((first, second));
         cache.retain_used();
         assert!(cache.upstreams.is_empty());
+    }
+
+    #[tokio::test]
+    async fn upstreams_trusting_the_same_roots_share_one_tls_setting_until_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".into()]).unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+        let mut cache = UpstreamCache::new();
+        let mut held = Vec::new();
+        for (id, base_uri, ca_file) in [
+            ("a", "https://a.example", None),
+            ("b", "HTTPS://b.example:8443", None),
+            ("c", "https://c.example", Some(ca_file.clone())),
+            ("d", "https://d.example", Some(ca_file)),
+            ("e", "http://e.example", None),
+        ] {
+            let mut instance =
+                crate::catalog::testing::instance(id, crate::config::Connector::Http);
+            instance.base_uri = Some(base_uri.into());
+            instance.ca_file = ca_file;
+            held.push(cache.get(&instance).unwrap().unwrap());
+        }
+        assert_eq!(cache.upstreams.len(), 5);
+        assert_eq!(cache.tls.len(), 2, "platform roots, and those plus ca.pem");
+        held.truncate(2);
+        cache.retain_used();
+        assert_eq!(cache.tls.len(), 1, "only the platform roots are still used");
     }
 }
