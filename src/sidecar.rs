@@ -14,7 +14,9 @@ use crate::clock::Clock;
 use crate::control::{Control, ControlError};
 use crate::intercept::Leaves;
 use crate::proxy::{self, ListenerRole};
-use crate::server::{acceptor, bind, serve, BindError, BoundListener, ServeOptions, TlsError};
+use crate::server::{
+    acceptor, bind, serve, BindError, BoundListener, Lanes, ServeOptions, TlsError,
+};
 
 /// Open admin connections at most (the console, scrapers, scripts: a handful in practice).
 const ADMIN_CONNECTIONS: usize = 256;
@@ -63,7 +65,12 @@ struct Listeners {
 
 impl Sidecar {
     /// Loads the config, binds every listener and starts serving; ready when it returns.
-    pub async fn start(config_path: &Path, clock: Arc<dyn Clock>) -> Result<Sidecar, StartError> {
+    /// Engine connections are served on `lanes` when given, else on the calling runtime.
+    pub async fn start(
+        config_path: &Path,
+        clock: Arc<dyn Clock>,
+        lanes: Option<Arc<Lanes>>,
+    ) -> Result<Sidecar, StartError> {
         let control = Control::start(config_path, clock).await?;
         let snapshot = control.snapshot();
         let config = &snapshot.config;
@@ -78,12 +85,14 @@ impl Sidecar {
             tls,
             connections: Arc::new(Semaphore::new(config.server.max_connections)),
             tunnels: false,
+            lanes,
         };
         // The admin listener has connections of its own: a flood of engine connections must
         // never take the operator's API (or /healthz) down with it.
         let admin_options = ServeOptions {
             tls: None,
             connections: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+            lanes: None,
             ..options.clone()
         };
         // Every HTTPS host a tunnel is opened to gets its certificate here, minted once; a

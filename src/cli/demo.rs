@@ -53,7 +53,7 @@ async fn demo(dir: &Path, pace: Duration) -> Result<ExitCode, CliError> {
     let servicenow = Target::start("servicenow").await?;
     let jira = Target::start("jira").await?;
     let config = write_setup(dir, servicenow.addr, jira.addr)?;
-    let sidecar = Sidecar::start(&config, Arc::new(SystemClock)).await?;
+    let sidecar = Sidecar::start(&config, Arc::new(SystemClock), None).await?;
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap_or_default();
     say!("tollgate demo: a simulated ServiceNow and Jira on loopback, the sidecar between them and an engine");
     say!(

@@ -37,7 +37,8 @@ pub enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
-        /// Async worker threads (default: one per CPU).
+        /// Worker threads serving engine connections, each a runtime of its own (default: one
+        /// per CPU); 1 runs everything on one thread.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         worker_threads: Option<u16>,
         /// Once ready, write the bound listener addresses here as JSON (for scripts and tests;

@@ -8,6 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{CliError, LogFormat};
 use crate::control::Control;
+use crate::server::Lanes;
 use crate::sidecar::Sidecar;
 
 /// Runs the sidecar until SIGTERM or SIGINT.
@@ -18,26 +19,35 @@ pub(super) fn run(
     ready_file: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
     init_logging(log_format);
-    // One worker thread means one thread: no cross-thread wake-ups between connection tasks.
-    let mut builder = match worker_threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(threads) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(usize::from(threads));
-            builder
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    let threads = match worker_threads {
+        Some(threads) => usize::from(threads),
+        None => std::thread::available_parallelism().map_or(1, usize::from),
     };
-    let runtime = builder.enable_all().build().map_err(CliError::Runtime)?;
-    runtime.block_on(serve_until_stopped(config_path, ready_file))
+    // One worker thread means one thread: listeners, connections and everything else on one
+    // current-thread runtime. More: the main runtime keeps the listeners, the admin API and
+    // background work, and each worker thread is a lane serving the connections handed to it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    let lanes = match threads {
+        1 => None,
+        threads => Some(Arc::new(Lanes::start(threads).map_err(CliError::Runtime)?)),
+    };
+    let result = runtime.block_on(serve_until_stopped(config_path, ready_file, lanes.clone()));
+    if let Some(lanes) = lanes {
+        lanes.stop();
+    }
+    result
 }
 
 async fn serve_until_stopped(
     config_path: &Path,
     ready_file: Option<&Path>,
+    lanes: Option<Arc<Lanes>>,
 ) -> Result<ExitCode, CliError> {
     let clock = crate::clock::from_env()?;
-    let sidecar = Sidecar::start(config_path, clock).await?;
+    let sidecar = Sidecar::start(config_path, clock, lanes).await?;
     if let Some(path) = ready_file {
         write_ready_file(path, &sidecar.addresses())?;
     }

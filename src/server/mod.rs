@@ -5,6 +5,7 @@
 //! admin listener the admin API.
 
 mod framing;
+pub mod lanes;
 mod tls;
 mod tunnel;
 
@@ -19,6 +20,7 @@ pub struct Arrival {
     /// before the tunnel's 2xx) and its handoff.
     pub tunnel: Option<(Arc<FramingWatch>, Arc<TunnelSeat>)>,
 }
+pub use lanes::Lanes;
 pub use tls::{acceptor, TlsError};
 pub use tunnel::{serve_tunnel, Handoff, TunnelSeat};
 
@@ -97,6 +99,9 @@ pub struct ServeOptions {
     /// Whether a `CONNECT` may take its connection over for a tunnel (the engine listener):
     /// each `CONNECT` request then carries the connection's [`TunnelSeat`].
     pub tunnels: bool,
+    /// Where accepted connections are served: handed to the lanes in turn, or (`None`) on
+    /// the runtime that accepts them.
+    pub lanes: Option<Arc<Lanes>>,
 }
 
 /// Accepts connections until `shutdown` fires, serving each with `handler`; connections are
@@ -147,6 +152,17 @@ pub async fn serve<H, F, B>(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        // A connection handed to a lane leaves this runtime's reactor for the lane's.
+        let accepted = match &options.lanes {
+            None => Accepted::Here(stream),
+            Some(_) => match stream.into_std() {
+                Ok(stream) => Accepted::Handed(stream),
+                Err(err) => {
+                    tracing::debug!(peer = %peer, error = %err, "connection lost on its way to a lane");
+                    continue;
+                }
+            },
+        };
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let handler = handler.clone();
@@ -168,8 +184,15 @@ pub async fn serve<H, F, B>(
         } else {
             (Some(permit), None)
         };
-        tokio::spawn(async move {
+        let connection = async move {
             let _permit = permit;
+            let stream = match accepted.into_stream() {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::debug!(peer = %peer, error = %err, "connection lost on its way to a lane");
+                    return;
+                }
+            };
             let framing = Arc::new(FramingWatch::default());
             let scanner = Scanner::new(max_head, framing.clone());
             let service = service_fn(move |req: Request<Incoming>| {
@@ -214,7 +237,29 @@ pub async fn serve<H, F, B>(
             if let Err(err) = result {
                 tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
             }
-        });
+        };
+        match &options.lanes {
+            Some(lanes) => lanes.spawn(connection),
+            None => {
+                tokio::spawn(connection);
+            }
+        }
+    }
+}
+
+/// An accepted connection: registered with this runtime, or unregistered on its way to a lane.
+enum Accepted {
+    Here(TcpStream),
+    Handed(std::net::TcpStream),
+}
+
+impl Accepted {
+    /// The connection registered with the runtime that serves it (the current one).
+    fn into_stream(self) -> std::io::Result<TcpStream> {
+        match self {
+            Accepted::Here(stream) => Ok(stream),
+            Accepted::Handed(stream) => TcpStream::from_std(stream),
+        }
     }
 }
 

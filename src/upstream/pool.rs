@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::EngineBody;
 use super::connect::Stream;
+use crate::server::lanes;
 
 /// The HTTP/1.1 half that sends requests.
 pub(super) type H1Sender = http1::SendRequest<EngineBody>;
@@ -82,8 +83,11 @@ struct Idle {
 
 /// The kept-alive connections of one target.
 pub(super) struct Pool {
-    /// Idle HTTP/1.1 connections, most recently used last.
-    idle: Mutex<Vec<Idle>>,
+    /// Idle HTTP/1.1 connections per connection lane (see `server::lanes`), most recently
+    /// used last: a connection is registered with the reactor of the lane that opened it, so
+    /// it serves that lane's requests only (another lane would get its events through a
+    /// cross-thread wake-up every time).
+    idle: Box<[Mutex<Vec<Idle>>]>,
     /// The HTTP/2 connection, when the target chose HTTP/2.
     h2: Mutex<Option<H2Sender>>,
     /// How long an idle connection is kept.
@@ -96,15 +100,18 @@ impl Pool {
     /// An empty pool keeping idle connections for `idle_timeout`.
     pub(super) fn new(idle_timeout: Duration) -> Pool {
         Pool {
-            idle: Mutex::new(Vec::new()),
+            idle: (0..lanes::count()).map(|_| Mutex::default()).collect(),
             h2: Mutex::new(None),
             idle_timeout,
             reaper: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
+    /// The idle connections of the calling thread's lane.
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        self.idle[lanes::current() % self.idle.len()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most recently used idle connection that is still open and ready, if any.
@@ -165,9 +172,13 @@ impl Pool {
     /// Closes idle connections past the timeout or closed by the target.
     fn reap(&self) {
         let now = Instant::now();
-        self.idle().retain_mut(|idle| {
-            now.duration_since(idle.since) < self.idle_timeout && idle.conn.is_reusable()
-        });
+        for lane in &self.idle {
+            lane.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain_mut(|idle| {
+                    now.duration_since(idle.since) < self.idle_timeout && idle.conn.is_reusable()
+                });
+        }
     }
 }
 
