@@ -303,4 +303,36 @@ mod tests {
         pool.reap();
         assert!(pool.idle().is_empty(), "the reaper closes them too");
     }
+
+    /// Runs `work` on the next lane in turn; returns the lane it ran on and its result.
+    async fn on_next_lane<T: Send + 'static>(
+        lanes: &crate::server::Lanes,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> (usize, T) {
+        let (done, result) = tokio::sync::oneshot::channel();
+        lanes.spawn(async move {
+            let _ = done.send((crate::server::lanes::current(), work()));
+        });
+        result.await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_idle_connection_serves_only_the_lane_that_kept_it() {
+        let (addr, _) = server(false).await;
+        let lanes = crate::server::Lanes::start(2).unwrap();
+        let pool = Arc::new(Pool::new(Duration::from_secs(90)));
+        let conn = exchange(connect(addr).await).await;
+        let keeper = pool.clone();
+        let (lane, ()) = on_next_lane(&lanes, move || keeper.checkin(conn)).await;
+        assert_eq!(lane, 0);
+        let other = pool.clone();
+        let (lane, found) = on_next_lane(&lanes, move || other.checkout().is_some()).await;
+        assert_eq!(lane, 1);
+        assert!(!found, "another lane's idle connection is not handed out");
+        let same = pool.clone();
+        let (lane, found) = on_next_lane(&lanes, move || same.checkout().is_some()).await;
+        assert_eq!(lane, 0);
+        assert!(found, "the lane that kept it gets it back");
+        lanes.stop();
+    }
 }
