@@ -4,11 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc rather than the system allocator: faster for the request path's many short-lived
-/// allocations of every size (docs/performance.md measures the difference).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = tollgate::cli::Cli::parse();
     match tollgate::cli::run(cli) {
