@@ -3,17 +3,15 @@
 //! `ca_file`), offering HTTP/2 and HTTP/1.1 by ALPN.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
 
 /// Where a target listens and how to reach it.
 pub(super) struct Endpoint {
@@ -25,13 +23,8 @@ pub(super) struct Endpoint {
     tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
-/// A connection to a target, plain or TLS.
-pub(super) enum Stream {
-    /// `http`.
-    Plain(TcpStream),
-    /// `https`.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// A connection to a target: plain (`http`, left) or TLS (`https`, right).
+pub(super) type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// A fresh connection and the protocol the target chose.
 pub(super) struct Connected {
@@ -102,7 +95,7 @@ impl Endpoint {
         let _ = tcp.set_nodelay(true);
         let Some((connector, name)) = &self.tls else {
             return Ok(Connected {
-                stream: Stream::Plain(tcp),
+                stream: Either::Left(tcp),
                 h2: false,
             });
         };
@@ -112,66 +105,8 @@ impl Endpoint {
             .map_err(ConnectError::Tls)?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(Connected {
-            stream: Stream::Tls(Box::new(tls)),
+            stream: Either::Right(Box::new(tls)),
             h2,
         })
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(tcp) => tcp.is_write_vectored(),
-            Stream::Tls(tls) => tls.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
-        }
     }
 }

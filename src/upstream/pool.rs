@@ -234,7 +234,7 @@ mod tests {
 
     async fn connect(addr: std::net::SocketAddr) -> Box<Conn> {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (sender, driver) = http1::handshake(TokioIo::new(Stream::Plain(tcp)))
+        let (sender, driver) = http1::handshake(TokioIo::new(Stream::Left(tcp)))
             .await
             .unwrap();
         Conn::new(sender, driver)
