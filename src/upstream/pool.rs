@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 
@@ -88,8 +89,9 @@ pub(super) struct Pool {
     /// it serves that lane's requests only (another lane would get its events through a
     /// cross-thread wake-up every time).
     idle: Box<[Mutex<Vec<Idle>>]>,
-    /// The HTTP/2 connection, when the target chose HTTP/2.
-    h2: Mutex<Option<H2Sender>>,
+    /// The HTTP/2 connection, when the target chose HTTP/2 (read without a lock by every
+    /// request, most of them to HTTP/1.1 targets that never set it).
+    h2: ArcSwapOption<H2Sender>,
     /// How long an idle connection is kept.
     idle_timeout: Duration,
     /// Whether the reaper task has been started (lazily, from within the runtime).
@@ -101,7 +103,7 @@ impl Pool {
     pub(super) fn new(idle_timeout: Duration) -> Pool {
         Pool {
             idle: (0..lanes::count()).map(|_| Mutex::default()).collect(),
-            h2: Mutex::new(None),
+            h2: ArcSwapOption::empty(),
             idle_timeout,
             reaper: std::sync::atomic::AtomicBool::new(false),
         }
@@ -143,20 +145,19 @@ impl Pool {
 
     /// The shared HTTP/2 connection, if one is open.
     pub(super) fn h2(&self) -> Option<H2Sender> {
-        let mut h2 = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*h2 {
-            Some(sender) if !sender.is_closed() => Some(sender.clone()),
-            Some(_) => {
-                *h2 = None;
-                None
-            }
-            None => None,
+        let current = self.h2.load();
+        let sender = current.as_deref()?;
+        if sender.is_closed() {
+            // Forget it, unless another request has already put a new one in its place.
+            self.h2.compare_and_swap(&*current, None);
+            return None;
         }
+        Some(sender.clone())
     }
 
     /// Keeps an HTTP/2 connection for the requests that follow.
     pub(super) fn set_h2(&self, sender: H2Sender) {
-        *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        self.h2.store(Some(Arc::new(sender)));
     }
 
     /// Starts, once, a task that closes connections idle past the timeout or closed by the
