@@ -919,10 +919,8 @@ mod fault_tests {
         for _ in 0..3 {
             recorder.record(item()).await.unwrap();
         }
-        let flushing = recorder.clone();
-        let flush = tokio::task::spawn_blocking(move || flushing.flush_blocking());
         assert!(
-            flush.await.unwrap().is_err(),
+            recorder.flushed().await.is_err(),
             "the fold into redb fails while its disk is full"
         );
         // The journal is preallocated: it takes counts without new space.
@@ -934,11 +932,7 @@ mod fault_tests {
 
         // Or space returns: the next fold puts them into redb.
         disks.full.store(false, Ordering::SeqCst);
-        let flushing = recorder.clone();
-        tokio::task::spawn_blocking(move || flushing.flush_blocking())
-            .await
-            .unwrap()
-            .unwrap();
+        recorder.flushed().await.unwrap();
         assert_eq!(store.license_month("L", "2026-11").unwrap(), 4);
         assert_eq!(store.flow_month("f", "2026-11").unwrap(), 4);
     }
@@ -957,11 +951,7 @@ mod fault_tests {
         assert!(err.to_string().contains("tollgate.journal"), "{err}");
         disks.journal.set_failing(false);
         recorder.record(item()).await.unwrap();
-        let flushing = recorder.clone();
-        tokio::task::spawn_blocking(move || flushing.flush_blocking())
-            .await
-            .unwrap()
-            .unwrap();
+        recorder.flushed().await.unwrap();
         assert_eq!(
             store.license_month("L", "2026-11").unwrap(),
             2,

@@ -317,6 +317,17 @@ fn run_batched(store: &Store, rx: &Receiver<Message>, flush_interval: Duration) 
 }
 
 #[cfg(test)]
+impl Recorder {
+    /// Flushes from async test code, on a blocking thread (a flush blocks until it is done).
+    pub(super) async fn flushed(&self) -> Result<(), StoreError> {
+        let recorder = self.clone();
+        tokio::task::spawn_blocking(move || recorder.flush_blocking())
+            .await
+            .expect("the flush's thread")
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -381,11 +392,7 @@ mod tests {
             "count commits carry the high-water mark"
         );
         // A flush folds the journal into the running store's tables.
-        let flushing = recorder.clone();
-        tokio::task::spawn_blocking(move || flushing.flush_blocking())
-            .await
-            .unwrap()
-            .unwrap();
+        recorder.flushed().await.unwrap();
         assert_eq!(store.license_month("L", "2026-11").unwrap(), 100);
     }
 
@@ -441,11 +448,7 @@ mod tests {
             0,
             "not before the flush"
         );
-        let flushing = recorder.clone();
-        tokio::task::spawn_blocking(move || flushing.flush_blocking())
-            .await
-            .unwrap()
-            .unwrap();
+        recorder.flushed().await.unwrap();
         assert_eq!(store.flow_month("a", "2026-11").unwrap(), 7);
     }
 
