@@ -58,31 +58,7 @@ SERVER_PIN=(taskset -c "$SERVER_CPU")
 BASE=$(pick_ports 3)
 UP_PORT=$BASE TG_PORT=$((BASE + 1)) ADMIN_PORT=$((BASE + 2))
 
-mkdir -p "$WORK/upstream/logs"
-cat >"$WORK/upstream.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/upstream/nginx.pid;
-error_log $WORK/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK/upstream/body;
-    proxy_temp_path $WORK/upstream/proxy;
-    fastcgi_temp_path $WORK/upstream/fastcgi;
-    uwsgi_temp_path $WORK/upstream/uwsgi;
-    scgi_temp_path $WORK/upstream/scgi;
-    server {
-        listen 127.0.0.1:$UP_PORT backlog=4096;
-        location / {
-            default_type application/json;
-            if (\$request_method = POST) { return 201 '{"id":"REC-1","created":true}'; }
-            return 200 '{"id":"REC-1","status":"ok"}';
-        }
-    }
-}
-EOF
+nginx_conf "$WORK/upstream" "$(record_server "$UP_PORT")" >"$WORK/upstream.conf"
 start upstream nginx -p "$WORK/upstream" -c "$WORK/upstream.conf" -e "$WORK/upstream/logs/error.log"
 await_port upstream "$LAST_PID" "$UP_PORT"
 

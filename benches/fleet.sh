@@ -208,47 +208,13 @@ REDIS_PORT=$((BASE + 4))
 HZ=$(getconf CLK_TCK)
 CASES=(embedded fleet1 fleetN)
 
-mkdir -p "$WORK/upstream/logs"
-{
-    cat <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/upstream/nginx.pid;
-error_log $WORK/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK/upstream/body;
-    proxy_temp_path $WORK/upstream/proxy;
-    fastcgi_temp_path $WORK/upstream/fastcgi;
-    uwsgi_temp_path $WORK/upstream/uwsgi;
-    scgi_temp_path $WORK/upstream/scgi;
-    log_format status '\$status';
-    server {
-        listen 127.0.0.1:$UP_PORT backlog=4096;
-        location / {
-            default_type application/json;
-            if (\$request_method = POST) { return 201 '{"id":"REC-1","created":true}'; }
-            return 200 '{"id":"REC-1","status":"ok"}';
-        }
-    }
-EOF
-    for i in 0 1 2; do
-        cat <<EOF
-    server {
-        listen 127.0.0.1:$((LIMIT_UP_BASE + i)) backlog=4096;
-        access_log $WORK/upstream/logs/limit-${CASES[i]}.log status;
-        location / {
-            default_type application/json;
-            if (\$request_method = POST) { return 201 '{"id":"REC-1","created":true}'; }
-            return 200 '{"id":"REC-1","status":"ok"}';
-        }
-    }
-EOF
-    done
-    echo "}"
-} >"$WORK/upstream.conf"
+# The throughput upstream, and one near-limit upstream per case that logs the statuses.
+limit_servers=$(for i in 0 1 2; do
+    record_server $((LIMIT_UP_BASE + i)) "access_log $WORK/upstream/logs/limit-${CASES[i]}.log status;"
+done)
+nginx_conf "$WORK/upstream" "    log_format status '\$status';
+$(record_server "$UP_PORT")
+$limit_servers" >"$WORK/upstream.conf"
 start upstream nginx -p "$WORK/upstream" -c "$WORK/upstream.conf" -e "$WORK/upstream/logs/error.log"
 UP_PID=$LAST_PID
 for ((p = BASE; p < BASE + 4; p++)); do await_port upstream "$UP_PID" "$p"; done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# benches/lib.sh: what benches/overhead.sh and benches/fleet.sh share: starting pinned servers
-# and waiting for their ports, free ports, CPU ticks of processes, steal time, number
-# formatting. Sourced, not run; the caller sets PROG (its name, for messages), WORK (its
+# benches/lib.sh: what the bench scripts share: starting pinned servers and waiting for their
+# ports, free ports, nginx configurations and the target nginx plays, CPU ticks of processes,
+# steal time, number formatting. Sourced, not run; the caller sets PROG (its name, for messages), WORK (its
 # temporary directory), PIDS (the servers it started) and SERVER_PIN (the taskset prefix).
 
 die() {
@@ -10,6 +10,47 @@ die() {
 }
 
 is_count() { [[ $1 =~ ^[0-9]+$ ]] && (($1 > 0)); }
+
+# An nginx configuration (one worker, in the foreground, its files under DIR) whose http
+# block holds BODY: nginx_conf DIR BODY >FILE.
+nginx_conf() {
+    local dir=$1 body=$2
+    mkdir -p "$dir/logs"
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$body
+}
+EOF
+}
+
+# The server block of an nginx that plays a target on 127.0.0.1:PORT: POST answers 201,
+# anything else 200, each with a small JSON body; EXTRA (a directive) goes into the block.
+record_server() {
+    local port=$1 extra=${2:-}
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$port backlog=4096;${extra:+
+        $extra}
+        location / {
+            default_type application/json;
+            if (\$request_method = POST) { return 201 '{"id":"REC-1","created":true}'; }
+            return 200 '{"id":"REC-1","status":"ok"}';
+        }
+    }
+EOF
+}
 
 # Starts a server in the background, pinned like the others; its pid goes to PIDS. The pid
 # is the server's own (taskset and env exec it), which matters for redis-server: it rewrites

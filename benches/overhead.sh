@@ -199,36 +199,7 @@ TG_PORT=$((BASE + 2))
 ADMIN_PORT=$((BASE + 3))
 HZ=$(getconf CLK_TCK)
 
-nginx_conf() {
-    local dir=$1 body=$2
-    mkdir -p "$dir/logs"
-    cat <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-$body
-}
-EOF
-}
-
-nginx_conf "$WORK/upstream" "    server {
-        listen 127.0.0.1:$UP_PORT backlog=4096;
-        location / {
-            default_type application/json;
-            if (\$request_method = POST) { return 201 '{\"id\":\"REC-1\",\"created\":true}'; }
-            return 200 '{\"id\":\"REC-1\",\"status\":\"ok\"}';
-        }
-    }" >"$WORK/upstream.conf"
+nginx_conf "$WORK/upstream" "$(record_server "$UP_PORT")" >"$WORK/upstream.conf"
 start upstream nginx -p "$WORK/upstream" -c "$WORK/upstream.conf" -e "$WORK/upstream/logs/error.log"
 UP_PID=$LAST_PID
 await_port upstream "$UP_PID" "$UP_PORT"

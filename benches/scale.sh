@@ -186,25 +186,10 @@ printf 'starts (fresh state, median of %d): ready %s ms, RSS %s MiB\n' "$STARTS"
 
 # ------------------------------------------------------------------- hot swap under load
 
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx-body;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location / { default_type application/json; return 200 '{"ok":true}'; }
-    }
-}
-EOF
+nginx_conf "$WORK/nginx" "$(record_server "$UPSTREAM_PORT")" >"$WORK/nginx.conf"
 SERVER_PIN_SAVED=(${SERVER_PIN[@]+"${SERVER_PIN[@]}"})
 SERVER_PIN=(${LOAD_PIN[@]+"${LOAD_PIN[@]}"})
-start nginx nginx -p "$WORK" -c "$WORK/nginx.conf"
+start nginx nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" -e "$WORK/nginx/logs/error.log"
 await_port nginx "$LAST_PID" "$UPSTREAM_PORT"
 SERVER_PIN=(${SERVER_PIN_SAVED[@]+"${SERVER_PIN_SAVED[@]}"})
 
