@@ -432,7 +432,7 @@ impl Report<'_> {
                 };
                 table.add_row([
                     flow.id.clone(),
-                    entity.instance.clone(),
+                    entity.instance.to_string(),
                     format!("{} {}", entity.method, entity.path),
                     format!("elements of {}", at(&bulk.records, "the body")),
                     counted,

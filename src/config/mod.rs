@@ -11,6 +11,7 @@ mod pieces;
 mod pointer;
 #[cfg(test)]
 mod proptests;
+mod shared_text;
 mod validate;
 
 use std::fmt;
@@ -597,29 +598,33 @@ pub enum Role {
 #[serde(deny_unknown_fields)]
 pub struct Entity {
     /// Instance the pattern applies to.
-    pub instance: String,
+    #[serde(deserialize_with = "shared_text::deserialize")]
+    pub instance: Arc<str>,
     /// Whether matching loads are counted.
     pub role: Role,
     /// HTTP method of the load.
-    pub method: String,
+    #[serde(deserialize_with = "shared_text::deserialize")]
+    pub method: Arc<str>,
     /// Path template relative to the instance's base URI.
-    pub path: String,
+    #[serde(deserialize_with = "shared_text::deserialize")]
+    pub path: Arc<str>,
     /// A bulk load: where the array of records is in the request body; one record is
-    /// reserved per element.
-    pub records: Option<JsonPointer>,
+    /// reserved per element. (Boxed, like the two below: most entities are not bulk loads,
+    /// and a large config holds tens of thousands of entities.)
+    pub records: Option<Box<JsonPointer>>,
     /// Where the array of created records is in a 2xx answer (bulk loads): what is counted.
-    pub accepted: Option<JsonPointer>,
+    pub accepted: Option<Box<JsonPointer>>,
     /// The flag inside each accepted element that must be `true` for it to count.
-    pub accepted_if: Option<JsonPointer>,
+    pub accepted_if: Option<Box<JsonPointer>>,
 }
 
 impl Entity {
     /// The entity's bulk-load settings, when it names where its records are.
     pub fn bulk(&self) -> Option<Bulk> {
         Some(Bulk {
-            records: self.records.clone()?,
-            accepted: self.accepted.clone(),
-            accepted_if: self.accepted_if.clone(),
+            records: self.records.as_deref()?.clone(),
+            accepted: self.accepted.as_deref().cloned(),
+            accepted_if: self.accepted_if.as_deref().cloned(),
         })
     }
 }
@@ -717,10 +722,12 @@ impl Config {
 
     /// Parses and validates config text whose relative paths are relative to `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, LoadError> {
+        let sharing = shared_text::Sharing::begin();
         let mut config: Config = match pieces::read(text) {
             Some(config) => config,
             None => parse::parse(text).map_err(LoadError::Parse)?,
         };
+        drop(sharing);
         config.ids = Ids::of(&config);
         config.resolve_paths(base);
         let mut problems = validate::validate(&config);

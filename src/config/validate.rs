@@ -312,16 +312,39 @@ fn listeners(config: &Config, problems: &mut Problems) {
     }
 }
 
+/// Where in the config a problem is, written out only when there is one (a large config
+/// has tens of thousands of places and, usually, no problem).
+#[derive(Clone, Copy)]
+enum At {
+    /// `instances[i]`
+    Instance(usize),
+    /// `flows[i]`
+    Flow(usize),
+    /// `flows[i].entities[k]`
+    Entity(usize, usize),
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::Instance(i) => write!(f, "instances[{i}]"),
+            At::Flow(i) => write!(f, "flows[{i}]"),
+            At::Entity(i, k) => write!(f, "flows[{i}].entities[{k}]"),
+        }
+    }
+}
+
 /// Validates every instance; returns the index of each valid-looking id for flow checks.
-fn instances<'a>(config: &'a Config, problems: &mut Problems) -> HashMap<&'a str, &'a Instance> {
-    let mut by_id: HashMap<&str, &Instance> = HashMap::new();
-    let mut lowercase_ids: HashMap<String, usize> = HashMap::new();
+fn instances<'a>(config: &'a Config, problems: &mut Problems) -> FxHashMap<&'a str, &'a Instance> {
+    let mut by_id: FxHashMap<&str, &Instance> = FxHashMap::default();
+    let mut lowercase_ids: FxHashMap<String, usize> = FxHashMap::default();
     for (i, instance) in config.instances.iter().enumerate() {
-        let at = format!("instances[{i}]");
+        let at = At::Instance(i);
         if !is_path_segment(&instance.id) {
             problems.add(format!("{at}.id"), format!("{:?} is not a valid instance id (letters, digits, '.', '_', '~', '-'; it is the first path segment of proxied requests)", instance.id));
         }
-        match lowercase_ids.get(&instance.id.to_ascii_lowercase()) {
+        let lowercase = instance.id.to_ascii_lowercase();
+        match lowercase_ids.get(&lowercase) {
             Some(first) => problems.add(
                 format!("{at}.id"),
                 format!(
@@ -330,12 +353,12 @@ fn instances<'a>(config: &'a Config, problems: &mut Problems) -> HashMap<&'a str
                 ),
             ),
             None => {
-                lowercase_ids.insert(instance.id.to_ascii_lowercase(), i);
+                lowercase_ids.insert(lowercase, i);
                 by_id.insert(&instance.id, instance);
             }
         }
-        connector_attributes(instance, &at, problems);
-        base_uri(config, instance, &at, problems);
+        connector_attributes(instance, at, problems);
+        base_uri(config, instance, at, problems);
         if instance.trading_partner
             && !matches!(
                 instance.connector,
@@ -395,7 +418,7 @@ fn instances<'a>(config: &'a Config, problems: &mut Problems) -> HashMap<&'a str
 /// A base URI must be well formed, and present wherever tollgate forwards the instance's
 /// requests: behind a dedicated listener, or for a flow on a named connector (HTTP-style
 /// connectors require it anyway; the others are not HTTP, so tollgate does not carry them).
-fn base_uri(config: &Config, instance: &Instance, at: &str, problems: &mut Problems) {
+fn base_uri(config: &Config, instance: &Instance, at: At, problems: &mut Problems) {
     if let Some(uri) = &instance.base_uri {
         if let Err(why) = check_base_uri(uri) {
             problems.add(format!("{at}.base_uri"), why);
@@ -437,7 +460,7 @@ fn needed_by_flows(config: &Config, id: &str) -> Option<String> {
 }
 
 /// The attributes each connector needs to name its canonical endpoint (docs/licenses.md).
-fn connector_attributes(instance: &Instance, at: &str, problems: &mut Problems) {
+fn connector_attributes(instance: &Instance, at: At, problems: &mut Problems) {
     let required: &[(&str, &Option<String>)] = match instance.connector {
         Connector::Named => &[("app", &instance.app)],
         Connector::Http | Connector::Rest | Connector::Graphql => {
@@ -469,11 +492,11 @@ fn connector_attributes(instance: &Instance, at: &str, problems: &mut Problems) 
     }
 }
 
-fn flows(config: &Config, instances: &HashMap<&str, &Instance>, problems: &mut Problems) {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+fn flows(config: &Config, instances: &FxHashMap<&str, &Instance>, problems: &mut Problems) {
+    let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
     let mut told_apart = ToldApart::default();
     for (i, flow) in config.flows.iter().enumerate() {
-        let at = format!("flows[{i}]");
+        let at = At::Flow(i);
         if flow.id.is_empty() || !flow.id.bytes().all(|b| b.is_ascii_graphic()) {
             problems.add(format!("{at}.id"), format!("{:?} is not a valid flow id (visible ASCII without spaces; it travels in a header)", flow.id));
         }
@@ -524,7 +547,7 @@ fn flows(config: &Config, instances: &HashMap<&str, &Instance>, problems: &mut P
                 );
             }
         }
-        entities(flow, &at, &mut told_apart, problems);
+        entities(flow, i, &mut told_apart, problems);
     }
 }
 
@@ -540,8 +563,8 @@ impl<'a> ToldApart<'a> {
         flow.entities
             .iter()
             .map(|entity| {
-                let system = flow.systems.iter().position(|s| *s == entity.instance)?;
-                Some((system, entity.method.as_str(), entity.path.as_str()))
+                let system = flow.systems.iter().position(|s| **s == *entity.instance)?;
+                Some((system, &*entity.method, &*entity.path))
             })
             .collect()
     }
@@ -549,17 +572,17 @@ impl<'a> ToldApart<'a> {
 
 fn entities<'a>(
     flow: &'a super::Flow,
-    at: &str,
+    index: usize,
     told_apart: &mut ToldApart<'a>,
     problems: &mut Problems,
 ) {
     let key = ToldApart::key(flow);
     let known = key.as_ref().is_some_and(|key| told_apart.0.contains(key));
     let before = problems.0.len();
-    let mut routers: HashMap<(&str, &str), matchit::Router<()>> = HashMap::new();
+    let mut routers: FxHashMap<(&str, &str), matchit::Router<()>> = FxHashMap::default();
     for (k, entity) in flow.entities.iter().enumerate() {
-        let at = format!("{at}.entities[{k}]");
-        if !flow.systems.contains(&entity.instance) {
+        let at = At::Entity(index, k);
+        if !flow.systems.iter().any(|s| **s == *entity.instance) {
             problems.add(
                 format!("{at}.instance"),
                 format!(
@@ -579,7 +602,7 @@ fn entities<'a>(
                 ),
             );
         }
-        bulk(entity, &at, problems);
+        bulk(entity, at, problems);
         if let Err(why) = check_template(&entity.path) {
             problems.add(format!("{at}.path"), why);
             continue;
@@ -590,7 +613,7 @@ fn entities<'a>(
         let router = routers
             .entry((&entity.instance, &entity.method))
             .or_default();
-        if let Err(err) = router.insert(entity.path.as_str(), ()) {
+        if let Err(err) = router.insert(&*entity.path, ()) {
             problems.add(
                 format!("{at}.path"),
                 format!(
@@ -607,7 +630,7 @@ fn entities<'a>(
 
 /// A bulk load's settings: records on main entities only, `accepted` with `records`,
 /// `accepted_if` with `accepted`.
-fn bulk(entity: &super::Entity, at: &str, problems: &mut Problems) {
+fn bulk(entity: &super::Entity, at: At, problems: &mut Problems) {
     if entity.records.is_some() && entity.role == super::Role::Child {
         problems.add(
             format!("{at}.records"),
@@ -643,12 +666,12 @@ fn bulk_agreement(config: &Config, problems: &mut Problems) {
             if entity.role != super::Role::Main {
                 continue;
             }
-            let path = if folds.get(entity.instance.as_str()) == Some(&true) {
+            let path = if folds.get(&*entity.instance) == Some(&true) {
                 Cow::Owned(entity.path.to_lowercase())
             } else {
-                Cow::Borrowed(entity.path.as_str())
+                Cow::Borrowed(&*entity.path)
             };
-            let key = (entity.instance.as_str(), entity.method.as_str(), path);
+            let key = (&*entity.instance, &*entity.method, path);
             let Some(&(fi, fk)) = first.get(&key) else {
                 first.insert(key, (i, k));
                 continue;

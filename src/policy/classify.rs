@@ -9,7 +9,6 @@
 //! pattern wins over a plain main pattern the same request matches (its records are counted,
 //! not the request).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use http::Method;
@@ -130,7 +129,7 @@ impl Classifier {
             let template = if case_insensitive {
                 entity.path.to_lowercase()
             } else {
-                entity.path.clone()
+                entity.path.to_string()
             };
             let bulk = entity.bulk().map(|bulk| {
                 let at = match classifier.bulk.iter().position(|known| *known == bulk) {
@@ -218,22 +217,26 @@ pub(super) struct Classifiers {
 impl Classifiers {
     /// The classifier of these patterns (in this order), compiled the first time they are seen.
     pub(super) fn get(&mut self, entities: &[&Entity], case_insensitive: bool) -> Arc<Classifier> {
-        let mut key = String::from(if case_insensitive { "i" } else { "s" });
+        let mut key = String::with_capacity(64 * entities.len());
+        key.push_str(if case_insensitive { "i" } else { "s" });
         for entity in entities {
-            let pointer = |p: &Option<crate::config::JsonPointer>| {
-                p.as_ref().map_or("-", |p| p.as_str()).to_owned()
+            // Pointers and templates hold no NUL, so the parts cannot run into each other.
+            let main = if matches!(entity.role, Role::Main) {
+                "true"
+            } else {
+                "false"
             };
-            // Writing to a String cannot fail. Pointers and templates hold no NUL.
-            let _ = write!(
-                key,
-                "\0{}\0{}\0{}\0{}\0{}\0{}",
-                matches!(entity.role, Role::Main),
-                entity.method,
-                entity.path,
-                pointer(&entity.records),
-                pointer(&entity.accepted),
-                pointer(&entity.accepted_if)
-            );
+            for part in [
+                main,
+                &entity.method,
+                &entity.path,
+                pointer_text(&entity.records),
+                pointer_text(&entity.accepted),
+                pointer_text(&entity.accepted_if),
+            ] {
+                key.push('\0');
+                key.push_str(part);
+            }
         }
         self.by_patterns
             .entry(key)
@@ -242,6 +245,11 @@ impl Classifiers {
             })
             .clone()
     }
+}
+
+/// A bulk setting's pointer as written, `-` when absent (a part of a classifier's key).
+fn pointer_text(pointer: &Option<Box<crate::config::JsonPointer>>) -> &str {
+    pointer.as_deref().map_or("-", |p| p.as_str())
 }
 
 #[cfg(test)]
@@ -345,7 +353,9 @@ mod tests {
 
     fn bulk(method: &str, path: &str, records: &str) -> Entity {
         Entity {
-            records: Some(crate::config::JsonPointer::parse(records).unwrap()),
+            records: Some(Box::new(
+                crate::config::JsonPointer::parse(records).unwrap(),
+            )),
             ..entity(Role::Main, method, path)
         }
     }

@@ -137,7 +137,7 @@ pub(super) fn index_instances(config: &Config, stats: &mut RequestStats) -> Inst
     // Every flow's entities, grouped by the instance they are on (in config order).
     let mut entities: Vec<Vec<&Entity>> = vec![Vec::new(); config.instances.len()];
     for entity in config.flows.iter().flat_map(|flow| &flow.entities) {
-        if let Some(&index) = ids.get(entity.instance.as_str()) {
+        if let Some(&index) = ids.get(&*entity.instance) {
             entities[index as usize].push(entity);
         }
     }
