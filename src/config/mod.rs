@@ -15,6 +15,7 @@ mod shared_text;
 mod validate;
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,11 +58,17 @@ pub struct Config {
 }
 
 /// The position of each instance and flow id in [`Config::instances`] and [`Config::flows`]
-/// (the first, where an id repeats), so that look-ups by id take constant time.
+/// by the id's hash (the first, where a hash repeats), so that look-ups by id take constant
+/// time without a second copy of every id.
 #[derive(Debug, Clone, Default)]
 struct Ids {
-    instances: FxHashMap<Box<str>, usize>,
-    flows: FxHashMap<Box<str>, usize>,
+    instances: FxHashMap<u64, usize>,
+    flows: FxHashMap<u64, usize>,
+}
+
+/// An id's key in [`Ids`].
+fn id_hash(id: &str) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one(id)
 }
 
 impl Ids {
@@ -69,7 +76,7 @@ impl Ids {
         let index = |ids: &mut dyn Iterator<Item = &str>| {
             let mut map = FxHashMap::default();
             for (i, id) in ids.enumerate() {
-                map.entry(id.into()).or_insert(i);
+                map.entry(id_hash(id)).or_insert(i);
             }
             map
         };
@@ -80,17 +87,17 @@ impl Ids {
     }
 }
 
-/// Looks `id` up through `index` where it covers every entry of `entries` (ids are unique, as
-/// in every valid config), else by a scan (the first with that id).
+/// Looks `id` up through `index` where it covers every entry of `entries` (ids and their
+/// hashes are unique, as in every valid config), else by a scan (the first with that id).
 fn by_id<'a, T>(
     entries: &'a [T],
-    index: &FxHashMap<Box<str>, usize>,
+    index: &FxHashMap<u64, usize>,
     id: &str,
     id_of: impl Fn(&T) -> &str,
 ) -> Option<&'a T> {
     if index.len() == entries.len() {
         index
-            .get(id)
+            .get(&id_hash(id))
             .and_then(|&i| entries.get(i))
             .filter(|entry| id_of(entry) == id)
     } else {
