@@ -199,10 +199,14 @@ pub(super) fn journal_flow_changes(
     current: &Snapshot,
     now: DateTime<Utc>,
 ) {
-    for flow in &current.flows {
-        let was = previous
-            .flow(&flow.id)
-            .map(|i| previous.flows[i as usize].state);
+    for (index, flow) in current.flows.iter().enumerate() {
+        // A swap that keeps the config keeps each flow at its place (and its id's allocation).
+        let was = match previous.flows.get(index) {
+            Some(same) if Arc::ptr_eq(&same.id, &flow.id) => Some(same.state),
+            _ => previous
+                .flow(&flow.id)
+                .map(|i| previous.flows[i as usize].state),
+        };
         if was.is_some_and(|was| same_state(was, previous, flow.state, current)) {
             continue;
         }
