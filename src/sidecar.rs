@@ -71,7 +71,8 @@ impl Sidecar {
         clock: Arc<dyn Clock>,
         lanes: Option<Arc<Lanes>>,
     ) -> Result<Sidecar, StartError> {
-        let control = Control::start(config_path, clock).await?;
+        let lane_count = lanes.as_ref().map_or(1, |lanes| lanes.count());
+        let control = Control::start(config_path, clock, lane_count).await?;
         let snapshot = control.snapshot();
         let config = &snapshot.config;
         let token = Token::read(&config.admin.token_file)?;

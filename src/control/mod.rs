@@ -51,6 +51,7 @@ impl Control {
     pub async fn start(
         config_path: &Path,
         clock: Arc<dyn Clock>,
+        lanes: usize,
     ) -> Result<Arc<Control>, ControlError> {
         let (commands, received) = mpsc::channel();
         let (started, start_result) = oneshot::channel();
@@ -60,7 +61,7 @@ impl Control {
         let thread = std::thread::Builder::new()
             .name("tollgate-control".into())
             .spawn(
-                move || match Plane::start(&path, clock, plane_commands, runtime) {
+                move || match Plane::start(&path, clock, plane_commands, runtime, lanes) {
                     Ok(plane) => {
                         let dir = plane.config.licensing.license_dir.clone();
                         if started.send(Ok((plane.shared.clone(), dir))).is_ok() {

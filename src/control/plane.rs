@@ -141,6 +141,7 @@ impl Plane {
         clock: Arc<dyn Clock>,
         commands: Sender<Command>,
         runtime: Option<tokio::runtime::Handle>,
+        lanes: usize,
     ) -> Result<Plane, ControlError> {
         let loaded = load(config_path, clock.as_ref())?;
         let placeholder = Live {
@@ -174,7 +175,7 @@ impl Plane {
                 meters: loaded.meters,
                 stats: Default::default(),
             },
-            upstreams: UpstreamCache::new(),
+            upstreams: UpstreamCache::new(lanes),
             config_error: None,
             journal: Vec::new(),
             started: false,

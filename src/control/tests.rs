@@ -91,7 +91,7 @@ impl Scratch {
     fn start_at(&self, clock: Arc<ManualClock>) -> Plane {
         let (commands, _received) = mpsc::channel::<Command>();
         let clock: Arc<dyn Clock> = clock;
-        Plane::start(&self.config(), clock, commands, None).unwrap()
+        Plane::start(&self.config(), clock, commands, None, 1).unwrap()
     }
 
     fn start(&self) -> Plane {

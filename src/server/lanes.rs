@@ -23,17 +23,9 @@ thread_local! {
     static LANE: Cell<usize> = const { Cell::new(0) };
 }
 
-/// How many lanes the process runs (1 without lanes); set once, before listeners start.
-static LANE_COUNT: AtomicUsize = AtomicUsize::new(1);
-
 /// The lane the calling thread runs (0 outside lanes): indexes per-lane state.
 pub fn current() -> usize {
     LANE.with(Cell::get)
-}
-
-/// How many lanes there are (1 when connections are served on the main runtime).
-pub fn count() -> usize {
-    LANE_COUNT.load(Ordering::Relaxed)
 }
 
 /// The lanes of a process: a single-threaded runtime per thread, and the turn of the next
@@ -46,6 +38,11 @@ pub struct Lanes {
 }
 
 impl Lanes {
+    /// How many lanes there are: per-lane state (idle upstream connections) has as many slots.
+    pub fn count(&self) -> usize {
+        self.handles.len()
+    }
+
     /// Starts `count` lane threads (named `tollgate-lane-N`), each running its runtime until
     /// [`Lanes::stop`].
     pub fn start(count: usize) -> std::io::Result<Lanes> {
@@ -73,7 +70,6 @@ impl Lanes {
                 })?;
             threads.push(thread);
         }
-        LANE_COUNT.store(count, Ordering::Relaxed);
         Ok(Lanes {
             handles: handles.into_boxed_slice(),
             next: AtomicUsize::new(0),
@@ -120,7 +116,7 @@ mod tests {
     #[test]
     fn connections_are_handed_to_the_lanes_in_turn_and_run_on_their_threads() {
         let lanes = Lanes::start(2).unwrap();
-        assert_eq!(count(), 2);
+        assert_eq!(lanes.count(), 2);
         let (seen, mut ran) = tokio::sync::mpsc::unbounded_channel();
         for _ in 0..4 {
             let seen = seen.clone();

@@ -334,6 +334,8 @@ struct UpstreamKey {
 /// Upstreams kept across snapshot swaps so that a swap never drops pooled connections.
 pub struct UpstreamCache {
     platform_roots: Arc<RootCertStore>,
+    /// How many connection lanes serve requests: each upstream keeps idle connections per lane.
+    lanes: usize,
     upstreams: HashMap<UpstreamKey, Arc<Upstream>>,
     /// One TLS client setting per set of trusted roots (the platform's, or those plus one
     /// `ca_file`), shared by every upstream trusting them: a `ClientConfig` carries its own
@@ -342,8 +344,9 @@ pub struct UpstreamCache {
 }
 
 impl UpstreamCache {
-    /// A cache trusting the platform's root certificates (loaded once).
-    pub fn new() -> UpstreamCache {
+    /// A cache trusting the platform's root certificates (loaded once), for requests served
+    /// on `lanes` connection lanes (1 without lanes).
+    pub fn new(lanes: usize) -> UpstreamCache {
         let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for err in &native.errors {
@@ -353,6 +356,7 @@ impl UpstreamCache {
         tracing::debug!(added, ignored, "platform root certificates loaded");
         UpstreamCache {
             platform_roots: Arc::new(roots),
+            lanes,
             upstreams: HashMap::new(),
             tls: HashMap::new(),
         }
@@ -431,7 +435,7 @@ impl UpstreamCache {
             host,
             response_timeout: key.response_timeout,
             endpoint,
-            pool: Arc::new(Pool::new(POOL_IDLE_TIMEOUT)),
+            pool: Arc::new(Pool::new(POOL_IDLE_TIMEOUT, self.lanes)),
         })
     }
 }
@@ -462,12 +466,6 @@ impl std::fmt::Debug for UpstreamCache {
         f.debug_struct("UpstreamCache")
             .field("upstreams", &self.upstreams.len())
             .finish()
-    }
-}
-
-impl Default for UpstreamCache {
-    fn default() -> Self {
-        UpstreamCache::new()
     }
 }
 
@@ -538,7 +536,7 @@ mod tests {
 
     #[tokio::test]
     async fn upstreams_are_reused_until_unused() {
-        let mut cache = UpstreamCache::new();
+        let mut cache = UpstreamCache::new(1);
         let mut instance = crate::catalog::testing::instance("a", crate::config::Connector::Http);
         instance.base_uri = Some("https://API.example:8443/base/".into());
         let first = cache.get(&instance).unwrap().unwrap();
@@ -556,7 +554,7 @@ mod tests {
         let ca = rcgen::generate_simple_self_signed(vec!["ca.example".into()]).unwrap();
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca.cert.pem()).unwrap();
-        let mut cache = UpstreamCache::new();
+        let mut cache = UpstreamCache::new(1);
         let mut held = Vec::new();
         for (id, base_uri, ca_file) in [
             ("a", "https://a.example", None),

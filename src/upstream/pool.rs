@@ -99,10 +99,10 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    /// An empty pool keeping idle connections for `idle_timeout`.
-    pub(super) fn new(idle_timeout: Duration) -> Pool {
+    /// An empty pool keeping idle connections for `idle_timeout`, on `lanes` lanes.
+    pub(super) fn new(idle_timeout: Duration, lanes: usize) -> Pool {
         Pool {
-            idle: (0..lanes::count()).map(|_| Mutex::default()).collect(),
+            idle: (0..lanes.max(1)).map(|_| Mutex::default()).collect(),
             h2: ArcSwapOption::empty(),
             idle_timeout,
             reaper: std::sync::atomic::AtomicBool::new(false),
@@ -268,7 +268,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_driven_by_its_holder_is_reused() {
         let (addr, accepted) = server(false).await;
-        let pool = Pool::new(Duration::from_secs(90));
+        let pool = Pool::new(Duration::from_secs(90), 1);
         let conn = exchange(connect(addr).await).await;
         pool.checkin(conn);
         let again = pool.checkout().expect("the kept connection");
@@ -284,7 +284,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_target_closed_is_not_checked_out() {
         let (addr, _) = server(true).await;
-        let pool = Pool::new(Duration::from_secs(90));
+        let pool = Pool::new(Duration::from_secs(90), 1);
         let conn = exchange(connect(addr).await).await;
         pool.checkin(conn);
         // The target closes after its answer; give the close a moment to arrive.
@@ -295,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_expire() {
         let (addr, _) = server(false).await;
-        let pool = Pool::new(Duration::from_millis(20));
+        let pool = Pool::new(Duration::from_millis(20), 1);
         pool.checkin(exchange(connect(addr).await).await);
         tokio::time::sleep(Duration::from_millis(40)).await;
         assert!(pool.checkout().is_none());
@@ -321,7 +321,7 @@ mod tests {
     async fn an_idle_connection_serves_only_the_lane_that_kept_it() {
         let (addr, _) = server(false).await;
         let lanes = crate::server::Lanes::start(2).unwrap();
-        let pool = Arc::new(Pool::new(Duration::from_secs(90)));
+        let pool = Arc::new(Pool::new(Duration::from_secs(90), lanes.count()));
         let conn = exchange(connect(addr).await).await;
         let keeper = pool.clone();
         let (lane, ()) = on_next_lane(&lanes, move || keeper.checkin(conn)).await;
