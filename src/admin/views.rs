@@ -151,7 +151,7 @@ pub fn flow(snapshot: &Snapshot, index: u32) -> Value {
         "enabled": enabled,
         "reason": reason,
         "license": license,
-        "pair_key": entry.pair_key,
+        "pair_key": entry.pair_key.as_deref(),
     })
 }
 

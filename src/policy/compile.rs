@@ -258,32 +258,39 @@ fn keep_held_pairs(
     };
     // Pairs are numbered per config: the previous snapshot of the same config names them by
     // number, one of another config by their key.
-    let held: FxHashMap<u32, usize> = if std::ptr::eq(&*previous.tables, tables) {
-        previous
-            .flows
-            .iter()
-            .zip(&tables.pairs)
-            .filter_map(|(flow, pair)| Some((pair.as_ref()?.0, license_of(flow)?)))
-            .collect()
+    // The source each pair held, by pair number (pairs are numbered densely, at most one per
+    // flow); where several flows name one pair, the last one read wins.
+    let mut held: Vec<Option<usize>> = vec![None; tables.pairs.len()];
+    let mut hold = |number: u32, source: usize| {
+        if let Some(slot) = held.get_mut(number as usize) {
+            *slot = Some(source);
+        }
+    };
+    if std::ptr::eq(&*previous.tables, tables) {
+        for (flow, pair) in previous.flows.iter().zip(&tables.pairs) {
+            if let (Some((number, _)), Some(source)) = (pair, license_of(flow)) {
+                hold(*number, source);
+            }
+        }
     } else {
         let by_key: FxHashMap<&str, usize> = previous
             .flows
             .iter()
             .filter_map(|flow| Some((flow.pair_key.as_deref()?, license_of(flow)?)))
             .collect();
-        tables
-            .pairs
-            .iter()
-            .zip(&tables.flows)
-            .filter_map(|(pair, flow)| {
-                let source = *by_key.get(flow.pair_key.as_deref()?)?;
-                Some((pair.as_ref()?.0, source))
-            })
-            .collect()
-    };
+        for (pair, flow) in tables.pairs.iter().zip(&tables.flows) {
+            let source = flow
+                .pair_key
+                .as_deref()
+                .and_then(|key| by_key.get(key).copied());
+            if let (Some((number, _)), Some(source)) = (pair, source) {
+                hold(*number, source);
+            }
+        }
+    }
     for &index in order {
         if let Some((pair, systems)) = &tables.pairs[index] {
-            if let Some(&source) = held.get(pair) {
+            if let Some(source) = held.get(*pair as usize).copied().flatten() {
                 ledger.keep(pair, systems, source);
             }
         }

@@ -66,8 +66,9 @@ pub struct FlowEntry {
     pub systems: Arc<[u32]>,
     /// Enabled or not, and why.
     pub state: FlowState,
-    /// The pair of instances holding the point (`a+b`), if the flow has two systems.
-    pub pair_key: Option<String>,
+    /// The pair of instances holding the point (`a+b`), if the flow has two systems (shared
+    /// by the snapshots of one config).
+    pub pair_key: Option<Arc<str>>,
     /// The license this flow's refusals name (index into [`Snapshot::licenses`]): for a flow no
     /// valid license covers, the invalid one that would have; for a flow stopped by the records
     /// limit, the covering license at its hard limit.

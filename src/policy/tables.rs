@@ -44,7 +44,7 @@ pub(super) struct Tables {
 pub(super) struct FlowParts {
     pub(super) id: Arc<str>,
     pub(super) systems: Arc<[u32]>,
-    pub(super) pair_key: Option<String>,
+    pub(super) pair_key: Option<Arc<str>>,
     pub(super) meter: Arc<FlowMeter>,
     pub(super) requests: Arc<[(u32, Arc<DecisionCounts>)]>,
     pub(super) shadow_log: Arc<ShadowLog>,
@@ -88,7 +88,7 @@ impl Tables {
             flows.push(FlowParts {
                 id: flow.id.as_str().into(),
                 systems: systems.into(),
-                pair_key: pair.as_ref().map(|(pair, _)| pair.key()),
+                pair_key: pair.as_ref().map(|(pair, _)| pair.key().into()),
                 meter: resources.meters.flow(&flow.id),
                 requests,
                 shadow_log: resources.stats.shadow_log(&flow.id),
