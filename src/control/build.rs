@@ -11,7 +11,7 @@ use super::error::ControlError;
 use super::plane::Plane;
 use super::shared::Live;
 use crate::license::{self, Rejected};
-use crate::policy::{compile, DisabledReason, FlowSetting, FlowState, Snapshot};
+use crate::policy::{compile, DisabledReason, FlowState, Snapshot};
 use crate::store::{AuditEvent, StoredFlow};
 
 /// An audit event stamped now.
@@ -81,22 +81,7 @@ pub(super) fn build(state: &mut Plane, previous: Option<&Live>) -> Result<Live, 
     if let Some(previous) = previous {
         disable_flows_of_removed_licenses(state, previous);
     }
-    let settings: Vec<FlowSetting> = state
-        .config
-        .flows
-        .iter()
-        .map(|flow| {
-            state
-                .settings
-                .get(&flow.id)
-                .copied()
-                .unwrap_or(FlowSetting {
-                    enabled: false,
-                    reason: DisabledReason::Operator,
-                    order: u64::MAX,
-                })
-        })
-        .collect();
+    let settings = state.settings.in_order(&state.config);
     let moment = state.moment(state.shared.clock.now());
     let compiled = compile(
         state.config.clone(),
@@ -109,7 +94,7 @@ pub(super) fn build(state: &mut Plane, previous: Option<&Live>) -> Result<Live, 
     )?;
     for &(index, reason) in &compiled.refused {
         let flow = &state.config.flows[index as usize];
-        if let Some(setting) = state.settings.get_mut(&flow.id) {
+        if let Some(setting) = state.settings.edit().get_mut(&flow.id) {
             setting.enabled = false;
             setting.reason = reason;
         }
@@ -154,7 +139,7 @@ fn disable_flows_of_removed_licenses(state: &mut Plane, previous: &Snapshot) {
         } = flow.state
         {
             if !ids.contains(previous.licenses[index as usize].id()) {
-                if let Some(setting) = state.settings.get_mut(&*flow.id) {
+                if let Some(setting) = state.settings.edit().get_mut(&*flow.id) {
                     setting.enabled = false;
                     setting.reason = DisabledReason::LicenseRemoved;
                 }

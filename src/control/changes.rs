@@ -59,7 +59,7 @@ impl Plane {
                 self.config = previous;
                 self.keys = previous_keys;
                 self.host = previous_host;
-                self.settings = previous_settings;
+                self.settings.replace(previous_settings);
                 // The licenses read meanwhile were verified under the keys just put back.
                 self.reverify = true;
                 self.config_error = Some(err.to_string());
@@ -74,7 +74,7 @@ impl Plane {
         for (order, flow) in config.flows.iter().enumerate() {
             if !self.settings.contains_key(&flow.id) {
                 let order = self.next_order + order as u64;
-                self.settings.insert(
+                self.settings.edit().insert(
                     flow.id.clone(),
                     FlowSetting {
                         enabled: flow.enabled,
@@ -85,7 +85,9 @@ impl Plane {
             }
         }
         self.next_order += config.flows.len() as u64;
-        self.settings.retain(|id, _| config.flow(id).is_some());
+        self.settings
+            .edit()
+            .retain(|id, _| config.flow(id).is_some());
     }
 
     /// Enables a flow: refused when its pair cannot get a point, no valid license covers it,
@@ -117,7 +119,7 @@ impl Plane {
         let saved = self.settings.clone();
         let order = self.next_order;
         self.next_order += 1;
-        self.settings.insert(
+        self.settings.edit().insert(
             id.to_owned(),
             FlowSetting {
                 enabled: true,
@@ -127,15 +129,15 @@ impl Plane {
         );
         let current = self.shared.live.load_full();
         let candidate = super::build::build(self, Some(&current)).map_err(|err| {
-            self.settings = saved.clone();
+            self.settings.replace(saved.clone());
             self.next_order -= 1;
             Refusal::Failed(err)
         })?;
         if let Some((refusal, reason)) = self.refusal_of(&candidate, id) {
             // Nothing else changes, and the flow stays disabled with the refusal's reason.
-            self.settings = saved;
+            self.settings.replace(saved);
             self.next_order -= 1;
-            if let (Some(reason), Some(setting)) = (reason, self.settings.get_mut(id)) {
+            if let (Some(reason), Some(setting)) = (reason, self.settings.edit().get_mut(id)) {
                 if setting.reason != reason {
                     setting.reason = reason;
                     self.rebuild()?;
@@ -147,12 +149,12 @@ impl Plane {
             match self.publish_decided(version) {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.settings = saved;
+                    self.settings.replace(saved);
                     self.next_order -= 1;
                     return Ok(false);
                 }
                 Err(refusal) => {
-                    self.settings = saved;
+                    self.settings.replace(saved);
                     self.next_order -= 1;
                     return Err(refusal);
                 }
@@ -222,6 +224,7 @@ impl Plane {
         self.sync_from_fleet()?;
         let setting = self
             .settings
+            .edit()
             .get_mut(id)
             .ok_or_else(|| Refusal::NotFound(format!("flow {id:?} is not configured")))?;
         if !setting.enabled && setting.reason == DisabledReason::Operator {

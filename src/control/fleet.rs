@@ -125,7 +125,7 @@ impl Plane {
             if unpublished.contains(id) {
                 continue;
             }
-            let Some(setting) = self.settings.get_mut(id) else {
+            let Some(setting) = self.settings.edit().get_mut(id) else {
                 continue;
             };
             let wanted = FlowSetting {

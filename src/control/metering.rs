@@ -43,7 +43,7 @@ pub(super) fn roll_over(state: &mut Plane, month: u32, now: DateTime<Utc>) {
     let resume = state.config.licensing.resume_at_reset;
     let mut resumed = Vec::new();
     if resume {
-        for (id, setting) in &mut state.settings {
+        for (id, setting) in state.settings.edit() {
             if !setting.enabled && setting.reason == DisabledReason::RecordsLimit {
                 setting.enabled = true;
                 resumed.push(id.clone());
@@ -149,7 +149,7 @@ impl Plane {
                 .budget_of(index as u32)
                 .is_some_and(|entry| *entry.meter.id == *license);
             if counts_here && matches!(flow.state, FlowState::Active { .. }) {
-                if let Some(setting) = self.settings.get_mut(&*flow.id) {
+                if let Some(setting) = self.settings.edit().get_mut(&*flow.id) {
                     setting.enabled = false;
                     setting.reason = DisabledReason::RecordsLimit;
                 }

@@ -13,6 +13,7 @@ mod metering;
 mod plane;
 mod reports;
 mod restart;
+mod settings;
 mod shared;
 #[cfg(test)]
 mod tests;

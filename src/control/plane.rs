@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use super::build::{build, journal_flow_changes, read_licenses, stored_flows};
 use super::error::{ControlError, Refusal};
 use super::metering;
+use super::settings::FlowSettings;
 use super::shared::{Live, Shared};
 use crate::clock::{month_index, month_index_label, Clock};
 use crate::config::{Config, Durability};
@@ -83,9 +84,9 @@ pub(super) struct Plane {
     pub(super) reverify: bool,
     pub(super) rejected: Vec<Rejected>,
     /// What is wanted of each flow, by flow id.
-    pub(super) settings: FxHashMap<String, FlowSetting>,
-    /// The settings last written to the store (`None` before the first write).
-    pub(super) saved: Option<FxHashMap<String, FlowSetting>>,
+    pub(super) settings: FlowSettings,
+    /// The settings last written to the store, with their epoch (`None` before the first write).
+    pub(super) saved: Option<(u64, FxHashMap<String, FlowSetting>)>,
     pub(super) next_order: u64,
     /// Counters, kept across snapshots.
     pub(super) resources: Resources,
@@ -168,7 +169,7 @@ impl Plane {
             licenses: Vec::new(),
             reverify: false,
             rejected: Vec::new(),
-            settings: loaded.settings,
+            settings: FlowSettings::new(loaded.settings),
             saved: None,
             next_order: loaded.next_order,
             resources: Resources {
@@ -337,13 +338,16 @@ impl Plane {
             self.journal_sent = self.journal.len();
         }
         // Most swaps (a license uploaded again, a recompile on time) change no flow setting.
-        let unchanged = self.journal.is_empty() && self.saved.as_ref() == Some(&self.settings);
+        let unchanged = self.journal.is_empty()
+            && self.saved.as_ref().is_some_and(|(epoch, saved)| {
+                *epoch == self.settings.epoch() || *saved == *self.settings
+            });
         if !unchanged {
             match self.store.save_flows(&stored_flows(self), &self.journal) {
                 Ok(()) => {
                     self.journal.clear();
                     self.journal_sent = 0;
-                    self.saved = Some(self.settings.clone());
+                    self.saved = Some((self.settings.epoch(), (*self.settings).clone()));
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "flow states could not be stored; retrying with the next change")

@@ -107,7 +107,7 @@ fn install(
     known: Option<&LicenseFile>,
     installed: &[Installed],
 ) -> Result<Installed, Rejection> {
-    let file = LicenseFile::read(path)?;
+    let file = LicenseFile::read_reusing(path, known)?;
     if !known.is_some_and(|known| known.signs_the_same(&file)) {
         file.verify(keys)?;
     }

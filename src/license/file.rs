@@ -2,6 +2,7 @@
 //! signature verification.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -53,6 +54,18 @@ pub struct LicenseFile {
     /// The payload exactly as it appears in the envelope: what the signature covers.
     payload_b64: String,
     signature: Signature,
+    /// The file as read: a directory re-read finds an unchanged file by its bytes.
+    bytes: FileBytes,
+}
+
+/// A license file's bytes, shown by their length in debug output.
+#[derive(Clone)]
+struct FileBytes(Arc<[u8]>);
+
+impl std::fmt::Debug for FileBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
 }
 
 impl LicenseFile {
@@ -82,13 +95,26 @@ impl LicenseFile {
             payload: Payload::from_json(&payload_json)?,
             payload_b64: envelope.payload,
             signature: Signature::from_bytes(&sig),
+            bytes: FileBytes(bytes.into()),
         })
     }
 
     /// Reads and parses a license file, refusing one over the size limit without reading it.
     pub fn read(path: &Path) -> Result<LicenseFile, LicenseError> {
+        Self::read_reusing(path, None)
+    }
+
+    /// [`LicenseFile::read`], taking `known` as it is when the file holds exactly the bytes
+    /// `known` was parsed from (a directory re-read after one upload parses one file, not all).
+    pub fn read_reusing(
+        path: &Path,
+        known: Option<&LicenseFile>,
+    ) -> Result<LicenseFile, LicenseError> {
         match read_capped(path, MAX_LICENSE_BYTES)? {
-            Capped::Fits(bytes) => Self::parse(&bytes),
+            Capped::Fits(bytes) => match known {
+                Some(known) if *known.bytes.0 == *bytes => Ok(known.clone()),
+                _ => Self::parse(&bytes),
+            },
             Capped::TooLarge(size) => Err(LicenseError::TooLarge { size }),
         }
     }
@@ -448,6 +474,33 @@ mod tests {
         assert!(
             missing.to_string().starts_with("cannot be read: "),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_file_read_again_with_the_same_bytes_is_taken_as_known_and_any_change_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lic");
+        std::fs::write(&path, signed()).unwrap();
+        let known = LicenseFile::read(&path).unwrap();
+        let again = LicenseFile::read_reusing(&path, Some(&known)).unwrap();
+        assert!(
+            Arc::ptr_eq(&again.bytes.0, &known.bytes.0),
+            "not parsed again"
+        );
+        let other = edit_json(PAIR_JSON, |m| {
+            m.insert("company".into(), "Changed".into());
+        });
+        std::fs::write(&path, sign(other.as_bytes(), &key(1)).unwrap()).unwrap();
+        let changed = LicenseFile::read_reusing(&path, Some(&known)).unwrap();
+        assert!(!changed.signs_the_same(&known));
+        assert_eq!(changed.payload.common.company, "Changed");
+        // A change that breaks the file is refused, not covered by what was known.
+        std::fs::write(&path, "not a license").unwrap();
+        assert!(LicenseFile::read_reusing(&path, Some(&known)).is_err());
+        assert_eq!(
+            format!("{:?}", known.bytes),
+            format!("<{} bytes>", signed().len())
         );
     }
 }
