@@ -156,6 +156,14 @@ async fn stored(tg: &Tollgate) -> (u64, u64) {
     (license, tg.usage_of_flow(None, "incidents").await)
 }
 
+/// Stops `tg` with SIGTERM (it must exit cleanly, having drained and flushed) and starts it
+/// again on the same state directory.
+async fn sigterm_and_restart(tg: &mut Tollgate) {
+    let status = tg.terminate(EXIT).await;
+    assert!(status.success(), "SIGTERM exit: {status}\n{}", tg.logs());
+    tg.restart(&env()).await;
+}
+
 /// Kills `tg` with -9 once `loaders` have had `answered` loads answered, restarts it, and
 /// checks that the stored count lies between the loads answered 2xx and those `target`
 /// accepted, for the license and the flow alike; returns the stored counts.
@@ -287,9 +295,7 @@ async fn flow_states_survive_restarts() {
     expect(false)(tg.flows().await);
 
     // SIGTERM and restart within the same month: nothing changes.
-    let status = tg.terminate(EXIT).await;
-    assert!(status.success(), "SIGTERM exit: {status}\n{}", tg.logs());
-    tg.restart(&env()).await;
+    sigterm_and_restart(&mut tg).await;
     expect(false)(tg.flows().await);
     let resp = tg.post("/jira-1/rest/api/2/issue", Some("ops"), "{}").await;
     assert_eq!(
@@ -363,9 +369,7 @@ async fn batched_counts_reach_the_store_within_the_flush_interval_and_at_sigterm
             .await
             .assert_upstream_ok("target");
     }
-    let status = tg.terminate(EXIT).await;
-    assert!(status.success(), "SIGTERM exit: {status}\n{}", tg.logs());
-    tg.restart(&env()).await;
+    sigterm_and_restart(&mut tg).await;
     assert_eq!(stored(&tg).await, (17, 17), "after SIGTERM");
 }
 
@@ -420,9 +424,7 @@ async fn a_reloaded_state_dir_waits_for_a_restart_and_counts_stay_in_the_running
         || async { (tg.status().await["restart_required"] == serde_json::json!([])).then_some(()) },
     )
     .await;
-    let status = tg.terminate(EXIT).await;
-    assert!(status.success(), "SIGTERM exit: {status}\n{}", tg.logs());
-    tg.restart(&env()).await;
+    sigterm_and_restart(&mut tg).await;
     assert_eq!(stored(&tg).await, (2, 2));
 }
 
@@ -509,8 +511,6 @@ async fn kill_9_under_load_five_times_in_a_row_loses_no_answered_count_and_the_t
             .await
             .assert_upstream_ok("target");
     }
-    let status = tg.terminate(EXIT).await;
-    assert!(status.success(), "SIGTERM exit: {status}\n{}", tg.logs());
-    tg.restart(&env()).await;
+    sigterm_and_restart(&mut tg).await;
     assert_eq!(stored(&tg).await, (before + 10, before + 10));
 }
