@@ -204,6 +204,15 @@ fn refusal(disks: &MemoryStore) -> String {
     }
 }
 
+/// Flips a byte inside the journal's second frame (past its header); returns where the
+/// frame starts.
+fn damage_second_frame(disks: &MemoryStore) -> usize {
+    let bytes = disks.journal.durable();
+    let (_, first) = frame::decode(&bytes[FRAMES..]).unwrap();
+    disks.journal.damage(FRAMES + first + 24, b"\xff");
+    FRAMES + first
+}
+
 #[test]
 fn a_frame_damaged_before_acknowledged_ones_refuses_the_journal_and_keeps_it() {
     let disks = MemoryStore::new(FRAMES + (64 << 10));
@@ -213,15 +222,13 @@ fn a_frame_damaged_before_acknowledged_ones_refuses_the_journal_and_keeps_it() {
         commit(&mut committer, &store, &[(flow, 1)]);
     }
     drop((committer, store));
-    let bytes = disks.journal.durable();
-    let (_, first) = frame::decode(&bytes[FRAMES..]).unwrap();
-    disks.journal.damage(FRAMES + first + 24, b"\xff");
+    let second = damage_second_frame(&disks);
     let damaged = disks.journal.durable();
 
     let message = refusal(&disks);
     assert!(
         message.contains("state/tollgate.journal is damaged")
-            && message.contains(&format!("the frame at byte {}", FRAMES + first))
+            && message.contains(&format!("the frame at byte {second}"))
             && message.contains("kept as it is"),
         "{message}"
     );
@@ -236,9 +243,7 @@ fn a_journal_damaged_at_its_last_frame_is_read_as_a_write_a_crash_cut_short() {
     commit(&mut committer, &store, &[(1, 1)]);
     commit(&mut committer, &store, &[(2, 1)]);
     drop((committer, store));
-    let bytes = disks.journal.durable();
-    let (_, first) = frame::decode(&bytes[FRAMES..]).unwrap();
-    disks.journal.damage(FRAMES + first + 24, b"\xff");
+    damage_second_frame(&disks);
     let store = disks.open().unwrap();
     assert_eq!(stored(&store), (flow_counts(&[(1, 1)]), 1));
 }
