@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::policy::{DisabledReason, FlowSetting};
 
 /// Flow settings by flow id, with their layout for the config they were last laid out for.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct FlowSettings {
     by_id: FxHashMap<String, FlowSetting>,
     /// Changes with every mutable access: what a kept layout or a stored copy is checked by.
