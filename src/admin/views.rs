@@ -133,6 +133,7 @@ pub fn licenses(snapshot: &Snapshot, clock: &dyn Clock, fleet: Option<&Fleet>) -
 /// One flow as `GET /v1/flows` lists it.
 pub fn flow(snapshot: &Snapshot, index: u32) -> Value {
     let entry = &snapshot.flows[index as usize];
+    let info = snapshot.flow_info(index);
     let config = &snapshot.config.flows[index as usize];
     let (enabled, reason, license) = match entry.state {
         FlowState::Active { license } => (
@@ -144,14 +145,14 @@ pub fn flow(snapshot: &Snapshot, index: u32) -> Value {
         FlowState::Disabled(reason) => (false, Some(reason.as_str().to_owned()), None),
     };
     json!({
-        "id": &*entry.id,
+        "id": &*info.id,
         "kind": config.kind.as_str(),
         "environment": config.environment.as_str(),
         "systems": config.systems,
         "enabled": enabled,
         "reason": reason,
         "license": license,
-        "pair_key": entry.pair_key.as_deref(),
+        "pair_key": info.pair_key.as_deref(),
     })
 }
 

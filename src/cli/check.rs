@@ -289,7 +289,7 @@ impl Report<'_> {
             let state = match (entry.state, refusal(entry.state)) {
                 (FlowState::Active { .. }, _) => "enabled".to_owned(),
                 (FlowState::Disabled(DisabledReason::EntitlementExceeded), _) => {
-                    self.entitlement_refusal(entry.id.as_ref())
+                    self.entitlement_refusal(&flow.id)
                 }
                 (_, Some(why)) => format!("refused: {why}"),
                 (FlowState::Disabled(reason), None) => format!("disabled ({})", reason.as_str()),
@@ -320,7 +320,7 @@ impl Report<'_> {
         self.compiled
             .entitlement_refusals
             .iter()
-            .find(|refusal| snapshot.flows[refusal.flow as usize].id.as_ref() == flow)
+            .find(|refusal| &*snapshot.flow_info(refusal.flow).id == flow)
             .map_or_else(
                 || "refused: entitlement-exceeded".to_owned(),
                 |refusal| {

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::error::ControlError;
 use super::plane::Plane;
 use super::shared::Live;
-use crate::license::{self, Rejected};
+use crate::license::{self, Installed, Rejected, Rejection};
 use crate::policy::{compile, DisabledReason, FlowState, Snapshot};
 use crate::store::{AuditEvent, StoredFlow};
 
@@ -25,8 +25,9 @@ pub(super) fn event(now: DateTime<Utc>, kind: &str, detail: serde_json::Value) -
 }
 
 /// Reads the license directory into the state, logging refused files and journaling
-/// licenses that appeared or disappeared.
-pub(super) fn read_licenses(state: &mut Plane) -> Result<(), ControlError> {
+/// licenses that appeared or disappeared; says whether the installed licenses changed (a
+/// directory that holds what is installed, under the same keys, needs no new snapshot).
+pub(super) fn read_licenses(state: &mut Plane) -> Result<bool, ControlError> {
     let dir = &state.config.licensing.license_dir;
     let now = state.shared.clock.now();
     // Licenses verified under the keys in force are not checked again (see `Plane::reverify`).
@@ -65,9 +66,56 @@ pub(super) fn read_licenses(state: &mut Plane) -> Result<(), ControlError> {
             .journal
             .push(event(now, "license-removed", json!({"license": id})));
     }
+    let changed = state.reverify
+        || listing.installed.len() != state.licenses.len()
+        || listing
+            .installed
+            .iter()
+            .zip(&state.licenses)
+            .any(|(now, was)| now.path != was.path || !now.file.signs_the_same(&was.file));
     state.licenses = listing.installed.into_iter().map(Arc::new).collect();
     state.rejected = listing.rejected;
     state.reverify = false;
+    Ok(changed)
+}
+
+/// Puts an uploaded license (written at its path, every other file of its id removed) among
+/// the installed ones as re-reading the directory would, without reading the other files
+/// again. Where the file it replaced decided other files' standing (a license of another id
+/// at its path, a file refused beside it), or the keys changed, the directory is re-read.
+pub(super) fn install_uploaded(state: &mut Plane, uploaded: Installed) -> Result<(), ControlError> {
+    let id = uploaded.file.payload.common.id.as_str();
+    let path = uploaded.path.as_path();
+    let entangled = state.reverify
+        || state
+            .licenses
+            .iter()
+            .any(|l| l.path == path && l.file.payload.common.id != id)
+        || state.rejected.iter().any(|r| {
+            r.path == path
+                || matches!(&r.reason, Rejection::DuplicateId { id: other_id, other }
+                    if other_id == id || other == path)
+        });
+    if entangled {
+        return read_licenses(state).map(|_| ());
+    }
+    let added = !state
+        .licenses
+        .iter()
+        .any(|l| l.file.payload.common.id == id);
+    if added && state.started {
+        tracing::info!(license = %id, file = %path.display(), "license added");
+        let now = state.shared.clock.now();
+        state.journal.push(event(
+            now,
+            "license-added",
+            json!({"license": id, "file": path.display().to_string()}),
+        ));
+    }
+    state.licenses.retain(|l| l.file.payload.common.id != id);
+    // Installed licenses are kept in file-name order, as the directory is read.
+    let at = state.licenses.partition_point(|l| l.path < uploaded.path);
+    state.licenses.insert(at, Arc::new(uploaded));
     Ok(())
 }
 
@@ -121,7 +169,7 @@ pub(super) fn build(state: &mut Plane, previous: Option<&Live>) -> Result<Live, 
     state.upstreams.retain_used();
     Ok(Live {
         snapshot: compiled.snapshot,
-        upstreams,
+        upstreams: upstreams.into(),
     })
 }
 
@@ -133,13 +181,13 @@ fn disable_flows_of_removed_licenses(state: &mut Plane, previous: &Snapshot) {
         .iter()
         .map(|l| l.file.payload.common.id.as_str())
         .collect();
-    for flow in &previous.flows {
+    for (flow, info) in previous.flows.iter().zip(previous.flow_infos()) {
         if let FlowState::Active {
             license: Some(index),
         } = flow.state
         {
             if !ids.contains(previous.licenses[index as usize].id()) {
-                if let Some(setting) = state.settings.edit().get_mut(&*flow.id) {
+                if let Some(setting) = state.settings.edit().get_mut(&*info.id) {
                     setting.enabled = false;
                     setting.reason = DisabledReason::LicenseRemoved;
                 }
@@ -184,13 +232,15 @@ pub(super) fn journal_flow_changes(
     current: &Snapshot,
     now: DateTime<Utc>,
 ) {
-    for (index, flow) in current.flows.iter().enumerate() {
-        // A swap that keeps the config keeps each flow at its place (and its id's allocation).
-        let was = match previous.flows.get(index) {
-            Some(same) if Arc::ptr_eq(&same.id, &flow.id) => Some(same.state),
-            _ => previous
-                .flow(&flow.id)
-                .map(|i| previous.flows[i as usize].state),
+    // Snapshots of one config have their flows at the same places.
+    let same_config = Arc::ptr_eq(&previous.config, &current.config);
+    for (index, (flow, info)) in current.flows.iter().zip(current.flow_infos()).enumerate() {
+        let was = if same_config {
+            previous.flows.get(index).map(|same| same.state)
+        } else {
+            previous
+                .flow(&info.id)
+                .map(|i| previous.flows[i as usize].state)
         };
         if was.is_some_and(|was| same_state(was, previous, flow.state, current)) {
             continue;
@@ -201,7 +251,7 @@ pub(super) fn journal_flow_changes(
             continue;
         }
         let was = before.map_or_else(|| "new".to_owned(), |(_, text)| text);
-        tracing::info!(flow = %flow.id, state = %now_text, was = %was, "flow state changed");
+        tracing::info!(flow = %info.id, state = %now_text, was = %was, "flow state changed");
         let reason = match flow.state {
             FlowState::Disabled(reason) => Some(reason.as_str()),
             FlowState::Unlicensed(reason) => Some(reason.as_str()),
@@ -215,7 +265,7 @@ pub(super) fn journal_flow_changes(
         state.journal.push(event(
             now,
             kind,
-            json!({"flow": &*flow.id, "state": now_text, "was": was, "reason": reason}),
+            json!({"flow": &*info.id, "state": now_text, "was": was, "reason": reason}),
         ));
     }
 }

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use serde_json::Map;
 
+use super::build::{install_uploaded, read_licenses};
 use super::error::{ControlError, Refusal};
 use super::plane::{trust, Plane};
 use super::restart::restart_required;
 use super::shared::Live;
 use crate::clock::month_index;
 use crate::config::Config;
-use crate::license::LicenseFile;
+use crate::license::{Installed, LicenseFile, Rejection};
 use crate::policy::{DisabledReason, EntitlementRefusal, FlowSetting, FlowState};
 use crate::problem::ProblemCode;
 
@@ -251,29 +252,69 @@ impl Plane {
         let dir = self.config.licensing.license_dir.clone();
         let target = dir.join(format!("{id}.lic"));
         write_atomically(&dir, &target, bytes)?;
-        for old in self
+        // Every other file of this id goes: those installed and those refused as its duplicates
+        // (one left behind could be read before the upload and win).
+        let replaced: Vec<PathBuf> = self
             .licenses
             .iter()
-            .filter(|l| l.file.payload.common.id == id && l.path != target)
-        {
-            if let Err(err) = std::fs::remove_file(&old.path) {
-                tracing::warn!(file = %old.path.display(), error = %err, "cannot remove the replaced license file");
+            .filter(|l| l.file.payload.common.id == id)
+            .map(|l| l.path.clone())
+            .chain(self.rejected.iter().filter_map(|r| match &r.reason {
+                Rejection::DuplicateId { id: duplicate, .. } if *duplicate == id => {
+                    Some(r.path.clone())
+                }
+                _ => None,
+            }))
+            .filter(|path| *path != target)
+            .collect();
+        let mut all_removed = true;
+        for path in &replaced {
+            if let Err(err) = std::fs::remove_file(path) {
+                tracing::warn!(file = %path.display(), error = %err, "cannot remove the replaced license file");
+                all_removed = false;
             }
         }
+        self.rejected.retain(|r| !replaced.contains(&r.path));
+        // The rename and the removals are durable once the directory is: an answered upload
+        // survives a crash, and no replaced file comes back.
+        std::fs::File::open(&dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|err| ControlError::io(&dir, "cannot sync the license directory", err))?;
         let before = self.shared.live.load_full();
-        self.reload_licenses_now()?;
+        if all_removed {
+            install_uploaded(
+                self,
+                Installed {
+                    path: target.clone(),
+                    file,
+                },
+            )?;
+        } else {
+            read_licenses(self)?;
+        }
+        self.rebuild()?;
         tracing::info!(license = %id, file = %target.display(), "license installed");
         let after = self.shared.live.load_full();
+        // An upload keeps the config, so each flow is at its place in both snapshots.
+        let same_config = Arc::ptr_eq(&before.config, &after.config);
+        let was_running = |index: usize, id: &str| {
+            let was = if same_config {
+                Some(index as u32)
+            } else {
+                before.flow(id)
+            };
+            was.and_then(|i| before.flows.get(i as usize))
+                .is_some_and(|flow| !matches!(flow.state, FlowState::Disabled(_)))
+        };
         let disabled: Vec<String> = after
             .flows
             .iter()
-            .filter(|flow| matches!(flow.state, FlowState::Disabled(_)))
-            .filter(|flow| {
-                before.flow(&flow.id).is_some_and(|i| {
-                    !matches!(before.flows[i as usize].state, FlowState::Disabled(_))
-                })
+            .zip(after.flow_infos())
+            .enumerate()
+            .filter(|(index, (flow, info))| {
+                matches!(flow.state, FlowState::Disabled(_)) && was_running(*index, &info.id)
             })
-            .map(|flow| flow.id.to_string())
+            .map(|(_, (_, info))| info.id.to_string())
             .collect();
         if !disabled.is_empty() {
             tracing::warn!(license = %id, flows = ?disabled, "the new license disabled flows that no longer fit");

@@ -33,7 +33,11 @@ impl Plane {
                     hard: entry.hard_limit,
                 })
                 .collect(),
-            flows: live.flows.iter().map(|flow| flow.meter.clone()).collect(),
+            flows: live
+                .flow_infos()
+                .iter()
+                .map(|flow| flow.meter.clone())
+                .collect(),
             max_skew: self.config.licensing.max_clock_skew,
         });
     }

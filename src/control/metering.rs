@@ -144,12 +144,12 @@ impl Plane {
     /// those its points cover and the single-system data loaders that draw on its budget.
     fn stop_flows_of(&mut self, license: &str) {
         let live = self.shared.live.load_full();
-        for (index, flow) in live.flows.iter().enumerate() {
+        for (index, (flow, info)) in live.flows.iter().zip(live.flow_infos()).enumerate() {
             let counts_here = live
                 .budget_of(index as u32)
                 .is_some_and(|entry| *entry.meter.id == *license);
             if counts_here && matches!(flow.state, FlowState::Active { .. }) {
-                if let Some(setting) = self.settings.edit().get_mut(&*flow.id) {
+                if let Some(setting) = self.settings.edit().get_mut(&*info.id) {
                     setting.enabled = false;
                     setting.reason = DisabledReason::RecordsLimit;
                 }

@@ -147,7 +147,7 @@ impl Plane {
         let loaded = load(config_path, clock.as_ref())?;
         let placeholder = Live {
             snapshot: empty_snapshot(&loaded.config, &loaded.host, clock.now())?,
-            upstreams: Vec::new(),
+            upstreams: Arc::new([]),
         };
         let fleet = super::fleet::start(&loaded.config, clock.clone(), runtime, commands.clone())
             .map_err(ControlError::Fleet)?;
@@ -290,11 +290,22 @@ impl Plane {
 
     /// Re-reads the license directory and swaps in what it holds now.
     pub(super) fn reload_licenses(&mut self) {
-        if let Err(err) = self.reload_licenses_now() {
+        let reloaded = read_licenses(self).and_then(|changed| {
+            if changed {
+                self.rebuild()
+            } else {
+                tracing::debug!(
+                    "the license directory holds the installed licenses; nothing to swap"
+                );
+                Ok(())
+            }
+        });
+        if let Err(err) = reloaded {
             tracing::error!(error = %err, "license reload failed; the running licenses stay");
         }
     }
 
+    /// Re-reads the license directory and swaps in a snapshot compiled from it.
     pub(super) fn reload_licenses_now(&mut self) -> Result<(), ControlError> {
         read_licenses(self)?;
         self.rebuild()

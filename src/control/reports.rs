@@ -69,7 +69,7 @@ impl Plane {
             }
         }
         let flows: Vec<Value> = snapshot
-            .flows
+            .flow_infos()
             .iter()
             .map(|flow| {
                 let used = if month == current {

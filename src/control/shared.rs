@@ -23,8 +23,9 @@ use crate::upstream::Upstream;
 pub struct Live {
     /// The decisions.
     pub snapshot: Snapshot,
-    /// Client pools by instance index; `None` for an instance without a `base_uri`.
-    pub upstreams: Vec<Option<Arc<Upstream>>>,
+    /// Client pools by instance index; `None` for an instance without a `base_uri` (shared
+    /// by the snapshots of one config).
+    pub upstreams: Arc<[Option<Arc<Upstream>>]>,
 }
 
 impl std::ops::Deref for Live {

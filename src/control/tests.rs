@@ -197,6 +197,125 @@ fn uploads_install_licenses_and_removals_disable_their_flows() {
     ));
 }
 
+/// Installed licenses as (file name, id).
+type Named = Vec<(String, String)>;
+
+/// The installed licenses: as the plane holds them, and as a fresh read of the license
+/// directory finds them (the same signed payload each).
+fn installed_and_on_disk(plane: &Plane) -> (Named, Named) {
+    let named = |path: &Path, file: &crate::license::LicenseFile| {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        (name, file.payload.common.id.clone())
+    };
+    let listing =
+        crate::license::read_dir(&plane.config.licensing.license_dir, &plane.keys).unwrap();
+    for (held, read) in plane.licenses.iter().zip(&listing.installed) {
+        assert!(
+            held.file.signs_the_same(&read.file),
+            "{}",
+            read.path.display()
+        );
+    }
+    (
+        plane
+            .licenses
+            .iter()
+            .map(|l| named(&l.path, &l.file))
+            .collect(),
+        listing
+            .installed
+            .iter()
+            .map(|l| named(&l.path, &l.file))
+            .collect(),
+    )
+}
+
+fn pairs(items: &[(&str, &str)]) -> Named {
+    items
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[test]
+fn an_upload_installs_what_a_re_read_of_the_directory_would() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.path().join("licenses");
+    // LIC-A under another name; LIC-B twice (the second refused as a duplicate); a file
+    // named for LIC-C that holds LIC-D; a file named for LIC-E that is no license.
+    std::fs::write(dir.join("old-name.lic"), scratch.license("LIC-A", 1, 100)).unwrap();
+    std::fs::write(dir.join("a.lic"), scratch.license("LIC-B", 1, 100)).unwrap();
+    std::fs::write(dir.join("b.lic"), scratch.license("LIC-B", 1, 100)).unwrap();
+    std::fs::write(dir.join("LIC-C.lic"), scratch.license("LIC-D", 1, 100)).unwrap();
+    std::fs::write(dir.join("LIC-E.lic"), "no license").unwrap();
+    let mut plane = scratch.start();
+    let (held, read) = installed_and_on_disk(&plane);
+    assert_eq!(held, read);
+
+    for (id, points) in [
+        ("LIC-NEW", 1),
+        ("LIC-A", 2),
+        ("LIC-B", 3),
+        ("LIC-C", 1),
+        ("LIC-E", 1),
+    ] {
+        plane
+            .upload_license(scratch.license(id, points, 100).as_bytes())
+            .unwrap();
+        let (held, read) = installed_and_on_disk(&plane);
+        assert_eq!(held, read, "after uploading {id}");
+        let live = plane.shared.live.load();
+        let index = live.license(id).unwrap() as usize;
+        let crate::license::Terms::Pair(terms) = &live.licenses[index].installed.file.payload.terms
+        else {
+            panic!("{id} is a pair license");
+        };
+        assert_eq!(
+            terms.points, points,
+            "the uploaded {id} is the one in force"
+        );
+    }
+    // Every other file of an uploaded id is gone, the duplicate refused before included; the
+    // file that held LIC-D was overwritten by LIC-C.
+    let (held, _) = installed_and_on_disk(&plane);
+    assert_eq!(
+        held,
+        pairs(&[
+            ("LIC-A.lic", "LIC-A"),
+            ("LIC-B.lic", "LIC-B"),
+            ("LIC-C.lic", "LIC-C"),
+            ("LIC-E.lic", "LIC-E"),
+            ("LIC-NEW.lic", "LIC-NEW"),
+        ])
+    );
+    assert!(plane.rejected.is_empty(), "{:?}", plane.rejected);
+}
+
+#[test]
+fn a_directory_event_that_changes_no_license_swaps_nothing() {
+    let scratch = Scratch::new();
+    scratch.install("LIC-1", 1);
+    let mut plane = scratch.start();
+    let generation = plane.shared.live.load().generation;
+    // A file that is no license, and one touched without a change.
+    let dir = scratch.dir.path().join("licenses");
+    std::fs::write(dir.join("notes.lic"), "no license").unwrap();
+    std::fs::write(dir.join("LIC-1.lic"), scratch.license("LIC-1", 1, 100)).unwrap();
+    plane.reload_licenses();
+    assert_eq!(plane.shared.live.load().generation, generation);
+    assert_eq!(
+        plane.rejected.len(),
+        1,
+        "the refused file is still reported"
+    );
+
+    scratch.install("LIC-2", 1);
+    plane.reload_licenses();
+    let live = plane.shared.live.load();
+    assert_eq!(live.generation, generation + 1);
+    assert!(live.license("LIC-2").is_some());
+}
+
 #[test]
 fn a_reload_with_a_broken_config_keeps_the_running_one() {
     let scratch = Scratch::new();

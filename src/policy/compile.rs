@@ -118,9 +118,9 @@ pub fn compile(
     let budgets = budgets(&cover, &plan.states, pair_model);
     name_stopped_flows(&cover, pairs, &mut plan);
 
-    let flows = flow_table(&tables, &plan, &budgets);
+    let flows = flow_table(&plan, &budgets);
     let licenses = license_table(sorted, &ledger, &source_license, resources, host, moment);
-    let inferred_flows = infer_flows(tables.instances.len(), &flows);
+    let inferred_flows = infer_flows(&tables, &flows);
     let snapshot = Snapshot {
         generation: previous.map_or(1, |previous| previous.generation + 1),
         flow_header,
@@ -145,13 +145,13 @@ pub fn compile(
 
 /// Stage 9: for `server.infer_flow`, each instance's one enabled flow (none where no enabled
 /// flow or several have it among their systems).
-fn infer_flows(instances: usize, flows: &[FlowEntry]) -> Vec<Option<u32>> {
-    let mut inferred: Vec<Option<Option<u32>>> = vec![None; instances];
-    for (index, flow) in flows.iter().enumerate() {
+fn infer_flows(tables: &Tables, flows: &[FlowEntry]) -> Vec<Option<u32>> {
+    let mut inferred: Vec<Option<Option<u32>>> = vec![None; tables.instances.len()];
+    for (index, (flow, info)) in flows.iter().zip(&tables.flows).enumerate() {
         if matches!(flow.state, FlowState::Disabled(_)) {
             continue;
         }
-        for &instance in flow.systems.iter() {
+        for &instance in info.systems.iter() {
             let slot = &mut inferred[instance as usize];
             *slot = match slot {
                 None => Some(Some(index as u32)),
@@ -244,20 +244,24 @@ fn keep_held_pairs(
     tables: &Tables,
     order: &[usize],
 ) {
+    // The source of each of the previous snapshot's licenses, by its index there.
     let source_of: FxHashMap<&str, usize> = ledger
         .sources()
         .iter()
         .enumerate()
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
+    let previous_source: Vec<Option<usize>> = previous
+        .licenses
+        .iter()
+        .map(|license| source_of.get(license.id()).copied())
+        .collect();
     let license_of = |flow: &FlowEntry| match flow.state {
         FlowState::Active { license: Some(l) } => {
-            source_of.get(previous.licenses[l as usize].id()).copied()
+            previous_source.get(l as usize).copied().flatten()
         }
         _ => None,
     };
-    // Pairs are numbered per config: the previous snapshot of the same config names them by
-    // number, one of another config by their key.
     // The source each pair held, by pair number (pairs are numbered densely, at most one per
     // flow); where several flows name one pair, the last one read wins.
     let mut held: Vec<Option<usize>> = vec![None; tables.pairs.len()];
@@ -266,6 +270,8 @@ fn keep_held_pairs(
             *slot = Some(source);
         }
     };
+    // Pairs are numbered per config: the previous snapshot of the same config names them by
+    // number, one of another config by their key.
     if std::ptr::eq(&*previous.tables, tables) {
         for (flow, pair) in previous.flows.iter().zip(&tables.pairs) {
             if let (Some((number, _)), Some(source)) = (pair, license_of(flow)) {
@@ -276,10 +282,11 @@ fn keep_held_pairs(
         let by_key: FxHashMap<&str, usize> = previous
             .flows
             .iter()
-            .filter_map(|flow| Some((flow.pair_key.as_deref()?, license_of(flow)?)))
+            .zip(previous.flow_infos())
+            .filter_map(|(flow, info)| Some((info.pair_key.as_deref()?, license_of(flow)?)))
             .collect();
-        for (pair, flow) in tables.pairs.iter().zip(&tables.flows) {
-            let source = flow
+        for (pair, info) in tables.pairs.iter().zip(&tables.flows) {
+            let source = info
                 .pair_key
                 .as_deref()
                 .and_then(|key| by_key.get(key).copied());
@@ -478,22 +485,16 @@ fn name_stopped_flows(cover: &Cover<'_>, pairs: &[Option<(u32, SystemPair)>], pl
     }
 }
 
-/// Stage 8: the flow table, each entry the flow's config-derived parts with its state.
-fn flow_table(tables: &Tables, plan: &Plan, budgets: &[Option<u32>]) -> Vec<FlowEntry> {
-    tables
-        .flows
+/// Stage 8: the flow table, each entry the flow's state and the licenses it names.
+fn flow_table(plan: &Plan, budgets: &[Option<u32>]) -> Vec<FlowEntry> {
+    plan.states
         .iter()
-        .enumerate()
-        .map(|(index, parts)| FlowEntry {
-            id: parts.id.clone(),
-            systems: parts.systems.clone(),
-            state: plan.states[index],
-            pair_key: parts.pair_key.clone(),
-            refusal_license: plan.refusal_license[index],
-            budget: budgets[index],
-            meter: parts.meter.clone(),
-            requests: parts.requests.clone(),
-            shadow_log: parts.shadow_log.clone(),
+        .zip(&plan.refusal_license)
+        .zip(budgets)
+        .map(|((&state, &refusal_license), &budget)| FlowEntry {
+            state,
+            refusal_license,
+            budget,
         })
         .collect()
 }

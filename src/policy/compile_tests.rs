@@ -102,7 +102,10 @@ systems = ["sn-1", "jira-1"]
         );
         assert_eq!(compiled.refused, vec![(0, DisabledReason::PointsExhausted)]);
         assert_eq!(snapshot.licenses[0].points_used, 1);
-        assert_eq!(snapshot.flows[0].pair_key.as_deref(), Some("jira-1+sn-1"));
+        assert_eq!(
+            snapshot.flow_info(0).pair_key.as_deref(),
+            Some("jira-1+sn-1")
+        );
     }
 
     #[test]
@@ -163,7 +166,10 @@ systems = ["sn-1", "jira-1"]
         );
         assert!(Arc::ptr_eq(&first.tables, &second.tables));
         assert!(Arc::ptr_eq(&first.instances, &second.instances));
-        assert!(Arc::ptr_eq(&first.flows[2].meter, &second.flows[2].meter));
+        assert!(Arc::ptr_eq(
+            &first.flow_info(2).meter,
+            &second.flow_info(2).meter
+        ));
         assert_eq!(
             second.flows[2].state,
             FlowState::Active { license: Some(0) }
@@ -184,7 +190,7 @@ systems = ["sn-1", "jira-1"]
             "a reloaded config is compiled anew"
         );
         assert!(
-            Arc::ptr_eq(&second.flows[2].meter, &third.flows[2].meter),
+            Arc::ptr_eq(&second.flow_info(2).meter, &third.flow_info(2).meter),
             "counters outlive the config"
         );
         assert_eq!(third.flows[2].state, FlowState::Active { license: Some(0) });

@@ -20,8 +20,8 @@ pub use entitlements::{
 pub use points::{PointLedger, PointRefusal, PointSource};
 pub use reasons::{DisabledReason, InvalidReason};
 pub use snapshot::{
-    usable_at, EntitlementRefusal, Entitlements, FlowEntry, FlowSetting, FlowState, InstanceEntry,
-    LicenseEntry, Resources, Snapshot, SubscriptionLimits,
+    usable_at, EntitlementRefusal, Entitlements, FlowEntry, FlowInfo, FlowSetting, FlowState,
+    InstanceEntry, LicenseEntry, Resources, Snapshot, SubscriptionLimits,
 };
 
 pub use crate::license::Moment;

@@ -57,18 +57,30 @@ pub struct InstanceEntry {
     pub classifier: Arc<Classifier>,
 }
 
-/// A flow in the snapshot.
+/// A flow as its config describes it, with its counters: built once per config and shared
+/// by every snapshot compiled from it, so a swap copies none of it.
 #[derive(Debug)]
-pub struct FlowEntry {
+pub struct FlowInfo {
     /// The flow id.
-    pub id: Arc<str>,
+    pub id: Box<str>,
     /// Its instances, as indexes into [`Snapshot::instances`].
-    pub systems: Arc<[u32]>,
+    pub systems: Box<[u32]>,
+    /// The pair of instances holding the point (`a+b`), if the flow has two systems.
+    pub pair_key: Option<Box<str>>,
+    /// The flow's record counter.
+    pub meter: Arc<FlowMeter>,
+    /// Request counters per instance of the flow.
+    pub requests: Box<[(u32, Arc<DecisionCounts>)]>,
+    /// Shadow mode's log throttle for the flow.
+    pub shadow_log: Arc<ShadowLog>,
+}
+
+/// A flow's standing in one snapshot (what licenses and settings decided), beside its
+/// [`FlowInfo`]: plain data, so the flow table of a swap is one flat copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowEntry {
     /// Enabled or not, and why.
     pub state: FlowState,
-    /// The pair of instances holding the point (`a+b`), if the flow has two systems (shared
-    /// by the snapshots of one config).
-    pub pair_key: Option<Arc<str>>,
     /// The license this flow's refusals name (index into [`Snapshot::licenses`]): for a flow no
     /// valid license covers, the invalid one that would have; for a flow stopped by the records
     /// limit, the covering license at its hard limit.
@@ -77,12 +89,6 @@ pub struct FlowEntry {
     /// into [`Snapshot::licenses`]): the license lending its pair a point, or, for a
     /// single-system data loader, the valid pair license covering its system that expires first.
     pub budget: Option<u32>,
-    /// The flow's record counter.
-    pub meter: Arc<FlowMeter>,
-    /// Request counters per instance of the flow.
-    pub requests: Arc<[(u32, Arc<DecisionCounts>)]>,
-    /// Shadow mode's log throttle for the flow.
-    pub shadow_log: Arc<ShadowLog>,
 }
 
 /// An installed license in the snapshot.
@@ -196,7 +202,7 @@ pub struct Snapshot {
     pub flow_header: HeaderName,
     /// Instances in config order (shared by the snapshots of one config).
     pub instances: Arc<[InstanceEntry]>,
-    /// Flows in config order.
+    /// Each flow's standing, in config order (its config-derived parts: [`Snapshot::flow_info`]).
     pub flows: Vec<FlowEntry>,
     /// Installed licenses, by id.
     pub licenses: Vec<LicenseEntry>,
@@ -226,6 +232,16 @@ impl Snapshot {
     /// The index of the flow with this id.
     pub fn flow(&self, id: &str) -> Option<u32> {
         self.tables.flow_ids.get(id).copied()
+    }
+
+    /// What the config says of flow `flow` (an index from [`Snapshot::flow`] or a decision).
+    pub fn flow_info(&self, flow: u32) -> &FlowInfo {
+        &self.tables.flows[flow as usize]
+    }
+
+    /// What the config says of every flow, in config order (beside [`Snapshot::flows`]).
+    pub fn flow_infos(&self) -> &[FlowInfo] {
+        &self.tables.flows
     }
 
     /// The instances whose base URI has this host (any case) and port.
@@ -273,7 +289,7 @@ impl Snapshot {
             return &self.unrouted;
         };
         flow.and_then(|flow| {
-            self.flows[flow as usize]
+            self.flow_info(flow)
                 .requests
                 .iter()
                 .find(|(i, _)| *i == instance)

@@ -10,12 +10,11 @@ use rustc_hash::FxHashMap;
 
 use super::classify::Classifiers;
 use super::entitlements::{contribution, Contribution};
-use super::snapshot::{InstanceEntry, Resources};
+use super::snapshot::{FlowInfo, InstanceEntry, Resources};
 use crate::catalog::{flow_pair, InstancePair, SystemPair};
 use crate::config::{Config, Entity};
 use crate::license::Pricing;
-use crate::meter::FlowMeter;
-use crate::observe::{DecisionCounts, RequestStats, ShadowLog, UNKNOWN};
+use crate::observe::{RequestStats, UNKNOWN};
 
 /// The config-derived tables of a snapshot, shared by every snapshot compiled from one config.
 #[derive(Debug)]
@@ -32,22 +31,11 @@ pub(super) struct Tables {
     /// one pair have one number), and the pair's system types.
     pub(super) pairs: Vec<Option<(u32, SystemPair)>>,
     /// Per flow (config order): what its entry in every snapshot holds.
-    pub(super) flows: Vec<FlowParts>,
+    pub(super) flows: Vec<FlowInfo>,
     /// Per flow, what it uses of its environment's entitlements under endpoint pricing.
     endpoint: OnceLock<Vec<Contribution>>,
     /// The same under platform pricing.
     platform: OnceLock<Vec<Contribution>>,
-}
-
-/// The parts of a flow's snapshot entry that only the config decides.
-#[derive(Debug)]
-pub(super) struct FlowParts {
-    pub(super) id: Arc<str>,
-    pub(super) systems: Arc<[u32]>,
-    pub(super) pair_key: Option<Arc<str>>,
-    pub(super) meter: Arc<FlowMeter>,
-    pub(super) requests: Arc<[(u32, Arc<DecisionCounts>)]>,
-    pub(super) shadow_log: Arc<ShadowLog>,
 }
 
 impl Tables {
@@ -85,7 +73,7 @@ impl Tables {
                     (instance, resources.stats.counts(&flow.id, id))
                 })
                 .collect();
-            flows.push(FlowParts {
+            flows.push(FlowInfo {
                 id: flow.id.as_str().into(),
                 systems: systems.into(),
                 pair_key: pair.as_ref().map(|(pair, _)| pair.key().into()),

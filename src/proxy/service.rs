@@ -410,10 +410,10 @@ fn log_shadow(
     now: DateTime<Utc>,
 ) {
     let log = flow.map_or(&snapshot.flowless_shadow_log, |flow| {
-        &snapshot.flows[flow as usize].shadow_log
+        &snapshot.flow_info(flow).shadow_log
     });
     if log.should_log(code, u64::try_from(now.timestamp()).unwrap_or(0)) {
-        let flow = flow.map_or("-", |flow| &*snapshot.flows[flow as usize].id);
+        let flow = flow.map_or("-", |flow| &*snapshot.flow_info(flow).id);
         let instance = &snapshot.instances[instance as usize].id;
         tracing::warn!(flow, instance = %instance, decision = code.as_str(), "shadow mode: forwarded a request this license decision would refuse (logged at most once a minute per flow and decision)");
     }
@@ -766,8 +766,8 @@ fn identify<B>(
         })?,
         None => infer(snapshot, target)?,
     };
-    if !snapshot.flows[flow as usize].systems.contains(&instance) {
-        let name = &snapshot.flows[flow as usize].id;
+    if !snapshot.flow_info(flow).systems.contains(&instance) {
+        let name = &snapshot.flow_info(flow).id;
         let instance_id = &snapshot.instances[instance as usize].id;
         let detail = format!("instance {instance_id:?} is not one of the systems of flow {name:?}");
         let problem = Problem::new(ProblemCode::FlowInstanceMismatch, detail).with("flow", &**name);
@@ -835,8 +835,9 @@ fn infer(snapshot: &Snapshot, target: &Target<'_>) -> Result<u32, Problem> {
         let enabled = snapshot
             .flows
             .iter()
-            .filter(|flow| {
-                flow.systems.contains(&instance) && !matches!(flow.state, FlowState::Disabled(_))
+            .zip(snapshot.flow_infos())
+            .filter(|(flow, info)| {
+                info.systems.contains(&instance) && !matches!(flow.state, FlowState::Disabled(_))
             })
             .count();
         format!("the request names no flow and {enabled} enabled flows have instance {instance_id:?}, so none can be inferred: {how}")
@@ -854,6 +855,7 @@ fn infer(snapshot: &Snapshot, target: &Target<'_>) -> Result<u32, Problem> {
 /// Lets the request through only while its flow is enabled and a valid license covers it.
 fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Result<(), Problem> {
     let entry = &snapshot.flows[flow as usize];
+    let id = &snapshot.flow_info(flow).id;
     let refuse = |code, detail: String, license: Option<&str>, reason: &str| {
         let problem = Problem::new(code, detail)
             .with("license", license.map_or(Value::Null, Value::from))
@@ -870,7 +872,7 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
             };
             let detail = format!(
                 "flow {:?} is stopped: its license reached the transferred-records hard limit; {resumes}",
-                entry.id
+                id
             );
             let mut problem = refuse(
                 ProblemCode::RecordsLimitExceeded,
@@ -883,18 +885,17 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
         }
         FlowState::Disabled(reason) => Err(refuse(
             ProblemCode::FlowDisabled,
-            format!("flow {:?} is disabled ({})", entry.id, reason.as_str()),
+            format!("flow {id:?} is disabled ({})", reason.as_str()),
             None,
             reason.as_str(),
         )),
         FlowState::Unlicensed(reason) => {
             let license = license_id(entry.refusal_license);
             let detail = match license {
-                Some(id) => format!(
-                    "no valid license covers flow {:?}: license {id} is {reason}",
-                    entry.id
-                ),
-                None => format!("no valid license covers flow {:?} ({reason})", entry.id),
+                Some(license) => {
+                    format!("no valid license covers flow {id:?}: license {license} is {reason}")
+                }
+                None => format!("no valid license covers flow {id:?} ({reason})"),
             };
             Err(refuse(
                 ProblemCode::LicenseInvalid,
@@ -912,11 +913,7 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
                 floor: snapshot.clock_floor,
             };
             license.usable_at(moment).map_err(|reason| {
-                let detail = format!(
-                    "license {} covering flow {:?} is {reason}",
-                    license.id(),
-                    entry.id
-                );
+                let detail = format!("license {} covering flow {id:?} is {reason}", license.id(),);
                 refuse(
                     ProblemCode::LicenseInvalid,
                     detail,
@@ -995,7 +992,7 @@ fn admit(
         // A batch without records: nothing to reserve or count.
         return Ok((None, None));
     }
-    let flow = &snapshot.flows[flow_index as usize];
+    let flow = snapshot.flow_info(flow_index);
     let license = snapshot.budget_of(flow_index);
     let month = month_index(now, snapshot.tz);
     let budget = license.map(|l| (&l.meter, l.hard_limit));
@@ -1263,7 +1260,7 @@ async fn count_batch(
         Ok(created) => Some(created),
         Err(why) => {
             tracing::warn!(
-                flow = %snapshot.flows[flow as usize].id,
+                flow = %snapshot.flow_info(flow).id,
                 accepted = accepted.as_str(),
                 reason = %why,
                 "the answer to a bulk load does not say which records were created; all {reserved} reserved records are counted"
@@ -1298,7 +1295,7 @@ async fn count(
         reservation,
         now,
     } = load;
-    let entry = &snapshot.flows[flow as usize];
+    let entry = snapshot.flow_info(flow);
     let license = snapshot.budget_of(flow);
     let committed = match accepted {
         Some(accepted) => reservation.commit_accepted(accepted),
@@ -1383,7 +1380,7 @@ pub(super) fn at(
     instance: u32,
 ) -> Problem {
     let problem = match flow {
-        Some(flow) => problem.with("flow", &*snapshot.flows[flow as usize].id),
+        Some(flow) => problem.with("flow", &*snapshot.flow_info(flow).id),
         None => problem,
     };
     problem

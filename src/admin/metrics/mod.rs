@@ -199,7 +199,7 @@ fn requests(snapshot: &Snapshot) -> Family {
         )
         .chain(
             snapshot
-                .flows
+                .flow_infos()
                 .iter()
                 .flat_map(|flow| flow.requests.iter().map(|(_, counts)| counts)),
         );
