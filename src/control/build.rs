@@ -181,12 +181,21 @@ fn disable_flows_of_removed_licenses(state: &mut Plane, previous: &Snapshot) {
         .iter()
         .map(|l| l.file.payload.common.id.as_str())
         .collect();
+    // By the previous snapshot's license index.
+    let removed: Vec<bool> = previous
+        .licenses
+        .iter()
+        .map(|license| !ids.contains(license.id()))
+        .collect();
+    if !removed.contains(&true) {
+        return;
+    }
     for (flow, info) in previous.flows.iter().zip(previous.flow_infos()) {
         if let FlowState::Active {
             license: Some(index),
         } = flow.state
         {
-            if !ids.contains(previous.licenses[index as usize].id()) {
+            if removed.get(index as usize) == Some(&true) {
                 if let Some(setting) = state.settings.edit().get_mut(&*info.id) {
                     setting.enabled = false;
                     setting.reason = DisabledReason::LicenseRemoved;

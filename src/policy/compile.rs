@@ -79,6 +79,7 @@ pub fn compile(
     sorted.sort_by(|a, b| a.file.payload.common.id.cmp(&b.file.payload.common.id));
     let (sources, source_license) = point_sources(&sorted, host, moment);
     let mut ledger = PointLedger::<u32>::new(sources);
+    ledger.reserve(tables.pairs.len());
     let at_hard_limit = at_hard_limit(&sorted, resources, month);
 
     let pair_model = config.requires(Model::Pair);
@@ -120,7 +121,11 @@ pub fn compile(
 
     let flows = flow_table(&plan, &budgets);
     let licenses = license_table(sorted, &ledger, &source_license, resources, host, moment);
-    let inferred_flows = infer_flows(&tables, &flows);
+    let inferred_flows = if config.server.infer_flow {
+        infer_flows(&tables, &flows)
+    } else {
+        Vec::new()
+    };
     let snapshot = Snapshot {
         generation: previous.map_or(1, |previous| previous.generation + 1),
         flow_header,
@@ -356,12 +361,15 @@ fn enforce_entitlements(
     limits: Option<super::snapshot::SubscriptionLimits>,
 ) -> (Entitlements, Vec<EntitlementRefusal>) {
     let pricing = limits.map_or(Pricing::Endpoint, |limits| limits.pricing);
+    let (all, names) = tables.contributions(config, pricing);
     let mut entitlements = Entitlements {
         limits,
-        in_use: PerEnvironment::<InUse>::default(),
+        in_use: PerEnvironment {
+            production: InUse::new(names.clone()),
+            sandbox: InUse::new(names.clone()),
+        },
     };
-    let contributions: Vec<Option<&Contribution>> = tables
-        .contributions(config, pricing)
+    let contributions: Vec<Option<&Contribution>> = all
         .iter()
         .zip(&plan.states)
         .map(|(contribution, state)| {

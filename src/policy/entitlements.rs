@@ -132,38 +132,100 @@ impl<T> IndexMut<Environment> for PerEnvironment<T> {
     }
 }
 
+/// Every key the flows of one config can use, numbered per entitlement, so that tallying
+/// what the enabled flows use indexes counters instead of hashing texts (built once per
+/// config and pricing, shared by its snapshots).
+#[derive(Debug, Default)]
+pub struct KeyNames {
+    names: PerEntitlement<Vec<Arc<str>>>,
+    numbers: PerEntitlement<FxHashMap<Arc<str>, u32>>,
+}
+
+impl KeyNames {
+    /// The number of `key` among the keys of `entitlement`, given on first sight.
+    pub fn number(&mut self, entitlement: Entitlement, key: &str) -> u32 {
+        if let Some(&number) = self.numbers[entitlement].get(key) {
+            return number;
+        }
+        let names = &mut self.names[entitlement];
+        let number = names.len() as u32;
+        let key: Arc<str> = key.into();
+        names.push(key.clone());
+        self.numbers[entitlement].insert(key, number);
+        number
+    }
+
+    /// The key numbered `number` among the keys of `entitlement`.
+    pub fn name(&self, entitlement: Entitlement, number: u32) -> Option<&str> {
+        self.names[entitlement]
+            .get(number as usize)
+            .map(|name| &**name)
+    }
+
+    /// How many keys of `entitlement` are numbered.
+    pub fn len(&self, entitlement: Entitlement) -> usize {
+        self.names[entitlement].len()
+    }
+
+    /// Whether no key is numbered at all.
+    pub fn is_empty(&self) -> bool {
+        Entitlement::ALL.iter().all(|&e| self.names[e].is_empty())
+    }
+}
+
 /// What one flow uses of its environment's entitlements while enabled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Contribution {
     /// The environment.
     pub environment: Environment,
-    /// Keys per entitlement: the flow id (if it counts as an active flow), canonical endpoint
-    /// keys, trading-partner hosts, agent ids.
-    pub keys: PerEntitlement<Vec<Arc<str>>>,
+    /// Keys per entitlement, by their number in the config's [`KeyNames`]: the flow id (if it
+    /// counts as an active flow), canonical endpoint keys, trading-partner hosts, agent ids.
+    pub keys: PerEntitlement<Vec<u32>>,
 }
 
-/// What flow `index` of `config` uses under `pricing`.
-pub fn contribution(config: &Config, index: usize, pricing: Pricing) -> Contribution {
+/// What every flow of `config` (config order) uses under `pricing`, and the names of the keys.
+pub fn contributions(config: &Config, pricing: Pricing) -> (Vec<Contribution>, KeyNames) {
+    let mut names = KeyNames::default();
+    let contributions = (0..config.flows.len())
+        .map(|index| contribution(config, index, pricing, &mut names))
+        .collect();
+    (contributions, names)
+}
+
+/// What flow `index` of `config` uses under `pricing`, its keys numbered in `names`.
+fn contribution(
+    config: &Config,
+    index: usize,
+    pricing: Pricing,
+    names: &mut KeyNames,
+) -> Contribution {
     let flow = &config.flows[index];
-    let mut keys = PerEntitlement::<Vec<Arc<str>>>::default();
+    let mut keys = PerEntitlement::<Vec<u32>>::default();
     let counts_as_flow = match flow.kind {
         FlowKind::Flow => true,
         FlowKind::DataLoader => false,
         FlowKind::IntegrationApp => pricing == Pricing::Platform,
     };
+    let mut add = |entitlement: Entitlement, key: &str| {
+        keys[entitlement].push(names.number(entitlement, key));
+    };
     if counts_as_flow {
-        keys.flows.push(flow.id.as_str().into());
+        add(Entitlement::Flows, &flow.id);
     }
     for instance in flow.systems.iter().filter_map(|id| config.instance(id)) {
         if flow.kind != FlowKind::DataLoader {
-            keys.endpoint_apps
-                .extend(canonical_endpoint(instance).map(Arc::from));
+            if let Some(endpoint) = canonical_endpoint(instance) {
+                add(Entitlement::EndpointApps, &endpoint);
+            }
         }
         if pricing == Pricing::Endpoint {
-            keys.trading_partners
-                .extend(trading_partner_host(instance).map(Arc::from));
+            if let Some(host) = trading_partner_host(instance) {
+                add(Entitlement::TradingPartners, &host);
+            }
         }
-        keys.agents.extend(instance.agent.as_deref().map(Arc::from));
+        if let Some(agent) = instance.agent.as_deref() {
+            add(Entitlement::Agents, agent);
+        }
     }
     Contribution {
         environment: flow.environment,
@@ -173,9 +235,14 @@ pub fn contribution(config: &Config, index: usize, pricing: Pricing) -> Contribu
 
 /// What the enabled flows of one environment use: each key with the number of enabled flows
 /// using it, so that removing a flow frees exactly what no other flow still uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct InUse {
-    keys: PerEntitlement<FxHashMap<Arc<str>, u32>>,
+    /// The names of the keys the contributions number.
+    names: Arc<KeyNames>,
+    /// Per entitlement, by key number, the enabled flows using the key.
+    flows: PerEntitlement<Vec<u32>>,
+    /// Per entitlement, the keys at least one enabled flow uses.
+    used: PerEntitlement<u64>,
 }
 
 /// A limit that a set of flows exceeds.
@@ -190,12 +257,35 @@ pub struct Excess {
 }
 
 impl InUse {
+    /// Nothing in use yet, of the keys `names` numbers.
+    pub fn new(names: Arc<KeyNames>) -> InUse {
+        let zeros = |entitlement| vec![0; names.len(entitlement)];
+        let flows = PerEntitlement {
+            flows: zeros(Entitlement::Flows),
+            endpoint_apps: zeros(Entitlement::EndpointApps),
+            trading_partners: zeros(Entitlement::TradingPartners),
+            agents: zeros(Entitlement::Agents),
+        };
+        InUse {
+            names,
+            flows,
+            used: PerEntitlement::default(),
+        }
+    }
+
     /// Adds an enabled flow.
     pub fn add(&mut self, contribution: &Contribution) {
         for (entitlement, added) in contribution.keys.iter() {
-            let keys = &mut self.keys[entitlement];
-            for key in added {
-                *keys.entry(key.clone()).or_default() += 1;
+            let flows = &mut self.flows[entitlement];
+            for &key in added {
+                let key = key as usize;
+                if key >= flows.len() {
+                    flows.resize(key + 1, 0);
+                }
+                if flows[key] == 0 {
+                    self.used[entitlement] += 1;
+                }
+                flows[key] += 1;
             }
         }
     }
@@ -203,12 +293,12 @@ impl InUse {
     /// Removes a flow added before.
     pub fn remove(&mut self, contribution: &Contribution) {
         for (entitlement, removed) in contribution.keys.iter() {
-            let keys = &mut self.keys[entitlement];
-            for key in removed {
-                if let Some(count) = keys.get_mut(key) {
+            let flows = &mut self.flows[entitlement];
+            for &key in removed {
+                if let Some(count) = flows.get_mut(key as usize).filter(|count| **count > 0) {
                     *count -= 1;
                     if *count == 0 {
-                        keys.remove(key);
+                        self.used[entitlement] -= 1;
                     }
                 }
             }
@@ -217,12 +307,17 @@ impl InUse {
 
     /// Distinct keys in use per entitlement.
     pub fn used(&self) -> PerEntitlement<u64> {
-        self.keys.map(|keys| keys.len() as u64)
+        self.used
     }
 
     /// The keys in use of an entitlement, sorted.
     pub fn keys(&self, entitlement: Entitlement) -> Vec<&str> {
-        let mut keys: Vec<&str> = self.keys[entitlement].keys().map(|k| &**k).collect();
+        let mut keys: Vec<&str> = self.flows[entitlement]
+            .iter()
+            .enumerate()
+            .filter(|(_, &flows)| flows > 0)
+            .filter_map(|(key, _)| self.names.name(entitlement, key as u32))
+            .collect();
         keys.sort_unstable();
         keys
     }
@@ -322,11 +417,11 @@ systems = ["sb"]
         pricing: Pricing,
         enabled: impl Fn(usize) -> bool,
     ) -> PerEntitlement<Vec<String>> {
-        let mut in_use = InUse::default();
-        for index in (0..config.flows.len()).filter(|&i| enabled(i)) {
-            let contribution = contribution(config, index, pricing);
-            if contribution.environment == environment {
-                in_use.add(&contribution);
+        let (contributions, names) = contributions(config, pricing);
+        let mut in_use = InUse::new(Arc::new(names));
+        for (index, contribution) in contributions.iter().enumerate() {
+            if enabled(index) && contribution.environment == environment {
+                in_use.add(contribution);
             }
         }
         let mut keys = PerEntitlement::<Vec<String>>::default();
@@ -400,10 +495,13 @@ systems = ["sb"]
 mod in_use_tests {
     use super::*;
 
-    fn contribution(flow: &str, endpoints: &[&str]) -> Contribution {
-        let mut keys = PerEntitlement::<Vec<Arc<str>>>::default();
-        keys.flows.push(flow.into());
-        keys.endpoint_apps = endpoints.iter().map(|&e| e.into()).collect();
+    fn contribution(names: &mut KeyNames, flow: &str, endpoints: &[&str]) -> Contribution {
+        let mut keys = PerEntitlement::<Vec<u32>>::default();
+        keys.flows.push(names.number(Entitlement::Flows, flow));
+        keys.endpoint_apps = endpoints
+            .iter()
+            .map(|&e| names.number(Entitlement::EndpointApps, e))
+            .collect();
         Contribution {
             environment: Environment::Production,
             keys,
@@ -412,11 +510,12 @@ mod in_use_tests {
 
     #[test]
     fn shared_keys_are_freed_only_by_their_last_flow() {
+        let mut names = KeyNames::default();
         let (a, b) = (
-            contribution("a", &["app:jira", "app:servicenow"]),
-            contribution("b", &["app:jira"]),
+            contribution(&mut names, "a", &["app:jira", "app:servicenow"]),
+            contribution(&mut names, "b", &["app:jira"]),
         );
-        let mut in_use = InUse::default();
+        let mut in_use = InUse::new(Arc::new(names));
         in_use.add(&a);
         in_use.add(&b);
         assert_eq!(
@@ -430,14 +529,24 @@ mod in_use_tests {
         );
         in_use.remove(&a);
         assert_eq!(in_use.keys(Entitlement::EndpointApps), vec!["app:jira"]);
+        assert_eq!(in_use.keys(Entitlement::Flows), vec!["b"]);
         in_use.remove(&b);
-        assert_eq!(in_use, InUse::default());
+        assert_eq!(in_use.used(), PerEntitlement::default());
+        assert!(in_use.keys(Entitlement::EndpointApps).is_empty());
+        in_use.remove(&b);
+        assert_eq!(
+            in_use.used(),
+            PerEntitlement::default(),
+            "a flow removed twice frees nothing twice"
+        );
     }
 
     #[test]
     fn the_first_exceeded_limit_is_named() {
-        let mut in_use = InUse::default();
-        in_use.add(&contribution("a", &["app:jira", "app:servicenow"]));
+        let mut names = KeyNames::default();
+        let a = contribution(&mut names, "a", &["app:jira", "app:servicenow"]);
+        let mut in_use = InUse::new(Arc::new(names));
+        in_use.add(&a);
         let limits = EnvLimits {
             flows: 5,
             endpoint_apps: 1,

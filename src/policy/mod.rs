@@ -14,7 +14,7 @@ mod tables;
 pub use classify::{Classifier, LoadClass};
 pub use compile::{compile, CompileError, Compiled};
 pub use entitlements::{
-    contribution, limits_of, Contribution, Entitlement, Excess, InUse, PerEntitlement,
+    contributions, limits_of, Contribution, Entitlement, Excess, InUse, KeyNames, PerEntitlement,
     PerEnvironment,
 };
 pub use points::{PointLedger, PointRefusal, PointSource};

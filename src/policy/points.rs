@@ -72,6 +72,11 @@ impl<P: Hash + Eq + Clone> PointLedger<P> {
     }
 
     /// The licenses covering `systems`, in `sources` order.
+    /// Makes room for `pairs` pairs to hold points without growing on the way.
+    pub fn reserve(&mut self, pairs: usize) {
+        self.holdings.reserve(pairs);
+    }
+
     fn covering(&self, systems: &SystemPair) -> &[usize] {
         self.covering.get(systems).map_or(&[], Vec::as_slice)
     }

@@ -217,7 +217,7 @@ pub struct Snapshot {
     /// Shadow mode's log throttle for requests without a flow.
     pub flowless_shadow_log: Arc<ShadowLog>,
     /// For `server.infer_flow`: by instance index, the one enabled flow with that instance
-    /// among its systems (`None` where none or several have it).
+    /// among its systems (`None` where none or several have it); empty without the setting.
     pub inferred_flows: Vec<Option<u32>>,
     /// What the config alone decides: id and authority maps, per-flow parts.
     pub(super) tables: Arc<Tables>,

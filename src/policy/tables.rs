@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use rustc_hash::FxHashMap;
 
 use super::classify::Classifiers;
-use super::entitlements::{contribution, Contribution};
+use super::entitlements::{contributions, Contribution, KeyNames};
 use super::snapshot::{FlowInfo, InstanceEntry, Resources};
 use crate::catalog::{flow_pair, InstancePair, SystemPair};
 use crate::config::{Config, Entity};
@@ -32,10 +32,11 @@ pub(super) struct Tables {
     pub(super) pairs: Vec<Option<(u32, SystemPair)>>,
     /// Per flow (config order): what its entry in every snapshot holds.
     pub(super) flows: Vec<FlowInfo>,
-    /// Per flow, what it uses of its environment's entitlements under endpoint pricing.
-    endpoint: OnceLock<Vec<Contribution>>,
+    /// Per flow, what it uses of its environment's entitlements under endpoint pricing, with
+    /// the names of the keys.
+    endpoint: OnceLock<(Vec<Contribution>, Arc<KeyNames>)>,
     /// The same under platform pricing.
-    platform: OnceLock<Vec<Contribution>>,
+    platform: OnceLock<(Vec<Contribution>, Arc<KeyNames>)>,
 }
 
 impl Tables {
@@ -94,16 +95,20 @@ impl Tables {
         }
     }
 
-    /// What each flow (config order) uses of its environment's entitlements under `pricing`.
-    pub(super) fn contributions(&self, config: &Config, pricing: Pricing) -> &[Contribution] {
+    /// What each flow (config order) uses of its environment's entitlements under `pricing`,
+    /// and the names of the keys it numbers.
+    pub(super) fn contributions(
+        &self,
+        config: &Config,
+        pricing: Pricing,
+    ) -> &(Vec<Contribution>, Arc<KeyNames>) {
         let cell = match pricing {
             Pricing::Endpoint => &self.endpoint,
             Pricing::Platform => &self.platform,
         };
         cell.get_or_init(|| {
-            (0..config.flows.len())
-                .map(|index| contribution(config, index, pricing))
-                .collect()
+            let (contributions, names) = contributions(config, pricing);
+            (contributions, Arc::new(names))
         })
     }
 }

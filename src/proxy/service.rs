@@ -819,7 +819,11 @@ pub(super) fn check_proxy_password(
 fn infer(snapshot: &Snapshot, target: &Target<'_>) -> Result<u32, Problem> {
     let instance = target.instance;
     let infer = snapshot.config.server.infer_flow;
-    if let Some(flow) = snapshot.inferred_flows[instance as usize].filter(|_| infer) {
+    let inferred = infer
+        .then(|| snapshot.inferred_flows.get(instance as usize).copied())
+        .flatten()
+        .flatten();
+    if let Some(flow) = inferred {
         return Ok(flow);
     }
     let how = if target.absolute.is_some() {
