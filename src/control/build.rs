@@ -223,12 +223,14 @@ fn describe(state: FlowState, snapshot: &Snapshot) -> (bool, String) {
     }
 }
 
-/// Whether two states read the same (the license of an active flow by its id, since its
-/// index may differ between snapshots); what [`describe`] tells apart, without its text.
-fn same_state(a: FlowState, in_a: &Snapshot, b: FlowState, in_b: &Snapshot) -> bool {
-    match (a, b) {
+/// Whether a previous state and a current one read the same (the license of an active flow
+/// by its id, since its index may differ between snapshots: `current_license` maps each
+/// previous license index to the current index of the same id); what [`describe`] tells
+/// apart, without its text.
+fn same_state(was: FlowState, is: FlowState, current_license: &[Option<u32>]) -> bool {
+    match (was, is) {
         (FlowState::Active { license: Some(x) }, FlowState::Active { license: Some(y) }) => {
-            in_a.licenses[x as usize].id() == in_b.licenses[y as usize].id()
+            current_license.get(x as usize).copied().flatten() == Some(y)
         }
         (a, b) => a == b,
     }
@@ -243,6 +245,11 @@ pub(super) fn journal_flow_changes(
 ) {
     // Snapshots of one config have their flows at the same places.
     let same_config = Arc::ptr_eq(&previous.config, &current.config);
+    let current_license: Vec<Option<u32>> = previous
+        .licenses
+        .iter()
+        .map(|license| current.license(license.id()))
+        .collect();
     for (index, (flow, info)) in current.flows.iter().zip(current.flow_infos()).enumerate() {
         let was = if same_config {
             previous.flows.get(index).map(|same| same.state)
@@ -251,7 +258,7 @@ pub(super) fn journal_flow_changes(
                 .flow(&info.id)
                 .map(|i| previous.flows[i as usize].state)
         };
-        if was.is_some_and(|was| same_state(was, previous, flow.state, current)) {
+        if was.is_some_and(|was| same_state(was, flow.state, &current_license)) {
             continue;
         }
         let before = was.map(|was| describe(was, previous));

@@ -135,6 +135,24 @@ systems = ["sn-1", "jira-1"]
     }
 
     #[test]
+    fn licenses_given_in_any_order_are_tabled_and_found_by_id() {
+        let config = Arc::new(load(CONFIG).unwrap());
+        let expire = "2030-01-01T00:00:00Z";
+        let licenses = ["M", "B", "Z", "A-1", "A"].map(|id| pair_license(id, 1, expire));
+        let settings = [setting(true, 0), setting(true, 1), setting(true, 2)];
+        let snapshot =
+            compile_at(config, &licenses, &settings, at("2026-06-01T00:00:00Z")).snapshot;
+        let ids: Vec<&str> = snapshot.licenses.iter().map(LicenseEntry::id).collect();
+        assert_eq!(ids, ["A", "A-1", "B", "M", "Z"]);
+        for (index, id) in ids.iter().enumerate() {
+            assert_eq!(snapshot.license(id), Some(index as u32));
+        }
+        for missing in ["", "0", "AA", "N", "ZZ"] {
+            assert_eq!(snapshot.license(missing), None);
+        }
+    }
+
+    #[test]
     fn a_recompile_of_the_same_config_shares_its_tables_and_a_new_config_gets_its_own() {
         let config = Arc::new(load(CONFIG).unwrap());
         let licenses = [pair_license("L", 1, "2030-01-01T00:00:00Z")];
