@@ -78,7 +78,7 @@ pub fn compile(
     let mut sorted: Vec<Arc<Installed>> = licenses.to_vec();
     sorted.sort_by(|a, b| a.file.payload.common.id.cmp(&b.file.payload.common.id));
     let (sources, source_license) = point_sources(&sorted, host, moment);
-    let mut ledger = PointLedger::<u32>::new(sources);
+    let mut ledger = PointLedger::new(sources);
     ledger.reserve(tables.pairs.len());
     let at_hard_limit = at_hard_limit(&sorted, resources, month);
 
@@ -244,7 +244,7 @@ fn disabled_states(settings: &[FlowSetting], flows: usize) -> Plan {
 /// Stage 4: pairs keep the license they held in the previous snapshot where it can still
 /// lend them its point; only new pairs choose.
 fn keep_held_pairs(
-    ledger: &mut PointLedger<u32>,
+    ledger: &mut PointLedger,
     previous: &Snapshot,
     tables: &Tables,
     order: &[usize],
@@ -303,7 +303,7 @@ fn keep_held_pairs(
     for &index in order {
         if let Some((pair, systems)) = &tables.pairs[index] {
             if let Some(source) = held.get(*pair as usize).copied().flatten() {
-                ledger.keep(pair, systems, source);
+                ledger.keep(*pair, systems, source);
             }
         }
     }
@@ -313,7 +313,7 @@ fn keep_held_pairs(
 /// their pair's); without a valid subscription where one is required, none runs.
 fn allocate_points(
     plan: &mut Plan,
-    ledger: &mut PointLedger<u32>,
+    ledger: &mut PointLedger,
     order: &[usize],
     pairs: &[Option<(u32, SystemPair)>],
     source_license: &[u32],
@@ -327,7 +327,7 @@ fn allocate_points(
             continue;
         }
         plan.states[index] = match &pairs[index] {
-            Some((pair, systems)) if pair_model => match ledger.enable(pair, systems) {
+            Some((pair, systems)) if pair_model => match ledger.enable(*pair, systems) {
                 Ok(source) => FlowState::Active {
                     license: Some(source_license[source]),
                 },
@@ -355,7 +355,7 @@ fn enforce_entitlements(
     config: &Config,
     tables: &Tables,
     plan: &mut Plan,
-    ledger: &mut PointLedger<u32>,
+    ledger: &mut PointLedger,
     order: &[usize],
     pair_model: bool,
     limits: Option<super::snapshot::SubscriptionLimits>,
@@ -401,7 +401,7 @@ fn enforce_entitlements(
             };
             in_use.remove(contribution);
             if let (Some((pair, _)), true) = (&tables.pairs[index], pair_model) {
-                ledger.disable(pair);
+                ledger.disable(*pair);
             }
             plan.states[index] = FlowState::Disabled(DisabledReason::EntitlementExceeded);
             plan.refused
@@ -423,7 +423,7 @@ fn enforce_entitlements(
 /// are at their hard limit this month.
 struct Cover<'a> {
     config: &'a Config,
-    ledger: &'a PointLedger<u32>,
+    ledger: &'a PointLedger,
     source_license: &'a [u32],
     /// By index into the sorted licenses.
     at_hard_limit: &'a [bool],
@@ -510,7 +510,7 @@ fn flow_table(plan: &Plan, budgets: &[Option<u32>]) -> Vec<FlowEntry> {
 /// Stage 8: the license table, in id order, with points held and counters resolved.
 fn license_table(
     sorted: Vec<Arc<Installed>>,
-    ledger: &PointLedger<u32>,
+    ledger: &PointLedger,
     source_license: &[u32],
     resources: &mut Resources,
     host: &Arc<HostIdentity>,

@@ -1,13 +1,11 @@
 //! Point allocation: a pair of instances holds one point of a covering license while at
 //! least one of its flows is enabled.
 
-use std::hash::Hash;
-
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 
 use super::reasons::InvalidReason;
-use crate::catalog::{InstancePair, SystemPair};
+use crate::catalog::SystemPair;
 
 /// A pair license as the point planner sees it.
 #[derive(Debug, Clone)]
@@ -41,20 +39,21 @@ struct Holding {
 }
 
 /// Who holds which point; the pure core of enabling and disabling flows under pair licenses.
-/// A pair is named by `P`: an [`InstancePair`], or any other key that stands for one (the
-/// compiler numbers a config's pairs once and uses the numbers).
+/// A pair of instances is named by its number: the compiler numbers a config's pairs densely
+/// from 0 once, so holdings are a vector indexed by pair.
 #[derive(Debug, Clone)]
-pub struct PointLedger<P = InstancePair> {
+pub struct PointLedger {
     sources: Vec<PointSource>,
     used: Vec<u32>,
-    holdings: FxHashMap<P, Holding>,
+    /// By pair number.
+    holdings: Vec<Option<Holding>>,
     /// The licenses covering each system pair, in `sources` order.
     covering: FxHashMap<SystemPair, Vec<usize>>,
 }
 
-impl<P: Hash + Eq + Clone> PointLedger<P> {
+impl PointLedger {
     /// A ledger over these licenses with every point free.
-    pub fn new(sources: Vec<PointSource>) -> PointLedger<P> {
+    pub fn new(sources: Vec<PointSource>) -> PointLedger {
         let used = vec![0; sources.len()];
         let mut covering: FxHashMap<SystemPair, Vec<usize>> = FxHashMap::default();
         for (index, source) in sources.iter().enumerate() {
@@ -66,17 +65,28 @@ impl<P: Hash + Eq + Clone> PointLedger<P> {
         PointLedger {
             sources,
             used,
-            holdings: FxHashMap::default(),
+            holdings: Vec::new(),
             covering,
         }
     }
 
-    /// The licenses covering `systems`, in `sources` order.
-    /// Makes room for `pairs` pairs to hold points without growing on the way.
+    /// Makes room for pairs numbered below `pairs` to hold points without growing on the way.
     pub fn reserve(&mut self, pairs: usize) {
-        self.holdings.reserve(pairs);
+        if self.holdings.len() < pairs {
+            self.holdings.resize(pairs, None);
+        }
     }
 
+    /// The holding slot of `pair`, made on first use.
+    fn slot(&mut self, pair: u32) -> &mut Option<Holding> {
+        let index = pair as usize;
+        if index >= self.holdings.len() {
+            self.holdings.resize(index + 1, None);
+        }
+        &mut self.holdings[index]
+    }
+
+    /// The licenses covering `systems`, in `sources` order.
     fn covering(&self, systems: &SystemPair) -> &[usize] {
         self.covering.get(systems).map_or(&[], Vec::as_slice)
     }
@@ -85,62 +95,66 @@ impl<P: Hash + Eq + Clone> PointLedger<P> {
     ///
     /// The first flow of a pair takes a point from the covering valid license with free points
     /// that expires first (ties: lowest id); later flows of the pair share it.
-    pub fn enable(&mut self, pair: &P, systems: &SystemPair) -> Result<usize, PointRefusal> {
-        if let Some(holding) = self.holdings.get_mut(pair) {
+    pub fn enable(&mut self, pair: u32, systems: &SystemPair) -> Result<usize, PointRefusal> {
+        if let Some(holding) = self.slot(pair) {
             holding.flows += 1;
             return Ok(holding.license);
         }
         let license = self.pick(systems)?;
         self.used[license] += 1;
-        self.holdings
-            .insert(pair.clone(), Holding { license, flows: 1 });
+        *self.slot(pair) = Some(Holding { license, flows: 1 });
         Ok(license)
     }
 
     /// Seats `pair` on `license` again (the license it held before a recompile) if that license
     /// still covers it, is valid and has a free point; later [`PointLedger::enable`] calls for
     /// the pair then share it. Without this, a recompile could move points between licenses.
-    pub fn keep(&mut self, pair: &P, systems: &SystemPair, license: usize) -> bool {
+    pub fn keep(&mut self, pair: u32, systems: &SystemPair, license: usize) -> bool {
         let Some(source) = self.sources.get(license) else {
             return false;
         };
-        let fits = source.systems == *systems
-            && source.invalid.is_none()
-            && self.used[license] < source.points;
-        if !fits || self.holdings.contains_key(pair) {
+        let fits = source.invalid.is_none()
+            && self.used[license] < source.points
+            && source.systems == *systems;
+        if !fits || self.slot(pair).is_some() {
             return false;
         }
         self.used[license] += 1;
-        self.holdings
-            .insert(pair.clone(), Holding { license, flows: 0 });
+        *self.slot(pair) = Some(Holding { license, flows: 0 });
         true
     }
 
     /// Disables one flow of `pair`; the point is released with the pair's last enabled flow.
-    pub fn disable(&mut self, pair: &P) {
-        if let Some(holding) = self.holdings.get_mut(pair) {
+    pub fn disable(&mut self, pair: u32) {
+        let Some(slot) = self.holdings.get_mut(pair as usize) else {
+            return;
+        };
+        if let Some(holding) = slot {
             holding.flows = holding.flows.saturating_sub(1);
             if holding.flows == 0 {
                 self.used[holding.license] -= 1;
-                self.holdings.remove(pair);
+                *slot = None;
             }
         }
     }
 
     /// Releases the points of pairs seated by [`PointLedger::keep`] that no flow enabled.
     pub fn release_idle(&mut self) {
-        let used = &mut self.used;
-        self.holdings.retain(|_, holding| {
-            if holding.flows == 0 {
-                used[holding.license] -= 1;
+        for slot in &mut self.holdings {
+            if let Some(holding) = slot.filter(|holding| holding.flows == 0) {
+                self.used[holding.license] -= 1;
+                *slot = None;
             }
-            holding.flows > 0
-        });
+        }
     }
 
     /// The license whose point this pair holds, if any.
-    pub fn holder(&self, pair: &P) -> Option<usize> {
-        self.holdings.get(pair).map(|holding| holding.license)
+    pub fn holder(&self, pair: u32) -> Option<usize> {
+        self.holdings
+            .get(pair as usize)
+            .copied()
+            .flatten()
+            .map(|holding| holding.license)
     }
 
     /// Points of license `index` held by pairs.
@@ -212,35 +226,44 @@ mod tests {
         SystemPair::new("servicenow", "jira")
     }
 
+    // Pairs of instances, numbered as the compiler numbers a config's pairs.
+    const SN1_JIRA1: u32 = 0;
+    const SN1_JIRA2: u32 = 1;
+    const SN2_JIRA2: u32 = 2;
+    const OTHER: u32 = 3;
+    const IDLE: u32 = 4;
+
     #[test]
     fn flows_of_one_pair_share_a_point_released_with_the_last() {
         let mut ledger = PointLedger::new(vec![source("L1", "jira", "servicenow", 1, 2030)]);
-        let pair = InstancePair::new("sn-1", "jira-1");
-        assert_eq!(ledger.enable(&pair, &sn_jira()), Ok(0));
-        assert_eq!(ledger.enable(&pair, &sn_jira()), Ok(0));
+        let pair = SN1_JIRA1;
+        assert_eq!(ledger.enable(pair, &sn_jira()), Ok(0));
+        assert_eq!(ledger.enable(pair, &sn_jira()), Ok(0));
         assert_eq!(ledger.used(0), 1);
-        ledger.disable(&pair);
+        ledger.disable(pair);
         assert_eq!(ledger.used(0), 1, "one flow of the pair is still enabled");
-        ledger.disable(&pair);
+        ledger.disable(pair);
         assert_eq!(ledger.used(0), 0);
-        assert_eq!(ledger.holder(&pair), None);
+        assert_eq!(ledger.holder(pair), None);
+        ledger.disable(pair);
+        ledger.disable(1_000);
+        assert_eq!(
+            ledger.used(0),
+            0,
+            "disabling what holds nothing frees nothing"
+        );
     }
 
     #[test]
     fn a_second_pair_needs_a_second_point() {
         let mut ledger = PointLedger::new(vec![source("L1", "servicenow", "jira", 1, 2030)]);
-        assert!(ledger
-            .enable(&InstancePair::new("sn-1", "jira-1"), &sn_jira())
-            .is_ok());
+        assert!(ledger.enable(SN1_JIRA1, &sn_jira()).is_ok());
         assert_eq!(
-            ledger.enable(&InstancePair::new("sn-1", "jira-2"), &sn_jira()),
+            ledger.enable(SN1_JIRA2, &sn_jira()),
             Err(PointRefusal::PointsExhausted)
         );
-        ledger.disable(&InstancePair::new("sn-1", "jira-1"));
-        assert_eq!(
-            ledger.enable(&InstancePair::new("sn-1", "jira-2"), &sn_jira()),
-            Ok(0)
-        );
+        ledger.disable(SN1_JIRA1);
+        assert_eq!(ledger.enable(SN1_JIRA2, &sn_jira()), Ok(0));
     }
 
     #[test]
@@ -250,16 +273,10 @@ mod tests {
             source("L-early", "ServiceNow", "JIRA", 1, 2029),
             source("L-other", "netsuite", "servicenow", 5, 2028),
         ]);
+        assert_eq!(ledger.enable(SN1_JIRA1, &sn_jira()), Ok(1));
+        assert_eq!(ledger.enable(SN1_JIRA2, &sn_jira()), Ok(0));
         assert_eq!(
-            ledger.enable(&InstancePair::new("sn-1", "jira-1"), &sn_jira()),
-            Ok(1)
-        );
-        assert_eq!(
-            ledger.enable(&InstancePair::new("sn-1", "jira-2"), &sn_jira()),
-            Ok(0)
-        );
-        assert_eq!(
-            ledger.enable(&InstancePair::new("sn-2", "jira-2"), &sn_jira()),
+            ledger.enable(SN2_JIRA2, &sn_jira()),
             Err(PointRefusal::PointsExhausted)
         );
     }
@@ -270,32 +287,26 @@ mod tests {
             source("EARLY", "servicenow", "jira", 1, 2029),
             source("LATE", "servicenow", "jira", 1, 2031),
         ]);
-        let (kept, new) = (
-            InstancePair::new("sn-1", "jira-2"),
-            InstancePair::new("sn-1", "jira-1"),
-        );
-        assert!(ledger.keep(&kept, &sn_jira(), 1));
-        assert!(!ledger.keep(&kept, &sn_jira(), 0), "a pair holds one point");
-        assert_eq!(ledger.enable(&kept, &sn_jira()), Ok(1));
-        assert_eq!(ledger.enable(&new, &sn_jira()), Ok(0));
+        let (kept, new) = (SN1_JIRA2, SN1_JIRA1);
+        assert!(ledger.keep(kept, &sn_jira(), 1));
+        assert!(!ledger.keep(kept, &sn_jira(), 0), "a pair holds one point");
+        assert_eq!(ledger.enable(kept, &sn_jira()), Ok(1));
+        assert_eq!(ledger.enable(new, &sn_jira()), Ok(0));
+        assert!(!ledger.keep(OTHER, &sn_jira(), 1), "no free point left");
         assert!(
-            !ledger.keep(&InstancePair::new("a", "b"), &sn_jira(), 1),
-            "no free point left"
-        );
-        assert!(
-            !ledger.keep(&InstancePair::new("a", "b"), &SystemPair::new("x", "y"), 0),
+            !ledger.keep(OTHER, &SystemPair::new("x", "y"), 0),
             "does not cover"
         );
-        ledger.disable(&kept);
+        ledger.disable(kept);
         assert_eq!(ledger.used(1), 0);
-        assert!(ledger.keep(&InstancePair::new("idle", "pair"), &sn_jira(), 1));
+        assert!(ledger.keep(IDLE, &sn_jira(), 1));
         ledger.release_idle();
         assert_eq!(
             ledger.used(1),
             0,
             "a kept pair no flow enabled gives its point back"
         );
-        assert_eq!(ledger.holder(&new), Some(0));
+        assert_eq!(ledger.holder(new), Some(0));
     }
 
     #[test]
@@ -304,10 +315,7 @@ mod tests {
             source("B", "servicenow", "jira", 1, 2030),
             source("A", "servicenow", "jira", 1, 2030),
         ]);
-        assert_eq!(
-            ledger.enable(&InstancePair::new("x", "y"), &sn_jira()),
-            Ok(1)
-        );
+        assert_eq!(ledger.enable(OTHER, &sn_jira()), Ok(1));
     }
 
     #[test]
@@ -316,11 +324,11 @@ mod tests {
         expired.invalid = Some(InvalidReason::Expired);
         let mut ledger = PointLedger::new(vec![expired]);
         assert_eq!(
-            ledger.enable(&InstancePair::new("x", "y"), &sn_jira()),
+            ledger.enable(OTHER, &sn_jira()),
             Err(PointRefusal::LicenseInvalid(InvalidReason::Expired))
         );
         assert_eq!(
-            ledger.enable(&InstancePair::new("x", "y"), &SystemPair::new("a", "b")),
+            ledger.enable(OTHER, &SystemPair::new("a", "b")),
             Err(PointRefusal::LicenseInvalid(InvalidReason::Missing))
         );
     }
