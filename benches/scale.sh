@@ -12,6 +12,8 @@
 #    compiles and swaps a new snapshot). Prints requests/s, p99, wrk's errors and non-2xx
 #    answers for both, the uploads answered 201 and the rate achieved, and RSS after the load.
 #    tollgate is pinned to one CPU; wrk, curl and nginx share the other (with 2+ CPUs).
+# 3. What a swap costs: the same uploads for --duration seconds without load, and the CPU
+#    (user + system, from /proc) the control thread spent per snapshot swapped in.
 #
 # It stops only the processes it started and removes its temporary directory.
 set -euo pipefail
@@ -47,7 +49,7 @@ Options (each also read from the environment variable in brackets):
   -h, --help             this text
 
 Needs nginx, wrk, curl (7.84 or later, for --rate) and taskset. Takes about
-starts x 3 + 2 x duration + 20 seconds after the build.
+starts x 3 + 3 x duration + 20 seconds after the build.
 EOF
 }
 
@@ -69,7 +71,7 @@ is_count "$STARTS" || die "--starts must be a whole number above 0, not '$STARTS
 is_count "$DURATION" || die "--duration must be a whole number of seconds, not '$DURATION'"
 is_count "$SWAP_RATE" || die "--swap-rate must be a whole number above 0, not '$SWAP_RATE'"
 is_count "$CONNECTIONS" || die "--connections must be a whole number above 0, not '$CONNECTIONS'"
-for tool in nginx wrk curl taskset; do
+for tool in nginx wrk curl taskset getconf; do
     command -v "$tool" >/dev/null || die "needs $tool on the PATH"
 done
 
@@ -251,4 +253,26 @@ printf 'swaps: %d snapshots swapped in %.2f s (%.0f/s, asked %d/s), %d uploads n
     "$SWAP_RATE" "$refused"
 printf 'p99 with swaps / without: %.2f; RSS after the load: %s MiB\n' \
     "$(awk -v a="$p99_swap" -v b="$p99_quiet" 'BEGIN { print (b > 0) ? a / b : 0 }')" "$(rss_mib "$TG_PID")"
+
+# ------------------------------------------------------------------ what a swap costs
+
+# The control thread's CPU so far (user + system), in clock ticks.
+control_ticks() {
+    local task
+    for task in /proc/"$TG_PID"/task/*; do
+        [[ $(cat "$task/comm" 2>/dev/null) == tollgate-contro* ]] || continue
+        awk '{ print $14 + $15 }' "$task/stat"
+        return
+    done
+    die "tollgate has no control thread to measure"
+}
+
+ticks0=$(control_ticks)
+swaps >"$WORK/swaps-alone.out"
+ticks1=$(control_ticks)
+read -r swapped refused seconds <"$WORK/swaps-alone.out"
+((swapped > 0)) || die "no snapshot was swapped in without load"
+printf 'swaps without load: %d in %.2f s, %d uploads not answered 201; control thread CPU per swap %.2f ms\n' \
+    "$swapped" "$seconds" "$refused" \
+    "$(awk -v t=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v n="$swapped" 'BEGIN { print t * 1000 / hz / n }')"
 stop_tollgate
