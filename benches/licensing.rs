@@ -43,7 +43,7 @@ fn plan(c: &mut Criterion) {
     let sources: Vec<PointSource> = (0..100)
         .map(|i| PointSource {
             id: format!("LIC-{i:03}"),
-            systems: SystemPair::new("servicenow", "jira"),
+            systems: SystemPair::new("servicenow", "jira").into(),
             points: 100,
             expire,
             invalid: None,

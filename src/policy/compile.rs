@@ -77,7 +77,7 @@ pub fn compile(
 
     let mut sorted: Vec<Arc<Installed>> = licenses.to_vec();
     sorted.sort_by(|a, b| a.file.payload.common.id.cmp(&b.file.payload.common.id));
-    let (sources, source_license) = point_sources(&sorted, host, moment);
+    let (sources, source_license) = point_sources(&sorted, &tables, host, moment);
     let mut ledger = PointLedger::new(sources);
     ledger.reserve(tables.pairs.len());
     let at_hard_limit = at_hard_limit(&sorted, resources, month);
@@ -186,6 +186,7 @@ fn at_hard_limit(sorted: &[Arc<Installed>], resources: &mut Resources, month: u3
 /// the index in `sorted` of each source's license.
 fn point_sources(
     sorted: &[Arc<Installed>],
+    tables: &Tables,
     host: &HostIdentity,
     moment: Moment,
 ) -> (Vec<PointSource>, Vec<u32>) {
@@ -196,7 +197,8 @@ fn point_sources(
             Terms::Pair(terms) => Some((
                 PointSource {
                     id: installed.file.payload.common.id.clone(),
-                    systems: SystemPair::new(&terms.system_a, &terms.system_b),
+                    systems: tables
+                        .shared_system_pair(SystemPair::new(&terms.system_a, &terms.system_b)),
                     points: terms.points,
                     expire: installed.file.payload.common.expire,
                     invalid: usable_at(installed, host, moment).err(),
@@ -315,7 +317,7 @@ fn allocate_points(
     plan: &mut Plan,
     ledger: &mut PointLedger,
     order: &[usize],
-    pairs: &[Option<(u32, SystemPair)>],
+    pairs: &[Option<(u32, Arc<SystemPair>)>],
     source_license: &[u32],
     pair_model: bool,
     no_subscription: Option<(InvalidReason, Option<u32>)>,
@@ -455,7 +457,7 @@ impl Cover<'_> {
     fn stopping_license(&self, systems: &SystemPair) -> Option<u32> {
         (0..self.ledger.sources().len())
             .find(|&s| {
-                self.ledger.sources()[s].systems == *systems
+                *self.ledger.sources()[s].systems == *systems
                     && self.at_hard_limit[self.source_license[s] as usize]
             })
             .map(|s| self.source_license[s])
@@ -479,7 +481,11 @@ fn budgets(cover: &Cover<'_>, states: &[FlowState], pair_model: bool) -> Vec<Opt
 }
 
 /// Flows stopped by the records limit name the license at its hard limit in their refusals.
-fn name_stopped_flows(cover: &Cover<'_>, pairs: &[Option<(u32, SystemPair)>], plan: &mut Plan) {
+fn name_stopped_flows(
+    cover: &Cover<'_>,
+    pairs: &[Option<(u32, Arc<SystemPair>)>],
+    plan: &mut Plan,
+) {
     for (index, flow) in cover.config.flows.iter().enumerate() {
         if plan.states[index] != FlowState::Disabled(DisabledReason::RecordsLimit)
             || plan.refusal_license[index].is_some()

@@ -1,6 +1,8 @@
 //! Point allocation: a pair of instances holds one point of a covering license while at
 //! least one of its flows is enabled.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 
@@ -12,8 +14,9 @@ use crate::catalog::SystemPair;
 pub struct PointSource {
     /// License id; breaks ties between licenses that expire together.
     pub id: String,
-    /// The system types the license covers.
-    pub systems: SystemPair,
+    /// The system types the license covers (shared with the flows of those types, where the
+    /// compiler has them, so that the comparison usually is by address).
+    pub systems: Arc<SystemPair>,
     /// Points the license grants.
     pub points: u32,
     /// When it expires; the license expiring first lends its points first.
@@ -58,7 +61,7 @@ impl PointLedger {
         let mut covering: FxHashMap<SystemPair, Vec<usize>> = FxHashMap::default();
         for (index, source) in sources.iter().enumerate() {
             covering
-                .entry(source.systems.clone())
+                .entry((*source.systems).clone())
                 .or_default()
                 .push(index);
         }
@@ -115,7 +118,7 @@ impl PointLedger {
         };
         let fits = source.invalid.is_none()
             && self.used[license] < source.points
-            && source.systems == *systems;
+            && (std::ptr::eq(&*source.systems, systems) || *source.systems == *systems);
         if !fits || self.slot(pair).is_some() {
             return false;
         }
@@ -215,7 +218,7 @@ mod tests {
     fn source(id: &str, a: &str, b: &str, points: u32, expire: i32) -> PointSource {
         PointSource {
             id: id.into(),
-            systems: SystemPair::new(a, b),
+            systems: Arc::new(SystemPair::new(a, b)),
             points,
             expire: at(expire),
             invalid: None,

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::classify::Classifiers;
 use super::entitlements::{contributions, Contribution, KeyNames};
@@ -28,8 +28,11 @@ pub(super) struct Tables {
     /// Instances by the lowercased host of their base URI: `(port, instance)` each.
     pub(super) authorities: FxHashMap<Box<str>, Vec<(u16, u32)>>,
     /// Per flow (config order), for two-system flows: its instance pair, numbered (flows of
-    /// one pair have one number), and the pair's system types.
-    pub(super) pairs: Vec<Option<(u32, SystemPair)>>,
+    /// one pair have one number), and the pair's system types (one allocation per distinct
+    /// pair of types, from `system_pairs`).
+    pub(super) pairs: Vec<Option<(u32, Arc<SystemPair>)>>,
+    /// Every pair of system types the flows have, once each.
+    system_pairs: FxHashSet<Arc<SystemPair>>,
     /// Per flow (config order): what its entry in every snapshot holds.
     pub(super) flows: Vec<FlowInfo>,
     /// Per flow, what it uses of its environment's entitlements under endpoint pricing, with
@@ -49,12 +52,21 @@ impl Tables {
             .map(|flow| flow_pair(config, flow))
             .collect();
         let mut numbers: FxHashMap<&InstancePair, u32> = FxHashMap::default();
-        let pairs: Vec<Option<(u32, SystemPair)>> = found
+        let mut system_pairs: FxHashSet<Arc<SystemPair>> = FxHashSet::default();
+        let pairs: Vec<Option<(u32, Arc<SystemPair>)>> = found
             .iter()
             .map(|found| {
                 let (pair, systems) = found.as_ref()?;
                 let next = numbers.len() as u32;
-                Some((*numbers.entry(pair).or_insert(next), systems.clone()))
+                let systems = match system_pairs.get(systems) {
+                    Some(shared) => shared.clone(),
+                    None => {
+                        let shared = Arc::new(systems.clone());
+                        system_pairs.insert(shared.clone());
+                        shared
+                    }
+                };
+                Some((*numbers.entry(pair).or_insert(next), systems))
             })
             .collect();
         let mut flow_ids =
@@ -89,10 +101,20 @@ impl Tables {
             flow_ids,
             authorities: instances.authorities,
             pairs,
+            system_pairs,
             flows,
             endpoint: OnceLock::new(),
             platform: OnceLock::new(),
         }
+    }
+
+    /// `systems` as the flows' pairs hold it, where a flow has that pair of system types:
+    /// a license's types then compare with a flow's by address.
+    pub(super) fn shared_system_pair(&self, systems: SystemPair) -> Arc<SystemPair> {
+        self.system_pairs
+            .get(&systems)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(systems))
     }
 
     /// What each flow (config order) uses of its environment's entitlements under `pricing`,
