@@ -166,11 +166,6 @@ impl KeyNames {
     pub fn len(&self, entitlement: Entitlement) -> usize {
         self.names[entitlement].len()
     }
-
-    /// Whether no key is numbered at all.
-    pub fn is_empty(&self) -> bool {
-        Entitlement::ALL.iter().all(|&e| self.names[e].is_empty())
-    }
 }
 
 /// What one flow uses of its environment's entitlements while enabled.
