@@ -50,14 +50,8 @@ pub(super) fn read_licenses(state: &mut Plane) -> Result<bool, ControlError> {
         .map(|l| l.file.payload.common.id.clone())
         .collect();
     for installed in &listing.installed {
-        let id = &installed.file.payload.common.id;
-        if !before.contains(id) && state.started {
-            tracing::info!(license = %id, file = %installed.path.display(), "license added");
-            state.journal.push(event(
-                now,
-                "license-added",
-                json!({"license": id, "file": installed.path.display().to_string()}),
-            ));
+        if !before.contains(&installed.file.payload.common.id) {
+            journal_license_added(state, installed, now);
         }
     }
     for id in before.difference(&after) {
@@ -99,24 +93,34 @@ pub(super) fn install_uploaded(state: &mut Plane, uploaded: Installed) -> Result
     if entangled {
         return read_licenses(state).map(|_| ());
     }
-    let added = !state
+    if !state
         .licenses
         .iter()
-        .any(|l| l.file.payload.common.id == id);
-    if added && state.started {
-        tracing::info!(license = %id, file = %path.display(), "license added");
+        .any(|l| l.file.payload.common.id == id)
+    {
         let now = state.shared.clock.now();
-        state.journal.push(event(
-            now,
-            "license-added",
-            json!({"license": id, "file": path.display().to_string()}),
-        ));
+        journal_license_added(state, &uploaded, now);
     }
     state.licenses.retain(|l| l.file.payload.common.id != id);
     // Installed licenses are kept in file-name order, as the directory is read.
     let at = state.licenses.partition_point(|l| l.path < uploaded.path);
     state.licenses.insert(at, Arc::new(uploaded));
     Ok(())
+}
+
+/// Logs and journals a license that was not installed before (not at start, when every
+/// license is new).
+fn journal_license_added(state: &mut Plane, installed: &Installed, now: DateTime<Utc>) {
+    if !state.started {
+        return;
+    }
+    let id = &installed.file.payload.common.id;
+    tracing::info!(license = %id, file = %installed.path.display(), "license added");
+    state.journal.push(event(
+        now,
+        "license-added",
+        json!({"license": id, "file": installed.path.display().to_string()}),
+    ));
 }
 
 fn same_rejection(a: &Rejected, b: &Rejected) -> bool {
@@ -236,6 +240,22 @@ fn same_state(was: FlowState, is: FlowState, current_license: &[Option<u32>]) ->
     }
 }
 
+/// The state flow `index` of `current` had in `previous`, if it was there: at the same place
+/// when both were compiled from one config, else found by its id.
+pub(super) fn state_before(
+    previous: &Snapshot,
+    current: &Snapshot,
+    index: u32,
+) -> Option<FlowState> {
+    let at = if Arc::ptr_eq(&previous.config, &current.config) {
+        Some(index)
+    } else {
+        previous.flow(&current.flow_info(index).id)
+    };
+    at.and_then(|i| previous.flows.get(i as usize))
+        .map(|flow| flow.state)
+}
+
 /// Logs and journals every flow whose state changed between two snapshots.
 pub(super) fn journal_flow_changes(
     state: &mut Plane,
@@ -243,21 +263,13 @@ pub(super) fn journal_flow_changes(
     current: &Snapshot,
     now: DateTime<Utc>,
 ) {
-    // Snapshots of one config have their flows at the same places.
-    let same_config = Arc::ptr_eq(&previous.config, &current.config);
     let current_license: Vec<Option<u32>> = previous
         .licenses
         .iter()
         .map(|license| current.license(license.id()))
         .collect();
     for (index, (flow, info)) in current.flows.iter().zip(current.flow_infos()).enumerate() {
-        let was = if same_config {
-            previous.flows.get(index).map(|same| same.state)
-        } else {
-            previous
-                .flow(&info.id)
-                .map(|i| previous.flows[i as usize].state)
-        };
+        let was = state_before(previous, current, index as u32);
         if was.is_some_and(|was| same_state(was, flow.state, &current_license)) {
             continue;
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Map;
 
-use super::build::{install_uploaded, read_licenses};
+use super::build::{install_uploaded, read_licenses, state_before};
 use super::error::{ControlError, Refusal};
 use super::plane::{trust, Plane};
 use super::restart::restart_required;
@@ -295,26 +295,13 @@ impl Plane {
         self.rebuild()?;
         tracing::info!(license = %id, file = %target.display(), "license installed");
         let after = self.shared.live.load_full();
-        // An upload keeps the config, so each flow is at its place in both snapshots.
-        let same_config = Arc::ptr_eq(&before.config, &after.config);
-        let was_running = |index: usize, id: &str| {
-            let was = if same_config {
-                Some(index as u32)
-            } else {
-                before.flow(id)
-            };
-            was.and_then(|i| before.flows.get(i as usize))
-                .is_some_and(|flow| !matches!(flow.state, FlowState::Disabled(_)))
-        };
-        let disabled: Vec<String> = after
-            .flows
-            .iter()
-            .zip(after.flow_infos())
-            .enumerate()
-            .filter(|(index, (flow, info))| {
-                matches!(flow.state, FlowState::Disabled(_)) && was_running(*index, &info.id)
+        let disabled: Vec<String> = (0..after.flows.len() as u32)
+            .filter(|&index| {
+                matches!(after.flows[index as usize].state, FlowState::Disabled(_))
+                    && state_before(&before, &after, index)
+                        .is_some_and(|was| !matches!(was, FlowState::Disabled(_)))
             })
-            .map(|(_, (_, info))| info.id.to_string())
+            .map(|index| after.flow_info(index).id.to_string())
             .collect();
         if !disabled.is_empty() {
             tracing::warn!(license = %id, flows = ?disabled, "the new license disabled flows that no longer fit");
