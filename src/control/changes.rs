@@ -277,11 +277,12 @@ impl Plane {
         self.rejected.retain(|r| !replaced.contains(&r.path));
         // The rename and the removals are durable once the directory is: an answered upload
         // survives a crash, and no replaced file comes back.
-        std::fs::File::open(&dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|err| ControlError::io(&dir, "cannot sync the license directory", err))?;
+        sync_dir(&dir)?;
         let before = self.shared.live.load_full();
-        if all_removed {
+        // The installed licenses are what the directory holds only while a watcher reports
+        // every change made there by hand (each is reloaded after it): then the upload's own
+        // file is all that changed. Without one, a re-read picks up the rest too.
+        if all_removed && self.watched.as_deref() == Some(dir.as_path()) {
             install_uploaded(
                 self,
                 Installed {
@@ -327,10 +328,20 @@ impl Plane {
             std::fs::remove_file(path)
                 .map_err(|err| ControlError::io(path, "cannot remove the license file", err))?;
         }
+        // The removal is durable once the directory is: a removed license does not come back
+        // after a crash.
+        sync_dir(&self.config.licensing.license_dir)?;
         self.reload_licenses_now()?;
         tracing::info!(license = id, "license removed");
         Ok(())
     }
+}
+
+/// Makes the renames and removals in the license directory `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), ControlError> {
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|err| ControlError::io(dir, "cannot sync the license directory", err))
 }
 
 /// A 409 refusal with a code, a reason and a detail.

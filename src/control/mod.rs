@@ -77,7 +77,10 @@ impl Control {
             .map_err(|err| ControlError::io(config_path, "cannot start the control thread", err))?;
         let (shared, dir) = start_result.await.map_err(|_| ControlError::Stopped)??;
         let watcher = match watch::watch_license_dir(&dir, commands.clone()) {
-            Ok(watcher) => Some(watcher),
+            Ok(watcher) => {
+                let _ = commands.send(Command::Watching(dir));
+                Some(watcher)
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "license directory not watched; use SIGHUP or the admin API to reload");
                 None

@@ -42,6 +42,9 @@ pub(super) type Reply<T> = oneshot::Sender<T>;
 pub(super) enum Command {
     /// The license directory changed (from the watcher).
     LicenseDirChanged,
+    /// The watcher now watches this directory: until then (or when the config names another
+    /// one) changes made there by hand reach the plane only through a whole re-read.
+    Watching(PathBuf),
     /// Re-read the config file (SIGHUP).
     ReloadConfig(Reply<()>),
     /// Enable a flow.
@@ -118,6 +121,9 @@ pub(super) struct Plane {
     pub(super) journal_sent: usize,
     /// Applying the fleet's settings: what that changes is not journaled for the fleet again.
     pub(super) applying_fleet: bool,
+    /// The license directory a watcher reports changes of, if any: an upload into it may
+    /// install its own file alone, since every change made there by hand comes as a reload.
+    pub(super) watched: Option<PathBuf>,
 }
 
 /// The state read from disk before the first snapshot.
@@ -190,6 +196,7 @@ impl Plane {
             fleet_journal: Vec::new(),
             journal_sent: 0,
             applying_fleet: false,
+            watched: None,
         };
         plane.catch_up_on_time()?;
         read_licenses(&mut plane)?;
@@ -284,6 +291,7 @@ impl Plane {
                 let _ = reply.send(self.flush());
             }
             Command::Fleet(notice) => self.on_fleet(notice),
+            Command::Watching(dir) => self.watched = Some(dir),
             Command::LicenseDirChanged | Command::Stop => {}
         }
     }

@@ -249,6 +249,8 @@ fn an_upload_installs_what_a_re_read_of_the_directory_would() {
     std::fs::write(dir.join("LIC-C.lic"), scratch.license("LIC-D", 1, 100)).unwrap();
     std::fs::write(dir.join("LIC-E.lic"), "no license").unwrap();
     let mut plane = scratch.start();
+    // As the watcher's start tells the plane: uploads then install their own file alone.
+    plane.watched = Some(dir.clone());
     let (held, read) = installed_and_on_disk(&plane);
     assert_eq!(held, read);
 
@@ -289,6 +291,47 @@ fn an_upload_installs_what_a_re_read_of_the_directory_would() {
         ])
     );
     assert!(plane.rejected.is_empty(), "{:?}", plane.rejected);
+}
+
+#[test]
+fn an_upload_into_a_directory_nobody_watches_also_applies_changes_made_there_by_hand() {
+    // Nothing watches the directory (the watch failed to start), then the one watched is
+    // not the one the config names (license_dir changed by a reload).
+    for watch_another in [false, true] {
+        let scratch = Scratch::new();
+        let dir = scratch.dir.path().join("licenses");
+        let watched = watch_another.then(|| scratch.dir.path().to_owned());
+        scratch.install("LIC-OLD", 1);
+        let mut plane = scratch.start();
+        plane.watched = watched.clone();
+        assert!(matches!(
+            state(&plane, "first"),
+            FlowState::Active { license: Some(_) }
+        ));
+        // The operator revokes LIC-OLD by deleting its file and adds LIC-HAND by hand.
+        std::fs::remove_file(dir.join("LIC-OLD.lic")).unwrap();
+        std::fs::write(
+            dir.join("LIC-HAND.lic"),
+            scratch.license("LIC-HAND", 1, 100),
+        )
+        .unwrap();
+        plane
+            .upload_license(scratch.license("LIC-NEW", 1, 100).as_bytes())
+            .unwrap();
+        let (held, read) = installed_and_on_disk(&plane);
+        assert_eq!(held, read, "watched: {watched:?}");
+        assert_eq!(
+            held,
+            pairs(&[("LIC-HAND.lic", "LIC-HAND"), ("LIC-NEW.lic", "LIC-NEW")])
+        );
+        let live = plane.shared.live.load();
+        assert!(live.license("LIC-OLD").is_none(), "watched: {watched:?}");
+        assert_eq!(
+            state(&plane, "first"),
+            FlowState::Disabled(DisabledReason::LicenseRemoved),
+            "the flow that held LIC-OLD's point, watched: {watched:?}"
+        );
+    }
 }
 
 #[test]

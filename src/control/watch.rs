@@ -28,10 +28,9 @@ pub(super) fn watch_license_dir(
         dir: dir.to_owned(),
         source,
     };
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = commands.send(Command::LicenseDirChanged);
-        }
+    // An error (events lost, the watch broken) is a reason to look as much as an event is.
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        let _ = commands.send(Command::LicenseDirChanged);
     })
     .map_err(failed)?;
     watcher
