@@ -35,6 +35,36 @@ impl LoadClass {
     pub fn is_counted(self) -> bool {
         matches!(self, LoadClass::Main | LoadClass::Bulk(_))
     }
+
+    /// How much a class counts, for choosing among the methods a request may mean: bulk over
+    /// main over child over anything else.
+    fn weight(self) -> u8 {
+        match self {
+            LoadClass::Bulk(_) => 3,
+            LoadClass::Main => 2,
+            LoadClass::Child => 1,
+            LoadClass::Other => 0,
+        }
+    }
+
+    /// `other` where it counts more than this class, else this one (a tie keeps this one).
+    pub fn or_stronger(self, other: LoadClass) -> LoadClass {
+        if other.weight() > self.weight() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// Whether no other method can make the request count more: it is a bulk load, or a main
+    /// load where the instance has no bulk patterns.
+    pub fn counts_most(self, instance_has_bulk: bool) -> bool {
+        match self {
+            LoadClass::Bulk(_) => true,
+            LoadClass::Main => !instance_has_bulk,
+            LoadClass::Child | LoadClass::Other => false,
+        }
+    }
 }
 
 /// The templates of one role and method, each with its bulk settings (an index, main
@@ -153,6 +183,11 @@ impl Classifier {
     /// The bulk settings a [`LoadClass::Bulk`] of this instance names.
     pub fn bulk(&self, index: u32) -> Option<&Bulk> {
         self.bulk.get(index as usize)
+    }
+
+    /// Whether any main pattern of the instance is a bulk one.
+    pub fn has_bulk(&self) -> bool {
+        !self.bulk.is_empty()
     }
 
     /// Whether the instance has any pattern at all (most have none: nothing to match).

@@ -953,31 +953,34 @@ fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> Lo
         }
     };
     let class = snapshot.classify(target.instance, [req.method()], paths);
-    if class == LoadClass::Main {
+    if class.counts_most(
+        snapshot.instances[target.instance as usize]
+            .classifier
+            .has_bulk(),
+    ) {
         return class;
     }
-    // Only a request that is not a main load under its own method can be one under another;
-    // one pass over the header names finds the override headers (usually none).
-    let mut overrides = [None, None, None];
-    let mut found = 0;
+    // A target may honour a method override header, or ignore it: the request is classified
+    // under its own method and every override, and the class that counts most wins (an
+    // override never turns a bulk load into a single one). Every value of every override
+    // header is read, comma-separated lists included (usually there are none).
+    let mut class = class;
     for (name, value) in req.headers() {
-        if found == overrides.len() || !name.as_str().starts_with("x-") {
+        if !name.as_str().starts_with("x-") || !METHOD_OVERRIDES.contains(&name.as_str()) {
             continue;
         }
-        if METHOD_OVERRIDES.contains(&name.as_str()) {
-            overrides[found] = value.to_str().ok().and_then(|text| {
-                Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes()).ok()
-            });
-            found += 1;
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        for spelling in text.split(',') {
+            let Ok(method) = Method::from_bytes(spelling.trim().to_ascii_uppercase().as_bytes())
+            else {
+                continue;
+            };
+            class = class.or_stronger(snapshot.classify(target.instance, [&method], paths));
         }
     }
-    if overrides.iter().all(Option::is_none) {
-        return class;
-    }
-    match snapshot.classify(target.instance, overrides.iter().flatten(), paths) {
-        LoadClass::Other => class,
-        other => other,
-    }
+    class
 }
 
 /// Reserves a counted load's records of the month's budget (one, or a bulk load's batch, all

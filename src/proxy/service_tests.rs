@@ -54,7 +54,11 @@ fn now() -> DateTime<Utc> {
 }
 
 fn snapshot(licensed: bool) -> Snapshot {
-    let config = Arc::new(load(CONFIG).unwrap());
+    snapshot_of(CONFIG, licensed)
+}
+
+fn snapshot_of(text: &str, licensed: bool) -> Snapshot {
+    let config = Arc::new(load(text).unwrap());
     let payload = r#"{"version":1,"id":"L","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2030-01-01T00:00:00Z","system_a":"jira","system_b":"servicenow","points":2,"transferred_records":10}"#;
     let licenses = if licensed {
         vec![installed("L", payload)]
@@ -217,6 +221,68 @@ fn an_override_header_makes_a_read_a_load() {
     req.headers_mut()
         .insert("x-http-method-override", "post".parse().unwrap());
     assert_eq!(decided(&snapshot, &req).unwrap().2, LoadClass::Main);
+}
+
+/// `CONFIG` with Jira's bulk create and a main `PUT` whose template also matches the bulk path.
+fn with_bulk() -> String {
+    CONFIG.replace(
+        "[[flows]]\nid = \"changes\"",
+        r#"[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "POST"
+path = "/rest/api/2/issue/bulk"
+records = "/issueUpdates"
+[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "PUT"
+path = "/rest/api/2/issue/{key}"
+[[flows]]
+id = "changes""#,
+    )
+}
+
+#[test]
+fn an_override_header_never_makes_a_load_count_less() {
+    let snapshot = snapshot_of(&with_bulk(), true);
+    let bulk = |method: &str, overrides: &[(&str, &str)]| {
+        let mut req = request(method, "/jira-1/rest/api/2/issue/bulk", Some("changes"));
+        for (name, value) in overrides {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        decided(&snapshot, &req).unwrap().2
+    };
+    assert!(matches!(bulk("POST", &[]), LoadClass::Bulk(_)));
+    assert_eq!(bulk("PUT", &[]), LoadClass::Main);
+    // A target that ignores the override creates the batch; one that honours it, too.
+    assert!(matches!(
+        bulk("POST", &[("x-http-method-override", "PUT")]),
+        LoadClass::Bulk(_)
+    ));
+    assert!(matches!(
+        bulk("PUT", &[("x-http-method-override", "POST")]),
+        LoadClass::Bulk(_)
+    ));
+    // Every value counts, however many and however listed.
+    let many = [
+        ("x-http-method-override", "GET"),
+        ("x-http-method-override", "GET"),
+        ("x-http-method-override", "GET"),
+        ("x-http-method", "POST"),
+    ];
+    assert!(matches!(bulk("PUT", &many), LoadClass::Bulk(_)));
+    assert!(matches!(
+        bulk("GET", &[("x-method-override", "GET, post")]),
+        LoadClass::Bulk(_)
+    ));
+    assert_eq!(
+        bulk("GET", &[("x-http-method-override", "DELETE")]),
+        LoadClass::Other
+    );
 }
 
 #[test]
