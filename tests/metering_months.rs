@@ -305,6 +305,50 @@ async fn a_month_that_turned_while_the_sidecar_was_down_resumes_stopped_flows() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_clock_set_back_across_a_months_start_does_not_open_its_budget_again() {
+    let target = Upstream::plain("target").await;
+    let started = Instant::now();
+    let mut tg = world(&target, &["max_clock_skew = \"24h\""])
+        .start_with(&[], &[("TOLLGATE_NOW", "2026-12-01T00:10:00Z")])
+        .await;
+    assert_pinned(&tg, "2026-12-01T00:10:00Z").await;
+    exhaust(
+        &tg,
+        "2026-12",
+        started,
+        Duration::from_secs(31 * 86_400 - 600),
+    )
+    .await;
+    let status = tg.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "SIGTERM exit: {status}\n{}", tg.logs());
+
+    // Back to a few seconds before December began (within the skew), and on past midnight.
+    tg.restart(&[("TOLLGATE_NOW", "2026-11-30T23:59:57Z")])
+        .await;
+    assert_eq!(tg.status().await["clock_rollback"], false);
+    let hits = target.hits();
+    // Past midnight and a few ticks more: time for a (wrong) second start of December to
+    // resume the flow and count from zero. Nothing to wait for when it is right.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let flow = tg.flow("incidents").await;
+    assert_eq!(flow["reason"], "records-limit", "{flow}");
+    tg.post(MAIN, Some("incidents"), "{}")
+        .await
+        .assert_problem(429, "records-limit-exceeded");
+    assert_eq!(target.hits(), hits, "a load reached the target");
+    assert_eq!(tg.usage_of_license(Some("2026-12"), "LIC-MON").await, 11);
+    let audit = tg.audit(100).await;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e["kind"] == "records-reset")
+            .count(),
+        0,
+        "December began once: {audit:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counted_load_stores_the_clock_high_water_mark() {
     let target = Upstream::plain("target").await;
     // One second past a multiple of ten: the periodic write of the mark is 9 s away.

@@ -401,7 +401,11 @@ fn load(config_path: &Path, clock: &dyn Clock) -> Result<Loaded, ControlError> {
         .timezone
         .parse()
         .unwrap_or(chrono_tz::Tz::UTC);
-    let month = month_index(now, tz);
+    let high_water = store.high_water()?.unwrap_or(now).max(now);
+    // Counting goes on in the latest month already seen: a clock set back across a month's
+    // start (within max_clock_skew) must not reopen the previous month's budget and then
+    // start the new one from zero again when it comes round.
+    let month = month_index(high_water, tz).max(store.counted_month()?.unwrap_or(0));
     let (license_counts, flow_counts) = store.month(&month_index_label(month))?;
     let meters = Meters::seeded(
         month,
@@ -410,7 +414,6 @@ fn load(config_path: &Path, clock: &dyn Clock) -> Result<Loaded, ControlError> {
         config.state.redis.is_some(),
     );
     let (settings, next_order) = stored_settings(&config, &store)?;
-    let high_water = store.high_water()?.unwrap_or(now).max(now);
     let recorder = Recorder::start(
         store.clone(),
         config.state.durability == Durability::Strict,
