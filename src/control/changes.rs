@@ -313,17 +313,27 @@ impl Plane {
     /// Removes an installed license's file(s); flows holding its points are disabled
     /// (`license-removed`).
     pub(super) fn remove_license(&mut self, id: &str) -> Result<(), Refusal> {
-        let paths: Vec<PathBuf> = self
+        let installed: Vec<PathBuf> = self
             .licenses
             .iter()
             .filter(|l| l.file.payload.common.id == id)
             .map(|l| l.path.clone())
             .collect();
-        if paths.is_empty() {
+        if installed.is_empty() {
             return Err(Refusal::NotFound(format!(
                 "license {id:?} is not installed"
             )));
         }
+        // Files refused as duplicates of this id go too: the next read would install one.
+        let paths: Vec<PathBuf> = installed
+            .into_iter()
+            .chain(self.rejected.iter().filter_map(|r| match &r.reason {
+                Rejection::DuplicateId { id: duplicate, .. } if duplicate == id => {
+                    Some(r.path.clone())
+                }
+                _ => None,
+            }))
+            .collect();
         for path in &paths {
             std::fs::remove_file(path)
                 .map_err(|err| ControlError::io(path, "cannot remove the license file", err))?;

@@ -335,6 +335,25 @@ fn an_upload_into_a_directory_nobody_watches_also_applies_changes_made_there_by_
 }
 
 #[test]
+fn a_removal_deletes_the_files_refused_as_duplicates_of_the_license_too() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.path().join("licenses");
+    std::fs::write(dir.join("a.lic"), scratch.license("LIC-1", 1, 100)).unwrap();
+    std::fs::write(dir.join("b.lic"), scratch.license("LIC-1", 2, 100)).unwrap();
+    let mut plane = scratch.start();
+    assert_eq!(plane.rejected.len(), 1, "b.lic is refused as a duplicate");
+    plane.remove_license("LIC-1").unwrap();
+    let (held, read) = installed_and_on_disk(&plane);
+    assert_eq!((held.len(), read.len()), (0, 0), "{held:?} {read:?}");
+    assert!(plane.shared.live.load().license("LIC-1").is_none());
+    assert!(!dir.join("b.lic").exists());
+    assert_eq!(
+        state(&plane, "first"),
+        FlowState::Disabled(DisabledReason::LicenseRemoved)
+    );
+}
+
+#[test]
 fn a_directory_event_that_changes_no_license_swaps_nothing() {
     let scratch = Scratch::new();
     scratch.install("LIC-1", 1);
