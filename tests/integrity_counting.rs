@@ -278,6 +278,8 @@ async fn path_parameters_and_encoded_spellings_of_a_counted_path_are_counted() {
         "/jira-1/rest//api/2/./issue",
         "/jira-1/rest%2Fapi%2F2%2Fissue",
         "/jira-1/rest%5Capi%5C2%5Cissue",
+        "/jira-1/rest/api/2/issue%3Bjsessionid=ABC123",
+        "/jira-1/rest/;v=2/api/2/issue",
     ];
     for (n, path) in spellings.iter().enumerate() {
         let request = format!(
@@ -298,6 +300,43 @@ async fn path_parameters_and_encoded_spellings_of_a_counted_path_are_counted() {
         );
     }
     assert_eq!(target.hits(), spellings.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaped_spellings_of_reserved_characters_in_a_pattern_are_counted() {
+    let target = Upstream::plain("odata").await;
+    let uri = target.base_uri();
+    let mut entities = main_entity("erp-1", "POST", "/api/data/v9.2/$batch");
+    entities.extend(main_entity(
+        "erp-1",
+        "POST",
+        "/_api/web/lists/getbytitle('Tasks')/items/",
+    ));
+    let tg = tollgate()
+        .instance("servicenow-1", "servicenow", &uri)
+        .instance("erp-1", "jira", &uri)
+        .flow_with("orders", ["servicenow-1", "erp-1"], &refs(&entities))
+        .license(&metered("LIC-1", 1000))
+        .start_with(&[], &env())
+        .await;
+    let spellings = [
+        "/erp-1/api/data/v9.2/$batch",
+        "/erp-1/api/data/v9.2/%24batch",
+        "/erp-1/api/data/v9.2/%24batch/",
+        "/erp-1/_api/web/lists/getbytitle('Tasks')/items",
+        "/erp-1/_api/web/lists/getbytitle%28%27Tasks%27%29/items",
+        "/erp-1/_api/web/lists/getbytitle%28'Tasks%27)/items/",
+    ];
+    for (n, path) in spellings.iter().enumerate() {
+        tg.post(path, Some("orders"), "{}")
+            .await
+            .assert_upstream_ok("odata");
+        assert_eq!(
+            tg.usage_of_license(None, "LIC-1").await,
+            n as u64 + 1,
+            "{path} reached the target uncounted"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1177,6 +1177,21 @@ instance = "jira-1"
 role = "child"
 method = "POST"
 path = "/issue/../x"
+[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "PUT"
+path = "/rest//issue"
+[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "PATCH"
+path = "/rest/issue;v=2"
+[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "DELETE"
+path = "/rest/issue/"
 "#
         ));
         assert!(
@@ -1205,7 +1220,20 @@ path = "/issue/../x"
                 .any(|p| p.starts_with("flows[0].entities[3].path: ") && p.contains("not allowed")),
             "{found:?}"
         );
-        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("flows[0].entities[4].path: ") && p.contains("'//'")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("flows[0].entities[5].path: ") && p.contains("';'")),
+            "{found:?}"
+        );
+        // A trailing '/' is allowed (it means nothing to classification).
+        assert_eq!(found.len(), 6, "{found:#?}");
     }
 
     #[test]

@@ -729,6 +729,14 @@ pub(crate) fn check_template(path: &str) -> Result<(), String> {
             return Err(format!(
                 "{path:?}: segment {segment:?} is not allowed in a template"
             ));
+        } else if segment.is_empty() && i + 1 != segments.len() {
+            return Err(format!(
+                "{path:?}: an empty segment ('//') never matches: targets read '//' as '/'"
+            ));
+        } else if segment.contains(';') {
+            return Err(format!(
+                "{path:?}: segment {segment:?} holds ';', which starts parameters that targets strip and classification ignores: leave them out"
+            ));
         }
     }
     Ok(())

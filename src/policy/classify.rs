@@ -156,10 +156,16 @@ impl Classifier {
                     classifier.routes.len() - 1
                 }
             };
+            // A trailing `/` means nothing to classification, in a pattern as in a path.
+            let path = entity
+                .path
+                .strip_suffix('/')
+                .filter(|path| !path.is_empty())
+                .unwrap_or(&entity.path);
             let template = if case_insensitive {
-                entity.path.to_lowercase()
+                path.to_lowercase()
             } else {
-                entity.path.to_string()
+                path.to_owned()
             };
             let bulk = entity.bulk().map(|bulk| {
                 let at = match classifier.bulk.iter().position(|known| *known == bulk) {
@@ -346,6 +352,20 @@ mod tests {
                 "{method} {path}"
             );
         }
+    }
+
+    #[test]
+    fn a_pattern_written_with_a_trailing_slash_matches_with_or_without_one() {
+        let classifier = Classifier::new(&[entity(Role::Main, "POST", "/api/v1/tickets/")], false);
+        for path in ["/api/v1/tickets", "/api/v1/tickets/"] {
+            assert_eq!(
+                one(&classifier, Method::POST, path),
+                LoadClass::Main,
+                "{path}"
+            );
+        }
+        let root = Classifier::new(&[entity(Role::Main, "POST", "/")], false);
+        assert_eq!(one(&root, Method::POST, "/"), LoadClass::Main);
     }
 
     #[test]

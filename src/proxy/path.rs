@@ -10,8 +10,10 @@
 //!   refused, so no target, however it decodes, is reached outside the instance's base path;
 //! - `%00` is refused (targets that stop at a NUL would see another path).
 //!
-//! What is forwarded is the normalised path; what is classified is the same path without
-//! `;parameters` (Tomcat strips them), plus, when the path carries encoded separators or
+//! What is forwarded is the normalised path; what is classified is the same path as a target
+//! reads it ([`Normal::classify`]): without `;parameters` (Tomcat strips them; a `%3B` some
+//! targets decode first counts as one), every other escape decoded (`%24batch` is `$batch`,
+//! `%28` is `(`) and no empty segments; plus, when the path carries encoded separators or
 //! backslashes, the spelling a target that decodes them would see ([`Normal::variant`]).
 
 use std::borrow::Cow;
@@ -46,17 +48,18 @@ impl PathError {
 pub struct Normal<'a> {
     /// What the target receives (after the base path).
     pub forward: Cow<'a, str>,
-    /// `forward` without `;parameters`, where it has any.
-    pub stripped: Option<String>,
+    /// `forward` as entity patterns see it, where that differs: without `;parameters` or
+    /// empty segments, with escapes other than of `/` and `\` decoded.
+    pub classified: Option<String>,
     /// The classification path as a target that decodes `%2F`/`%5C` and reads `\` as `/`
     /// would see it, when that differs.
     pub variant: Option<String>,
 }
 
 impl Normal<'_> {
-    /// What entity patterns are matched against: the path without `;parameters`.
+    /// What entity patterns are matched against (see [`Normal::classified`]).
     pub fn classify(&self) -> &str {
-        self.stripped.as_deref().unwrap_or(&self.forward)
+        self.classified.as_deref().unwrap_or(&self.forward)
     }
 }
 
@@ -65,7 +68,7 @@ pub fn normalize(path: &str) -> Result<Normal<'_>, PathError> {
     if is_normal(path) {
         return Ok(Normal {
             forward: Cow::Borrowed(path),
-            stripped: None,
+            classified: None,
             variant: None,
         });
     }
@@ -92,13 +95,14 @@ pub fn normalize(path: &str) -> Result<Normal<'_>, PathError> {
     let trailing = decoded.len() > 1
         && (decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/.."));
     let forward = join(out.iter().copied(), trailing);
-    let stripped = forward
-        .contains(';')
-        .then(|| join(out.iter().map(|s| strip_params(s)), trailing));
+    let classified = forward
+        .contains([';', '%'])
+        .then(|| as_classified(out.iter().copied(), trailing))
+        .filter(|classified| *classified != forward);
     let variant = separators.then(|| decoded_separators(&out, trailing));
     Ok(Normal {
         forward: Cow::Owned(forward),
-        stripped,
+        classified,
         variant,
     })
 }
@@ -179,12 +183,58 @@ fn join<'s>(segments: impl Iterator<Item = &'s str>, trailing: bool) -> String {
 
 /// The classification path a target that decodes encoded separators would see.
 fn decoded_separators(segments: &[&str], trailing: bool) -> String {
-    let parts = segments
-        .iter()
-        .flat_map(|segment| separator_parts(segment))
-        .map(strip_params)
-        .filter(|part| !part.is_empty());
-    join(parts, trailing)
+    as_classified(
+        segments.iter().flat_map(|segment| separator_parts(segment)),
+        trailing,
+    )
+}
+
+/// Joins segments as a target reads them (see [`classified_segment`]), leaving out those
+/// that come to nothing.
+fn as_classified<'s>(segments: impl Iterator<Item = &'s str>, trailing: bool) -> String {
+    let read: Vec<Cow<'s, str>> = segments
+        .map(classified_segment)
+        .filter(|segment| !segment.is_empty())
+        .collect();
+    join(read.iter().map(|segment| &**segment), trailing)
+}
+
+/// One normalised segment as a target reads it: up to its `;parameters` (a literal `;` or
+/// `%3B`), every escape but those of `/` and `\` decoded (the separators are split by
+/// [`decoded_separators`] for targets that decode them). Escapes are well-formed here.
+fn classified_segment(segment: &str) -> Cow<'_, str> {
+    if !segment.contains([';', '%']) {
+        return Cow::Borrowed(segment);
+    }
+    let bytes = segment.as_bytes();
+    let mut read = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b';' => break,
+            b'%' => {
+                let value = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| Some(hex_value(hex[0])? << 4 | hex_value(hex[1])?));
+                match value {
+                    Some(b';') => break,
+                    Some(b'/' | b'\\') => read.extend_from_slice(&bytes[i..i + 3]),
+                    Some(value) => read.push(value),
+                    None => {
+                        read.push(b'%');
+                        i += 1;
+                        continue;
+                    }
+                }
+                i += 3;
+            }
+            byte => {
+                read.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&read).into_owned())
 }
 
 /// Decodes `%XX` for unreserved characters and upper-cases the hex of every other escape.
@@ -244,7 +294,7 @@ mod tests {
                 "{path}"
             );
             assert_eq!(normal.classify(), path);
-            assert_eq!(normal.stripped, None);
+            assert_eq!(normal.classified, None);
             assert_eq!(normal.variant, None);
         }
     }
@@ -322,6 +372,50 @@ mod tests {
         assert_eq!(normal.classify(), "/rest/api/2/issue");
         let inner = normalize("/rest;x=1/api/2/issue/").unwrap();
         assert_eq!(inner.classify(), "/rest/api/2/issue/");
+        // A target that decodes before it strips reads an encoded `;` as parameters too.
+        let encoded = normalize("/rest/api/2/issue%3bx=1").unwrap();
+        assert_eq!(encoded.forward, "/rest/api/2/issue%3Bx=1");
+        assert_eq!(encoded.classify(), "/rest/api/2/issue");
+        // A segment that is all parameters is read as an empty one, which targets skip.
+        assert_eq!(
+            normalize("/rest/;x/api/2/issue").unwrap().classify(),
+            "/rest/api/2/issue"
+        );
+    }
+
+    #[test]
+    fn escapes_a_target_decodes_are_classified_decoded_and_forwarded_as_sent() {
+        for (path, forwarded, classified) in [
+            (
+                "/api/data/v9.2/%24batch",
+                "/api/data/v9.2/%24batch",
+                "/api/data/v9.2/$batch",
+            ),
+            (
+                "/_api/web/lists/getbytitle%28%27Tasks%27%29/items",
+                "/_api/web/lists/getbytitle%28%27Tasks%27%29/items",
+                "/_api/web/lists/getbytitle('Tasks')/items",
+            ),
+            (
+                "/v1/documents%3acommit",
+                "/v1/documents%3Acommit",
+                "/v1/documents:commit",
+            ),
+            (
+                "/b%C3%BCro/new%20item",
+                "/b%C3%BCro/new%20item",
+                "/büro/new item",
+            ),
+            ("/a/%25", "/a/%25", "/a/%"),
+        ] {
+            let normal = normalize(path).unwrap();
+            assert_eq!(normal.forward, forwarded, "{path}");
+            assert_eq!(normal.classify(), classified, "{path}");
+        }
+        // Encoded separators stay encoded in the plain spelling; the variant splits them.
+        let both = normalize("/a%2Fb%24").unwrap();
+        assert_eq!(both.classify(), "/a%2Fb$");
+        assert_eq!(both.variant.as_deref(), Some("/a/b$"));
     }
 
     #[test]
@@ -388,7 +482,8 @@ mod tests {
     fn piece() -> impl Strategy<Value = &'static str> {
         prop::sample::select(vec![
             "/", "a", "b", "..", ".", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "\\", ";", ";x=1",
-            "%3b", "%25", "%2e%2e", "issue", "%20", "~", "%7e", "//",
+            "%3b", "%25", "%2e%2e", "issue", "%20", "~", "%7e", "//", "%24", "$", "%28", "%3A",
+            "%C3%BC", "%41",
         ])
     }
 
@@ -409,8 +504,8 @@ mod tests {
         }
 
         /// A counted path under any spelling that reaches the target is classified as that
-        /// path: the classification spelling (or its decoded-separator variant) resolves to
-        /// the segments the target ends up at.
+        /// path: the segments patterns are matched against, taken literally, are those the
+        /// target ends up at (the decoded-separator variant where there is one).
         #[test]
         fn every_spelling_that_reaches_the_target_is_classified_as_what_it_resolves_to(
             pieces in prop::collection::vec(piece(), 0..12)
@@ -418,9 +513,13 @@ mod tests {
             let path = format!("/{}", pieces.concat());
             if let Ok(normal) = normalize(&path) {
                 let target = as_a_lenient_target_resolves(&normal.forward).unwrap_or_default();
-                let seen = |p: &str| as_a_lenient_target_resolves(p).unwrap_or_default();
                 let classified = normal.variant.as_deref().unwrap_or(normal.classify());
-                prop_assert_eq!(seen(classified), target, "{} classified as {}", path, classified);
+                let literally: Vec<String> = classified
+                    .split('/')
+                    .filter(|segment| !segment.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                prop_assert_eq!(literally, target, "{} classified as {}", path, classified);
             }
         }
 

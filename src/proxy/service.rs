@@ -677,15 +677,19 @@ fn under_instance<'r>(
             whole.forward
         ))
     };
-    let under = |text: &str| -> Result<String, Problem> {
-        Ok(under_base(&Cow::Borrowed(text), base)
-            .ok_or_else(outside)?
-            .into_owned())
+    let forward = under_base(&whole.forward, base).ok_or_else(outside)?;
+    // The spellings patterns see are those of the part below the base, read on its own (a
+    // base path may hold escapes of its own).
+    let (classified, variant) = if whole.classified.is_some() || whole.variant.is_some() {
+        let below = normalize(&forward).map_err(path_problem)?;
+        (below.classified, below.variant)
+    } else {
+        (None, None)
     };
     let path = Normal {
-        forward: under_base(&whole.forward, base).ok_or_else(outside)?,
-        stripped: whole.stripped.as_deref().map(under).transpose()?,
-        variant: whole.variant.as_deref().map(under).transpose()?,
+        forward,
+        classified,
+        variant,
     };
     Ok(Target {
         instance,
