@@ -8,7 +8,8 @@
 //! still parsed, so a body that is not JSON is refused as one, trailing bytes included.
 //!
 //! A member on the pointer's path that the body names twice, or in two spellings that differ
-//! only in ASCII case, is refused as ambiguous: targets differ in which of the two they read
+//! only in case (ASCII, or Unicode simple case folding: `recordſ` with a long s, which Go's
+//! `encoding/json` reads as `records`), is refused as ambiguous: targets differ in which of the two they read
 //! (first, last, or either case), and counting one while the target loads the other would let
 //! a batch through as a smaller one.
 
@@ -361,7 +362,9 @@ fn array_index(token: &str) -> Option<usize> {
 enum NameIs {
     /// The token itself.
     Exact,
-    /// The token in another ASCII case.
+    /// The token in another case (ASCII, or Unicode simple case folding as Go's
+    /// `encoding/json` and others match member names: `recordſ` and `records` are one name
+    /// to them).
     OtherCase,
     /// Another member.
     Other,
@@ -389,12 +392,32 @@ impl<'de> Visitor<'de> for Name<'_> {
     fn visit_str<E: de::Error>(self, name: &str) -> Result<NameIs, E> {
         Ok(if name == self.0 {
             NameIs::Exact
-        } else if name.eq_ignore_ascii_case(self.0) {
+        } else if name.eq_ignore_ascii_case(self.0)
+            || (!name.is_ascii() && folds_equal(name, self.0))
+        {
             NameIs::OtherCase
         } else {
             NameIs::Other
         })
     }
+}
+
+/// Whether two names are equal under simple (one character to one) case folding.
+fn folds_equal(a: &str, b: &str) -> bool {
+    a.chars().map(fold).eq(b.chars().map(fold))
+}
+
+/// A character's simple case fold: lower case of its upper case where each is one character
+/// (`ſ` and `S` fold to `s`, the Kelvin sign to `k`).
+fn fold(c: char) -> char {
+    let upper = one(c.to_uppercase()).unwrap_or(c);
+    one(upper.to_lowercase()).unwrap_or(upper)
+}
+
+/// The only character of a case mapping, if it maps to one.
+fn one(mut chars: impl Iterator<Item = char>) -> Option<char> {
+    let first = chars.next()?;
+    chars.next().is_none().then_some(first)
 }
 
 #[cfg(test)]
@@ -508,7 +531,27 @@ mod tests {
         );
         assert_eq!(
             records(r#"{"RECORDS":[1,2,3],"records":[]}"#, "/records"),
+            Err(ambiguous.clone())
+        );
+        // Spellings that fold to the same name outside ASCII: a long s, the Kelvin sign.
+        assert_eq!(
+            records(r#"{"records":[],"recordſ":[1,2,3]}"#, "/records"),
+            Err(ambiguous.clone())
+        );
+        assert_eq!(
+            records(r#"{"records":[],"RECORDſ":[1,2,3]}"#, "/records"),
             Err(ambiguous)
+        );
+        assert_eq!(
+            records("{\"keys\":[1],\"\u{212A}eys\":[1,2]}", "/keys"),
+            Err(RecordsError::Ambiguous {
+                member: "keys".into()
+            })
+        );
+        assert_eq!(
+            records(r#"{"records":[1],"recordß":[1,2]}"#, "/records"),
+            Ok(1),
+            "a name that only folds to another by expansion is another name"
         );
         assert_eq!(
             records(r#"{"Records":[1,2,3]}"#, "/records"),
