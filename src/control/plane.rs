@@ -440,8 +440,11 @@ fn stored_settings(
     store: &Store,
 ) -> Result<(FxHashMap<String, FlowSetting>, u64), ControlError> {
     let stored = store.flows()?;
+    // A flow new to the config takes its turn after every flow already stored, as one added
+    // by a reload does: a restart must not let it take the point of a flow already running.
+    let first_new = stored.values().map(|s| s.order + 1).max().unwrap_or(0);
     let mut settings = FxHashMap::default();
-    for (order, flow) in config.flows.iter().enumerate() {
+    for (position, flow) in config.flows.iter().enumerate() {
         let setting = match stored.get(&flow.id) {
             Some(saved) => FlowSetting {
                 enabled: saved.enabled,
@@ -451,7 +454,7 @@ fn stored_settings(
             None => FlowSetting {
                 enabled: flow.enabled,
                 reason: DisabledReason::Operator,
-                order: order as u64,
+                order: first_new + position as u64,
             },
         };
         settings.insert(flow.id.clone(), setting);

@@ -354,6 +354,38 @@ fn a_removal_deletes_the_files_refused_as_duplicates_of_the_license_too() {
 }
 
 #[test]
+fn a_flow_new_to_the_config_at_a_restart_comes_after_the_flows_already_running() {
+    let scratch = Scratch::new();
+    scratch.install("LIC-1", 1);
+    let plane = scratch.start();
+    assert!(matches!(
+        state(&plane, "first"),
+        FlowState::Active { license: Some(_) }
+    ));
+    plane.shared.recorder.stop_blocking();
+    drop(plane);
+    // While stopped, a flow on another pair is written above the running one.
+    let config = CONFIG.replace(
+        "[[flows]]\nid = \"first\"",
+        "[[flows]]\nid = \"early\"\nsystems = [\"sn-1\", \"jira-2\"]\n[[flows]]\nid = \"first\"",
+    );
+    std::fs::write(scratch.config(), config).unwrap();
+    let plane = scratch.start();
+    assert!(
+        matches!(
+            state(&plane, "first"),
+            FlowState::Active { license: Some(_) }
+        ),
+        "the running flow keeps its point: {:?}",
+        state(&plane, "first")
+    );
+    assert_eq!(
+        state(&plane, "early"),
+        FlowState::Disabled(DisabledReason::PointsExhausted)
+    );
+}
+
+#[test]
 fn a_directory_event_that_changes_no_license_swaps_nothing() {
     let scratch = Scratch::new();
     scratch.install("LIC-1", 1);
