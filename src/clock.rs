@@ -8,6 +8,9 @@ use chrono_tz::Tz;
 pub trait Clock: Send + Sync {
     /// The current instant in UTC.
     fn now(&self) -> DateTime<Utc>;
+    /// How long the clock has run, by a clock nobody sets (the machine's monotonic clock):
+    /// how far the high-water mark moves on while the wall clock may be set back.
+    fn running(&self) -> std::time::Duration;
 }
 
 /// The machine's wall clock.
@@ -17,6 +20,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn running(&self) -> std::time::Duration {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed()
     }
 }
 
@@ -69,6 +77,10 @@ impl Clock for StartedClock {
         let elapsed = TimeDelta::from_std(self.origin.elapsed()).unwrap_or(TimeDelta::MAX);
         self.start.checked_add_signed(elapsed).unwrap_or(self.start)
     }
+
+    fn running(&self) -> std::time::Duration {
+        self.origin.elapsed()
+    }
 }
 
 /// The calendar month containing `now` in `tz`, as the UTC instants of its first moment
@@ -115,22 +127,31 @@ pub fn parse_month(label: &str) -> Option<u32> {
         .then(|| year * 12 + month - 1)
 }
 
-/// A clock tests move by hand.
+/// A clock tests move by hand: [`ManualClock::set`] sets the wall clock as an operator
+/// would (no time passes), [`ManualClock::advance`] lets time pass.
 #[cfg(test)]
 #[derive(Debug)]
-pub(crate) struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+pub(crate) struct ManualClock(std::sync::Mutex<(DateTime<Utc>, std::time::Duration)>);
 
 #[cfg(test)]
 impl ManualClock {
     /// A clock reading `now` until moved.
     pub(crate) fn new(now: DateTime<Utc>) -> ManualClock {
-        ManualClock(std::sync::Mutex::new(now))
+        ManualClock(std::sync::Mutex::new((now, std::time::Duration::ZERO)))
     }
 
-    /// Moves the clock to `now`.
+    /// Sets the wall clock to `now`; the monotonic clock does not move.
     pub(crate) fn set(&self, now: DateTime<Utc>) {
         if let Ok(mut current) = self.0.lock() {
-            *current = now;
+            current.0 = now;
+        }
+    }
+
+    /// Lets `by` pass: the wall clock and the monotonic clock move on alike.
+    pub(crate) fn advance(&self, by: std::time::Duration) {
+        if let Ok(mut current) = self.0.lock() {
+            current.0 += TimeDelta::from_std(by).unwrap_or(TimeDelta::MAX);
+            current.1 += by;
         }
     }
 }
@@ -138,7 +159,11 @@ impl ManualClock {
 #[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        self.0.lock().map_or_else(|_| Utc::now(), |now| *now)
+        self.0.lock().map_or_else(|_| Utc::now(), |now| now.0)
+    }
+
+    fn running(&self) -> std::time::Duration {
+        self.0.lock().map_or(std::time::Duration::ZERO, |now| now.1)
     }
 }
 

@@ -104,6 +104,8 @@ pub(super) struct Plane {
     pub(super) high_water: DateTime<Utc>,
     /// The high-water mark last handed to the store.
     pub(super) high_water_written: DateTime<Utc>,
+    /// The clock's monotonic reading when the high-water mark was last moved on.
+    pub(super) high_water_running: std::time::Duration,
     /// Whether the clock is behind the high-water mark by more than `max_clock_skew`.
     pub(super) rollback: bool,
     /// The month counted in, to notice rollovers.
@@ -137,6 +139,8 @@ struct Loaded {
     settings: FxHashMap<String, FlowSetting>,
     next_order: u64,
     high_water: DateTime<Utc>,
+    /// The clock's monotonic reading when `high_water` was read.
+    high_water_running: std::time::Duration,
     month: u32,
 }
 
@@ -188,6 +192,7 @@ impl Plane {
             started: false,
             high_water: loaded.high_water,
             high_water_written: loaded.high_water,
+            high_water_running: loaded.high_water_running,
             rollback: false,
             month: loaded.month,
             entitlement_refusals: Vec::new(),
@@ -322,7 +327,7 @@ impl Plane {
     /// Writes the clock high-water mark, pending counts and the journal (shutdown).
     fn flush(&mut self) -> Result<(), StoreError> {
         let now = self.shared.clock.now();
-        self.shared.recorder.high_water(now);
+        self.shared.recorder.high_water(self.high_water.max(now));
         self.shared.recorder.flush_blocking()?;
         self.persist();
         Ok(())
@@ -396,6 +401,7 @@ fn load(config_path: &Path, clock: &dyn Clock) -> Result<Loaded, ControlError> {
         .map_err(|err| ControlError::io(dir, "cannot create the license directory", err))?;
     let store = Arc::new(Store::open(&config.state.dir)?);
     let now = clock.now();
+    let high_water_running = clock.running();
     let tz = config
         .licensing
         .timezone
@@ -429,6 +435,7 @@ fn load(config_path: &Path, clock: &dyn Clock) -> Result<Loaded, ControlError> {
         settings,
         next_order,
         high_water,
+        high_water_running,
         month,
     })
 }

@@ -386,6 +386,33 @@ fn a_flow_new_to_the_config_at_a_restart_comes_after_the_flows_already_running()
 }
 
 #[test]
+fn setting_the_clock_back_within_the_skew_again_and_again_does_not_hold_time_still() {
+    let scratch = Scratch::new();
+    scratch.install("LIC-1", 1); // expires 2030-01-01T00:00:00Z
+    let clock = Arc::new(ManualClock::new(at("2029-12-31T23:00:00Z")));
+    let mut plane = scratch.start_at(clock.clone());
+    // Set back 23 hours, within the 24 h skew: licenses are judged normally.
+    clock.set(at("2029-12-31T00:00:00Z"));
+    plane.tick();
+    assert!(!plane.rollback);
+    // A day passes (up to an hour before the expiry again), and it is set back once more.
+    clock.advance(std::time::Duration::from_secs(23 * 3600));
+    plane.tick();
+    assert!(!plane.rollback);
+    clock.set(at("2029-12-31T00:00:00Z"));
+    plane.tick();
+    assert!(
+        plane.rollback,
+        "46 hours behind the time that has passed: the expiry cannot be put off for ever"
+    );
+    assert_eq!(
+        plane.high_water,
+        at("2030-01-01T22:00:00Z"),
+        "the mark moved on with the time that passed"
+    );
+}
+
+#[test]
 fn a_directory_event_that_changes_no_license_swaps_nothing() {
     let scratch = Scratch::new();
     scratch.install("LIC-1", 1);
