@@ -10,7 +10,7 @@ use serde_json::json;
 use super::error::ControlError;
 use super::plane::Plane;
 use super::shared::Live;
-use crate::license::{self, Installed, Rejected, Rejection};
+use crate::license::{self, Installed, Listing, Rejected, Rejection};
 use crate::policy::{compile, DisabledReason, FlowState, Snapshot};
 use crate::store::{AuditEvent, StoredFlow};
 
@@ -32,8 +32,11 @@ pub(super) fn read_licenses(state: &mut Plane) -> Result<bool, ControlError> {
     let now = state.shared.clock.now();
     // Licenses verified under the keys in force are not checked again (see `Plane::reverify`).
     let verified: &[Arc<license::Installed>] = if state.reverify { &[] } else { &state.licenses };
-    let listing = license::read_dir_reusing(dir, &state.keys, verified)
+    let mut listing = license::read_dir_reusing(dir, &state.keys, verified)
         .map_err(|err| ControlError::io(dir, "cannot read the license directory", err))?;
+    if !state.reverify {
+        keep_licenses_of_broken_files(&state.licenses, &mut listing);
+    }
     for rejected in &listing.rejected {
         if !state.rejected.iter().any(|r| same_rejection(r, rejected)) {
             tracing::error!(file = %rejected.path.display(), reason = %rejected.reason, "license file refused");
@@ -71,6 +74,29 @@ pub(super) fn read_licenses(state: &mut Plane) -> Result<bool, ControlError> {
     state.rejected = listing.rejected;
     state.reverify = false;
     Ok(changed)
+}
+
+/// A file that held an installed license and now fails to parse or verify (under the keys
+/// that verified it) leaves that license in force: a broken file is never installed and the
+/// running snapshot is kept, with the file's error reported as any refusal is. Deleting the
+/// file removes the license; a valid file of the same id elsewhere takes its place.
+fn keep_licenses_of_broken_files(previous: &[Arc<license::Installed>], listing: &mut Listing) {
+    for was in previous {
+        let broken = listing.rejected.iter().any(|r| {
+            r.path == was.path && matches!(r.reason, Rejection::Parse(_) | Rejection::Signature(_))
+        });
+        let id = &was.file.payload.common.id;
+        if broken
+            && !listing
+                .installed
+                .iter()
+                .any(|l| l.file.payload.common.id == *id)
+        {
+            tracing::warn!(license = %id, file = %was.path.display(), "the license file no longer reads; the license installed from it stays in force until the file is mended or deleted");
+            let at = listing.installed.partition_point(|l| l.path < was.path);
+            listing.installed.insert(at, (**was).clone());
+        }
+    }
 }
 
 /// Puts an uploaded license (written at its path, every other file of its id removed) among

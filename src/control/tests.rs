@@ -413,6 +413,44 @@ fn setting_the_clock_back_within_the_skew_again_and_again_does_not_hold_time_sti
 }
 
 #[test]
+fn a_license_file_that_no_longer_reads_leaves_its_license_in_force_until_it_is_deleted() {
+    let scratch = Scratch::new();
+    scratch.install("LIC-1", 1);
+    let mut plane = scratch.start();
+    let generation = plane.shared.live.load().generation;
+    let path = scratch.dir.path().join("licenses/LIC-1.lic");
+    // A truncated copy, then a renewal signed by a key that is not trusted (yet).
+    let (untrusted, _) = generate_keypair();
+    let renewal = {
+        let key = signing_key_from_pem(&untrusted).unwrap();
+        sign(
+            br#"{"version":1,"id":"LIC-1","kind":"pair","company":"A","registered_to":"B","email":"c@d.example","start":"2026-01-01T00:00:00Z","expire":"2031-01-01T00:00:00Z","system_a":"servicenow","system_b":"jira","points":5,"transferred_records":100}"#,
+            &key,
+        )
+        .unwrap()
+    };
+    for broken in ["-----BEGIN TOLLGATE LICENSE-----\n".to_owned(), renewal] {
+        std::fs::write(&path, broken).unwrap();
+        plane.reload_licenses();
+        assert_eq!(plane.rejected.len(), 1, "the broken file is reported");
+        let live = plane.shared.live.load();
+        assert_eq!(live.generation, generation, "the running snapshot is kept");
+        assert!(live.license("LIC-1").is_some());
+        assert!(matches!(
+            state(&plane, "first"),
+            FlowState::Active { license: Some(_) }
+        ));
+    }
+    std::fs::remove_file(&path).unwrap();
+    plane.reload_licenses();
+    assert!(plane.shared.live.load().license("LIC-1").is_none());
+    assert_eq!(
+        state(&plane, "first"),
+        FlowState::Disabled(DisabledReason::LicenseRemoved)
+    );
+}
+
+#[test]
 fn a_directory_event_that_changes_no_license_swaps_nothing() {
     let scratch = Scratch::new();
     scratch.install("LIC-1", 1);
