@@ -84,10 +84,7 @@ impl Plane {
         let live = self.shared.live.load_full();
         let month = month_index(now, live.tz);
         if month > self.month {
-            roll_over(self, month, now);
-            if let Err(err) = self.store.set_counted_month(month) {
-                tracing::error!(error = %err, "the new month could not be stored");
-            }
+            self.begin_month(month, now);
             changed = true;
         }
         if changed || live.is_stale(self.moment(now)) {
@@ -97,12 +94,25 @@ impl Plane {
         }
     }
 
+    /// Begins `month`: the rollover, and the month counts are kept in stored.
+    fn begin_month(&mut self, month: u32, now: DateTime<Utc>) {
+        roll_over(self, month, now);
+        if let Err(err) = self.store.set_counted_month(month) {
+            tracing::error!(error = %err, "the new month could not be stored");
+        }
+    }
+
     /// Acts on a warning or limit the request path reported.
     pub(super) fn on_meter_event(&mut self, reported: MeterEvent) {
+        let now = self.shared.clock.now();
+        if reported.month > self.month {
+            // The request path counted in a month the once-a-second tick has not begun yet:
+            // begin it here, so that what crossed its limit is journaled and acted on.
+            self.begin_month(reported.month, now);
+        }
         if reported.month != self.month {
             return;
         }
-        let now = self.shared.clock.now();
         let label = month_index_label(reported.month);
         let detail = json!({"license": &*reported.license, "month": label, "used": reported.used, "limit": reported.limit, "hard_limit": reported.hard_limit});
         let mut marks = self
