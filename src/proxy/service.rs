@@ -55,6 +55,9 @@ const METHOD_OVERRIDES: [&str; 3] = [
     "x-method-override",
 ];
 
+/// Query parameters that name the method a target should take a request for.
+const QUERY_METHOD_OVERRIDES: [&str; 2] = ["_httpmethod", "_method"];
+
 /// Where a routed request goes.
 #[derive(Debug)]
 struct Target<'a> {
@@ -969,19 +972,36 @@ fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> Lo
     // override never turns a bulk load into a single one). Every value of every override
     // header is read, comma-separated lists included (usually there are none).
     let mut class = class;
+    let mut consider = |text: &str| {
+        for spelling in text.split(',') {
+            if let Ok(method) = Method::from_bytes(spelling.trim().to_ascii_uppercase().as_bytes())
+            {
+                class = class.or_stronger(snapshot.classify(target.instance, [&method], paths));
+            }
+        }
+    };
     for (name, value) in req.headers() {
         if !name.as_str().starts_with("x-") || !METHOD_OVERRIDES.contains(&name.as_str()) {
             continue;
         }
-        let Ok(text) = value.to_str() else {
+        if let Ok(text) = value.to_str() {
+            consider(text);
+        }
+    }
+    // Overrides in the query: Salesforce's `_HttpMethod`, and the `_method` of Rails or
+    // Laravel (a target decodes the query, so escapes of unreserved characters are decoded).
+    for pair in req.uri().query().unwrap_or_default().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(name) = decode_segment(name) else {
             continue;
         };
-        for spelling in text.split(',') {
-            let Ok(method) = Method::from_bytes(spelling.trim().to_ascii_uppercase().as_bytes())
-            else {
-                continue;
-            };
-            class = class.or_stronger(snapshot.classify(target.instance, [&method], paths));
+        if QUERY_METHOD_OVERRIDES
+            .iter()
+            .any(|known| name.eq_ignore_ascii_case(known))
+        {
+            if let Some(value) = decode_segment(value) {
+                consider(&value);
+            }
         }
     }
     class

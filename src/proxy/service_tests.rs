@@ -286,6 +286,31 @@ fn an_override_header_never_makes_a_load_count_less() {
 }
 
 #[test]
+fn a_method_override_in_the_query_is_classified_too() {
+    let snapshot = snapshot(true);
+    let class = |target: &str| {
+        decided(&snapshot, &request("GET", target, Some("incidents")))
+            .unwrap()
+            .2
+    };
+    for target in [
+        "/jira-1/rest/api/2/issue?_HttpMethod=POST",
+        "/jira-1/rest/api/2/issue?a=1&_method=post",
+        "/jira-1/rest/api/2/issue?%5Fmethod=P%4FST",
+        "/jira-1/rest/api/2/issue?_HTTPMETHOD=GET,POST",
+    ] {
+        assert_eq!(class(target), LoadClass::Main, "{target}");
+    }
+    for target in [
+        "/jira-1/rest/api/2/issue?x_method=POST",
+        "/jira-1/rest/api/2/issue?_method",
+        "/jira-1/rest/api/2/issue?method=POST",
+    ] {
+        assert_eq!(class(target), LoadClass::Other, "{target}");
+    }
+}
+
+#[test]
 fn transfer_codings_other_than_chunked_alone_are_not_forwarded() {
     let snapshot = snapshot(true);
     for coding in ["gzip, chunked", "identity"] {
