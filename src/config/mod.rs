@@ -28,6 +28,7 @@ use crate::intercept::Authority;
 
 pub use parse::{Owner, ParseError, Position};
 pub use pointer::{JsonPointer, PointerError};
+pub(crate) use validate::template_key;
 pub use validate::{redact, Problem};
 
 /// Upper bound on a config file's size: a larger file is a mistake, not a configuration.
@@ -1234,6 +1235,39 @@ path = "/rest/issue/"
         );
         // A trailing '/' is allowed (it means nothing to classification).
         assert_eq!(found.len(), 6, "{found:#?}");
+    }
+
+    #[test]
+    fn a_pattern_with_and_without_a_trailing_slash_is_one_pattern_that_counts_one_way() {
+        let found = problems(&format!(
+            r#"{TWO_SYSTEMS}
+[[flows]]
+id = "f"
+systems = ["servicenow-1", "jira-1"]
+[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "POST"
+path = "/issue/bulk"
+records = "/issueUpdates"
+[[flows]]
+id = "g"
+systems = ["servicenow-1", "jira-1"]
+[[flows.entities]]
+instance = "jira-1"
+role = "main"
+method = "POST"
+path = "/issue/bulk/"
+"#
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("flows[1].entities[0].records: ")
+                    && p.contains("counted differently")),
+            "{found:#?}"
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
     }
 
     #[test]

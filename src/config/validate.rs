@@ -666,10 +666,11 @@ fn bulk_agreement(config: &Config, problems: &mut Problems) {
             if entity.role != super::Role::Main {
                 continue;
             }
+            let path = template_key(&entity.path);
             let path = if folds.get(&*entity.instance) == Some(&true) {
-                Cow::Owned(entity.path.to_lowercase())
+                Cow::Owned(path.to_lowercase())
             } else {
-                Cow::Borrowed(&*entity.path)
+                Cow::Borrowed(path)
             };
             let key = (&*entity.instance, &*entity.method, path);
             let Some(&(fi, fk)) = first.get(&key) else {
@@ -693,6 +694,13 @@ fn bulk_agreement(config: &Config, problems: &mut Problems) {
             }
         }
     }
+}
+
+/// A template as classification holds it: a trailing `/` means nothing (`/x/` is `/x`).
+pub(crate) fn template_key(path: &str) -> &str {
+    path.strip_suffix('/')
+        .filter(|path| !path.is_empty())
+        .unwrap_or(path)
 }
 
 /// A path template: absolute, segments literal, `{name}` or a final `{*rest}`.

@@ -157,11 +157,7 @@ impl Classifier {
                 }
             };
             // A trailing `/` means nothing to classification, in a pattern as in a path.
-            let path = entity
-                .path
-                .strip_suffix('/')
-                .filter(|path| !path.is_empty())
-                .unwrap_or(&entity.path);
+            let path = crate::config::template_key(&entity.path);
             let template = if case_insensitive {
                 path.to_lowercase()
             } else {
@@ -189,6 +185,11 @@ impl Classifier {
     /// The bulk settings a [`LoadClass::Bulk`] of this instance names.
     pub fn bulk(&self, index: u32) -> Option<&Bulk> {
         self.bulk.get(index as usize)
+    }
+
+    /// The methods the instance has patterns for.
+    pub fn methods(&self) -> impl Iterator<Item = &Method> {
+        self.routes.iter().map(|(method, _, _)| method)
     }
 
     /// Whether any main pattern of the instance is a bulk one.

@@ -11,10 +11,11 @@
 //! - `%00` is refused (targets that stop at a NUL would see another path).
 //!
 //! What is forwarded is the normalised path; what is classified is the same path as a target
-//! reads it ([`Normal::classify`]): without `;parameters` (Tomcat strips them; a `%3B` some
-//! targets decode first counts as one), every other escape decoded (`%24batch` is `$batch`,
-//! `%28` is `(`) and no empty segments; plus, when the path carries encoded separators or
-//! backslashes, the spelling a target that decodes them would see ([`Normal::variant`]).
+//! reads it ([`Normal::classify`]): without `;parameters` (Tomcat strips them), every other
+//! escape decoded (`%24batch` is `$batch`, `%28` is `(`, `%3B` is a `;` of the data) and no
+//! empty segments; plus, when the path carries encoded separators, backslashes or `%3B`, the
+//! spelling a target that decodes first would see, splitting at the separators and stripping
+//! parameters at the decoded `;` ([`Normal::variant`]). A request counts under either.
 
 use std::borrow::Cow;
 
@@ -51,8 +52,8 @@ pub struct Normal<'a> {
     /// `forward` as entity patterns see it, where that differs: without `;parameters` or
     /// empty segments, with escapes other than of `/` and `\` decoded.
     pub classified: Option<String>,
-    /// The classification path as a target that decodes `%2F`/`%5C` and reads `\` as `/`
-    /// would see it, when that differs.
+    /// The classification path as a target that decodes first would see it (`%2F`/`%5C` and
+    /// `\` as `/`, a decoded `%3B` starting parameters), when the path has any of them.
     pub variant: Option<String>,
 }
 
@@ -99,7 +100,8 @@ pub fn normalize(path: &str) -> Result<Normal<'_>, PathError> {
         .contains([';', '%'])
         .then(|| as_classified(out.iter().copied(), trailing))
         .filter(|classified| *classified != forward);
-    let variant = separators.then(|| decoded_separators(&out, trailing));
+    let encoded_semicolon = out.iter().any(|segment| segment.contains("%3B"));
+    let variant = (separators || encoded_semicolon).then(|| decoded_separators(&out, trailing));
     Ok(Normal {
         forward: Cow::Owned(forward),
         classified,
@@ -181,28 +183,38 @@ fn join<'s>(segments: impl Iterator<Item = &'s str>, trailing: bool) -> String {
     path
 }
 
-/// The classification path a target that decodes encoded separators would see.
+/// The classification path a target that decodes first would see: split at encoded
+/// separators, parameters stripped at a decoded `%3B` too.
 fn decoded_separators(segments: &[&str], trailing: bool) -> String {
-    as_classified(
-        segments.iter().flat_map(|segment| separator_parts(segment)),
+    join_read(
+        segments
+            .iter()
+            .flat_map(|segment| separator_parts(segment))
+            .map(|part| classified_segment(part, true)),
         trailing,
     )
 }
 
-/// Joins segments as a target reads them (see [`classified_segment`]), leaving out those
-/// that come to nothing.
+/// Joins segments as a target that strips parameters before it decodes reads them (see
+/// [`classified_segment`]).
 fn as_classified<'s>(segments: impl Iterator<Item = &'s str>, trailing: bool) -> String {
-    let read: Vec<Cow<'s, str>> = segments
-        .map(classified_segment)
-        .filter(|segment| !segment.is_empty())
-        .collect();
+    join_read(
+        segments.map(|segment| classified_segment(segment, false)),
+        trailing,
+    )
+}
+
+/// Joins segments as read, leaving out those that come to nothing.
+fn join_read<'s>(segments: impl Iterator<Item = Cow<'s, str>>, trailing: bool) -> String {
+    let read: Vec<Cow<'s, str>> = segments.filter(|segment| !segment.is_empty()).collect();
     join(read.iter().map(|segment| &**segment), trailing)
 }
 
-/// One normalised segment as a target reads it: up to its `;parameters` (a literal `;` or
-/// `%3B`), every escape but those of `/` and `\` decoded (the separators are split by
+/// One normalised segment as a target reads it: up to its `;parameters` (a literal `;`, and
+/// a `%3B` where `decoded_semicolon_starts_parameters`, else that is a `;` of the data), every
+/// escape but those of `/` and `\` decoded (the separators are split by
 /// [`decoded_separators`] for targets that decode them). Escapes are well-formed here.
-fn classified_segment(segment: &str) -> Cow<'_, str> {
+fn classified_segment(segment: &str, decoded_semicolon_starts_parameters: bool) -> Cow<'_, str> {
     if !segment.contains([';', '%']) {
         return Cow::Borrowed(segment);
     }
@@ -217,7 +229,7 @@ fn classified_segment(segment: &str) -> Cow<'_, str> {
                     .get(i + 1..i + 3)
                     .and_then(|hex| Some(hex_value(hex[0])? << 4 | hex_value(hex[1])?));
                 match value {
-                    Some(b';') => break,
+                    Some(b';') if decoded_semicolon_starts_parameters => break,
                     Some(b'/' | b'\\') => read.extend_from_slice(&bytes[i..i + 3]),
                     Some(value) => read.push(value),
                     None => {
@@ -372,10 +384,15 @@ mod tests {
         assert_eq!(normal.classify(), "/rest/api/2/issue");
         let inner = normalize("/rest;x=1/api/2/issue/").unwrap();
         assert_eq!(inner.classify(), "/rest/api/2/issue/");
-        // A target that decodes before it strips reads an encoded `;` as parameters too.
+        // An encoded `;` is data to a target that strips before it decodes (or never
+        // strips), and starts parameters for one that decodes first: both are classified.
         let encoded = normalize("/rest/api/2/issue%3bx=1").unwrap();
         assert_eq!(encoded.forward, "/rest/api/2/issue%3Bx=1");
-        assert_eq!(encoded.classify(), "/rest/api/2/issue");
+        assert_eq!(encoded.classify(), "/rest/api/2/issue;x=1");
+        assert_eq!(encoded.variant.as_deref(), Some("/rest/api/2/issue"));
+        let value = normalize("/sobjects/Account/Ext__c/%3Babc").unwrap();
+        assert_eq!(value.classify(), "/sobjects/Account/Ext__c/;abc");
+        assert_eq!(value.variant.as_deref(), Some("/sobjects/Account/Ext__c"));
         // A segment that is all parameters is read as an empty one, which targets skip.
         assert_eq!(
             normalize("/rest/;x/api/2/issue").unwrap().classify(),

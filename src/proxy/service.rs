@@ -972,11 +972,18 @@ fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> Lo
     // override never turns a bulk load into a single one). Every value of every override
     // header is read, comma-separated lists included (usually there are none).
     let mut class = class;
+    let classifier = &snapshot.instances[target.instance as usize].classifier;
     let mut consider = |text: &str| {
         for spelling in text.split(',') {
-            if let Ok(method) = Method::from_bytes(spelling.trim().to_ascii_uppercase().as_bytes())
+            let spelling = spelling.trim();
+            // Only a method the instance has patterns for can change the class: a spelling is
+            // compared with those few, so however many values a request sends, nothing is
+            // allocated and each costs a handful of comparisons.
+            if let Some(method) = classifier
+                .methods()
+                .find(|method| method.as_str().eq_ignore_ascii_case(spelling))
             {
-                class = class.or_stronger(snapshot.classify(target.instance, [&method], paths));
+                class = class.or_stronger(snapshot.classify(target.instance, [method], paths));
             }
         }
     };
@@ -988,10 +995,14 @@ fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> Lo
             consider(text);
         }
     }
-    // Overrides in the query: Salesforce's `_HttpMethod`, and the `_method` of Rails or
+    // Overrides in the query: Salesforce's `_HttpMethod`, and the `_method` of Symfony or
     // Laravel (a target decodes the query, so escapes of unreserved characters are decoded).
     for pair in req.uri().query().unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Longer than `_HttpMethod` with every character escaped: another parameter.
+        if name.len() > 3 * "_httpmethod".len() {
+            continue;
+        }
         let Some(name) = decode_segment(name) else {
             continue;
         };
