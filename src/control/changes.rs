@@ -46,7 +46,10 @@ impl Plane {
         let previous_host = std::mem::replace(&mut self.host, host);
         let previous_settings = self.settings.clone();
         self.adopt_flows();
-        self.reverify = true;
+        // Licenses verified under the keys in force are checked again only if the keys
+        // changed (a license kept from a file that broke stays while they do not).
+        let keys_changed = self.keys != previous_keys;
+        self.reverify |= keys_changed;
         match self.reload_licenses_now() {
             Ok(()) => {
                 self.config_error = None;
@@ -62,7 +65,7 @@ impl Plane {
                 self.host = previous_host;
                 self.settings.replace(previous_settings);
                 // The licenses read meanwhile were verified under the keys just put back.
-                self.reverify = true;
+                self.reverify |= keys_changed;
                 self.config_error = Some(err.to_string());
             }
         }
@@ -335,8 +338,15 @@ impl Plane {
             }))
             .collect();
         for path in &paths {
-            std::fs::remove_file(path)
-                .map_err(|err| ControlError::io(path, "cannot remove the license file", err))?;
+            match std::fs::remove_file(path) {
+                // Gone already (removed by hand since the last read): what was wanted.
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(
+                        ControlError::io(path, "cannot remove the license file", err).into(),
+                    );
+                }
+                _ => {}
+            }
         }
         // The removal is durable once the directory is: a removed license does not come back
         // after a crash.

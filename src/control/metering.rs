@@ -14,19 +14,25 @@ use crate::policy::{DisabledReason, FlowState};
 /// How often the high-water mark is written while time moves on normally.
 const HIGH_WATER_EVERY: TimeDelta = TimeDelta::seconds(10);
 
-/// Updates the high-water mark and the rollback flag; returns whether the flag changed. The
-/// mark moves on with the monotonic clock as well as with the wall clock, so setting the clock
-/// back by less than the skew again and again never holds time still.
+/// Updates the high-water mark and the rollback flag; returns whether the flag changed. Out
+/// of a rollback the mark moves on with the monotonic clock as well as with the wall clock, so
+/// setting the clock back by less than the skew again and again never holds time still; in
+/// one it waits for the wall clock to catch up (a clock that was wrongly ahead and was put
+/// right recovers once time has passed the mark).
 pub(super) fn check_rollback(state: &mut Plane, now: DateTime<Utc>) -> bool {
     let skew = TimeDelta::from_std(state.config.licensing.max_clock_skew).unwrap_or(TimeDelta::MAX);
     let running = state.shared.clock.running();
     let ran = TimeDelta::from_std(running.saturating_sub(state.high_water_running))
         .unwrap_or(TimeDelta::MAX);
     state.high_water_running = running;
-    let carried = state
-        .high_water
-        .checked_add_signed(ran)
-        .unwrap_or(state.high_water);
+    let carried = if state.rollback {
+        state.high_water
+    } else {
+        state
+            .high_water
+            .checked_add_signed(ran)
+            .unwrap_or(state.high_water)
+    };
     let behind = carried
         .checked_sub_signed(skew)
         .is_some_and(|floor| now < floor);

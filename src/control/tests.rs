@@ -410,6 +410,12 @@ fn setting_the_clock_back_within_the_skew_again_and_again_does_not_hold_time_sti
         at("2030-01-01T22:00:00Z"),
         "the mark moved on with the time that passed"
     );
+    // In the rollback the mark waits: once the wall clock is within the skew of it again,
+    // licenses are judged normally (LIC-1 has expired by then).
+    clock.advance(std::time::Duration::from_secs(22 * 3600));
+    plane.tick();
+    assert_eq!(plane.high_water, at("2030-01-01T22:00:00Z"));
+    assert!(!plane.rollback, "time caught up with the mark");
 }
 
 #[test]
@@ -441,6 +447,10 @@ fn a_license_file_that_no_longer_reads_leaves_its_license_in_force_until_it_is_d
             FlowState::Active { license: Some(_) }
         ));
     }
+    // A reload of the config that changes no trusted key keeps it too.
+    plane.reload_config();
+    assert!(plane.config_error.is_none(), "{:?}", plane.config_error);
+    assert!(plane.shared.live.load().license("LIC-1").is_some());
     std::fs::remove_file(&path).unwrap();
     plane.reload_licenses();
     assert!(plane.shared.live.load().license("LIC-1").is_none());
@@ -448,6 +458,20 @@ fn a_license_file_that_no_longer_reads_leaves_its_license_in_force_until_it_is_d
         state(&plane, "first"),
         FlowState::Disabled(DisabledReason::LicenseRemoved)
     );
+}
+
+#[test]
+fn a_removal_succeeds_when_one_of_its_files_is_gone_already() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.path().join("licenses");
+    std::fs::write(dir.join("a.lic"), scratch.license("LIC-1", 1, 100)).unwrap();
+    std::fs::write(dir.join("b.lic"), scratch.license("LIC-1", 2, 100)).unwrap();
+    let mut plane = scratch.start();
+    // The refused duplicate is deleted by hand, and nothing has read the directory since.
+    std::fs::remove_file(dir.join("b.lic")).unwrap();
+    plane.remove_license("LIC-1").unwrap();
+    assert!(plane.shared.live.load().license("LIC-1").is_none());
+    assert!(!dir.join("a.lic").exists());
 }
 
 #[test]

@@ -63,7 +63,7 @@ pub enum KeyError {
 }
 
 /// The issuer keys licenses may be signed by, looked up by key id.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedKeys {
     keys: BTreeMap<String, VerifyingKey>,
 }
