@@ -113,8 +113,12 @@ impl Plane {
         let now = self.shared.clock.now();
         if reported.month > self.month {
             // The request path counted in a month the once-a-second tick has not begun yet:
-            // begin it here, so that what crossed its limit is journaled and acted on.
+            // begin it here, so that what crossed its limit is journaled and acted on (on a
+            // snapshot where the flows the month resumed run, so a limit stops them again).
             self.begin_month(reported.month, now);
+            if let Err(err) = self.rebuild() {
+                tracing::error!(error = %err, "resuming flows at the new month failed");
+            }
         }
         if reported.month != self.month {
             return;

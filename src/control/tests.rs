@@ -558,6 +558,19 @@ fn a_limit_reached_in_a_month_the_tick_has_not_begun_yet_is_acted_on_in_that_mon
     let clock = Arc::new(ManualClock::new(at("2026-06-30T23:59:59Z")));
     let mut plane = scratch.start_at(clock.clone());
     let june = plane.month;
+    // June's hard limit stopped the flow.
+    plane.on_meter_event(MeterEvent {
+        kind: MeterEventKind::Limit,
+        license: "LIC-1".into(),
+        month: june,
+        used: 110,
+        limit: 100,
+        hard_limit: 110,
+    });
+    assert_eq!(
+        state(&plane, "first"),
+        FlowState::Disabled(DisabledReason::RecordsLimit)
+    );
     // Midnight has passed, the tick has not run, and a load reaches July's hard limit.
     clock.set(at("2026-07-01T00:00:00.200Z"));
     plane.on_meter_event(MeterEvent {
@@ -573,10 +586,14 @@ fn a_limit_reached_in_a_month_the_tick_has_not_begun_yet_is_acted_on_in_that_mon
         state(&plane, "first"),
         FlowState::Disabled(DisabledReason::RecordsLimit)
     );
-    let audit = plane.store.audit_page(10, None).unwrap();
-    let kinds: Vec<&str> = audit.iter().map(|e| e.kind.as_str()).collect();
+    let audit = plane.store.audit_page(20, None).unwrap();
+    let july: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.time.starts_with("2026-07"))
+        .map(|e| e.kind.as_str())
+        .collect();
     for kind in ["records-reset", "records-warning", "records-limit"] {
-        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+        assert!(july.contains(&kind), "{kind} missing from July's {july:?}");
     }
     // The tick that follows does not begin July again (which would resume the flow).
     clock.set(at("2026-07-01T00:00:01Z"));
