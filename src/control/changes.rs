@@ -258,16 +258,8 @@ impl Plane {
         // Every other file of this id goes: those installed and those refused as its duplicates
         // (one left behind could be read before the upload and win).
         let replaced: Vec<PathBuf> = self
-            .licenses
-            .iter()
-            .filter(|l| l.file.payload.common.id == id)
-            .map(|l| l.path.clone())
-            .chain(self.rejected.iter().filter_map(|r| match &r.reason {
-                Rejection::DuplicateId { id: duplicate, .. } if *duplicate == id => {
-                    Some(r.path.clone())
-                }
-                _ => None,
-            }))
+            .files_of(&id)
+            .into_iter()
             .filter(|path| *path != target)
             .collect();
         let mut all_removed = true;
@@ -316,28 +308,13 @@ impl Plane {
     /// Removes an installed license's file(s); flows holding its points are disabled
     /// (`license-removed`).
     pub(super) fn remove_license(&mut self, id: &str) -> Result<(), Refusal> {
-        let installed: Vec<PathBuf> = self
-            .licenses
-            .iter()
-            .filter(|l| l.file.payload.common.id == id)
-            .map(|l| l.path.clone())
-            .collect();
-        if installed.is_empty() {
+        if !self.licenses.iter().any(|l| l.file.payload.common.id == id) {
             return Err(Refusal::NotFound(format!(
                 "license {id:?} is not installed"
             )));
         }
         // Files refused as duplicates of this id go too: the next read would install one.
-        let paths: Vec<PathBuf> = installed
-            .into_iter()
-            .chain(self.rejected.iter().filter_map(|r| match &r.reason {
-                Rejection::DuplicateId { id: duplicate, .. } if duplicate == id => {
-                    Some(r.path.clone())
-                }
-                _ => None,
-            }))
-            .collect();
-        for path in &paths {
+        for path in &self.files_of(id) {
             match std::fs::remove_file(path) {
                 // Gone already (removed by hand since the last read): what was wanted.
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
@@ -354,6 +331,24 @@ impl Plane {
         self.reload_licenses_now()?;
         tracing::info!(license = id, "license removed");
         Ok(())
+    }
+}
+
+impl Plane {
+    /// Every file that holds license `id`: those installed, then those refused as its
+    /// duplicates (which the next read of the directory could install).
+    fn files_of(&self, id: &str) -> Vec<PathBuf> {
+        self.licenses
+            .iter()
+            .filter(|l| l.file.payload.common.id == id)
+            .map(|l| l.path.clone())
+            .chain(self.rejected.iter().filter_map(|r| match &r.reason {
+                Rejection::DuplicateId { id: duplicate, .. } if duplicate == id => {
+                    Some(r.path.clone())
+                }
+                _ => None,
+            }))
+            .collect()
     }
 }
 

@@ -122,11 +122,15 @@ systems = ["sn-1", "jira-1"]
         assert!(snapshot.flow("first").is_some());
         // The pattern is the first flow's, but it applies to every request to jira-1.
         assert_eq!(
-            snapshot.classify(jira, [&Method::POST], &["/rest/api/2/issue"]),
+            snapshot.instances[jira as usize]
+                .classifier
+                .classify([&Method::POST], &["/rest/api/2/issue"]),
             LoadClass::Main
         );
         assert_eq!(
-            snapshot.classify(sn, [&Method::POST], &["/rest/api/2/issue"]),
+            snapshot.instances[sn as usize]
+                .classifier
+                .classify([&Method::POST], &["/rest/api/2/issue"]),
             LoadClass::Other
         );
         assert_eq!(&*snapshot.instances[sn as usize].base_path, "/api");

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use http::{HeaderName, Method};
+use http::HeaderName;
 
-use super::classify::{Classifier, LoadClass};
+use super::classify::Classifier;
 use super::entitlements::{Entitlement, InUse, PerEntitlement, PerEnvironment};
 use super::reasons::{DisabledReason, InvalidReason};
 use super::tables::Tables;
@@ -299,19 +299,6 @@ impl Snapshot {
             &*self.instances[instance as usize].unclaimed,
             |(_, counts)| &**counts,
         )
-    }
-
-    /// Classifies a request to `instance` by the methods it may mean and the spellings of its
-    /// path (relative to the base URI): main if any flow's main pattern on the instance matches.
-    pub fn classify<'m>(
-        &self,
-        instance: u32,
-        methods: impl IntoIterator<Item = &'m Method> + Clone,
-        paths: &[&str],
-    ) -> LoadClass {
-        self.instances[instance as usize]
-            .classifier
-            .classify(methods, paths)
     }
 
     /// The bulk settings a [`LoadClass::Bulk`] of `instance` names.

@@ -940,10 +940,8 @@ fn gate(snapshot: &Snapshot, now: DateTime<Utc>, flow: u32, instance: u32) -> Re
 /// Classifies a request under every method it may mean and every spelling of its path a
 /// target may read.
 fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> LoadClass {
-    if snapshot.instances[target.instance as usize]
-        .classifier
-        .is_empty()
-    {
+    let classifier = &snapshot.instances[target.instance as usize].classifier;
+    if classifier.is_empty() {
         return LoadClass::Other;
     }
     let path = &target.path;
@@ -959,12 +957,8 @@ fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> Lo
             &one
         }
     };
-    let class = snapshot.classify(target.instance, [req.method()], paths);
-    if class.counts_most(
-        snapshot.instances[target.instance as usize]
-            .classifier
-            .has_bulk(),
-    ) {
+    let class = classifier.classify([req.method()], paths);
+    if class.counts_most(classifier.has_bulk()) {
         return class;
     }
     // A target may honour a method override header, or ignore it: the request is classified
@@ -972,7 +966,6 @@ fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> Lo
     // override never turns a bulk load into a single one). Every value of every override
     // header is read, comma-separated lists included (usually there are none).
     let mut class = class;
-    let classifier = &snapshot.instances[target.instance as usize].classifier;
     let mut consider = |text: &str| {
         for spelling in text.split(',') {
             let spelling = spelling.trim();
@@ -983,7 +976,7 @@ fn classify<B>(snapshot: &Snapshot, req: &Request<B>, target: &Target<'_>) -> Lo
                 .methods()
                 .find(|method| method.as_str().eq_ignore_ascii_case(spelling))
             {
-                class = class.or_stronger(snapshot.classify(target.instance, [method], paths));
+                class = class.or_stronger(classifier.classify([method], paths));
             }
         }
     };
